@@ -1,0 +1,23 @@
+//! qga-harness: a conformance harness for QEMU Guest Agent implementations.
+//!
+//! The layers, bottom to top, one module each:
+//!
+//! | layer | module | knows about |
+//! |---|---|---|
+//! | wire | [`wire`] | bytes → JSON frames, the 0xFF sentinel, requests and replies |
+//! | transport | [`transport`] | pty, socketpair, unix socket; moves bytes, never looks inside |
+//! | recording | [`transcript`] | every byte both ways, timestamped, with harness events |
+//! | connection | [`connection`] | buffered I/O with deadlines over a transport |
+//! | agent process | [`agent`] | command templates, spawn, kill, reap; owns every pid |
+//! | session | [`session`] | one agent on one channel: start, restart, reconnect |
+//! | client | [`client`] | the reference client: resync and execute |
+//! | checks | [`checks`] | the built-in checks and their verdicts |
+
+pub mod agent;
+pub mod checks;
+pub mod client;
+pub mod connection;
+pub mod session;
+pub mod transcript;
+pub mod transport;
+pub mod wire;

@@ -1,0 +1,259 @@
+//! A session: one channel, and the agent instances that come and go on it.
+//!
+//! The session joins the lower layers: it opens the transport, spawns the
+//! agent from its template (handing it `{path}` or its stdio), connects where
+//! the transport needs it, and waits until the agent answers a sync. It
+//! restarts the agent on the *same* channel, which is the situation the
+//! protocol's resync exists for. Everything it does goes into the transcript.
+
+use crate::agent::{AgentProcess, AgentTemplate, SpawnError};
+use crate::client::{resync, ClientOptions, ResyncError, ResyncPolicy, Resynced};
+use crate::connection::Connection;
+use crate::transcript::{Event, Transcript};
+use crate::transport::{Transport, TransportKind};
+use std::io;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often to retry connect() while a unix-listen agent starts.
+const CONNECT_RETRY: Duration = Duration::from_micros(200);
+/// Each readiness round; between rounds the session checks that the agent is
+/// still alive, so an agent that dies during start-up is reported at once.
+const READY_ROUND: Duration = Duration::from_millis(50);
+
+/// Everything needed to run one agent on one channel.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub template: AgentTemplate,
+    pub transport: TransportKind,
+    pub client: ClientOptions,
+    /// From spawn to the first answered sync. Only a broken agent gets near
+    /// it: qemu-ga answers within 1.5–2.5 ms of spawn (protocol.md §4).
+    pub startup_timeout: Duration,
+    /// SIGTERM grace before SIGKILL.
+    pub term_grace: Duration,
+    /// Unconsumed input the connection may hold.
+    pub max_buffered: usize,
+}
+
+impl SessionConfig {
+    pub fn new(template: AgentTemplate, transport: TransportKind) -> SessionConfig {
+        SessionConfig {
+            template,
+            transport,
+            client: ClientOptions::default(),
+            startup_timeout: Duration::from_secs(2),
+            term_grace: Duration::from_millis(100),
+            max_buffered: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    #[error("cannot open the {kind} channel: {source}")]
+    Transport { kind: TransportKind, source: io::Error },
+    #[error("unix-listen needs {{path}} in the agent template: the agent must be told where to listen")]
+    NeedsPath,
+    #[error("the agent exited ({status}) before {stage}")]
+    AgentExited { status: String, stage: &'static str },
+    #[error("the agent did not accept a connection on {path} within {waited:?} (last error: {last_error})")]
+    Connect { path: String, waited: Duration, last_error: String },
+    #[error("the agent did not answer a delimited sync within {waited:?} of starting ({detail})")]
+    NotReady { waited: Duration, detail: String },
+    #[error("no agent is running")]
+    NoAgent,
+}
+
+/// One channel and its current agent.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    transcript: Transcript,
+    transport: Transport,
+    conn: Option<Connection>,
+    agent: Option<AgentProcess>,
+    instances: u32,
+}
+
+impl Session {
+    /// Open the channel, start the agent and wait until it answers a sync.
+    /// The transcript is the caller's, so it survives a failed start.
+    pub async fn start(config: SessionConfig, transcript: Transcript) -> Result<(Session, Resynced), SessionError> {
+        if config.transport == TransportKind::UnixListen && !config.template.uses_path() {
+            return Err(SessionError::NeedsPath);
+        }
+        let kind = config.transport;
+        let mut transport = Transport::open(kind).map_err(|source| SessionError::Transport { kind, source })?;
+        let conn = transport
+            .take_duplex()
+            .map_err(|source| SessionError::Transport { kind, source })?
+            .map(|d| Connection::new(d, transcript.clone(), config.max_buffered));
+        let mut session = Session { config, transcript, transport, conn, agent: None, instances: 0 };
+        session.start_agent().await?;
+        let ready = session.wait_ready().await?;
+        Ok((session, ready))
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    pub fn transcript(&self) -> &Transcript {
+        &self.transcript
+    }
+
+    pub fn transport_kind(&self) -> TransportKind {
+        self.transport.kind()
+    }
+
+    /// The connection to the current agent.
+    pub fn conn(&mut self) -> Result<&mut Connection, SessionError> {
+        self.conn.as_mut().ok_or(SessionError::NoAgent)
+    }
+
+    pub fn agent(&mut self) -> Option<&mut AgentProcess> {
+        self.agent.as_mut()
+    }
+
+    /// Spawn a new agent instance on the channel (connecting, for
+    /// unix-listen). Does not wait for it to answer: see [`Session::wait_ready`].
+    pub async fn start_agent(&mut self) -> Result<(), SessionError> {
+        if let Some(mut old) = self.agent.take() {
+            old.kill().await;
+        }
+        if self.instances > 0 {
+            self.transcript.event(Event::Restart);
+        }
+        self.instances += 1;
+        let statedir = tempfile::Builder::new()
+            .prefix("qga-harness-state-")
+            .tempdir()
+            .map_err(|source| SessionError::Transport { kind: self.transport.kind(), source })?;
+        let uses_path = self.config.template.uses_path();
+        let argv = self.config.template.expand(self.transport.agent_path().filter(|_| uses_path), statedir.path());
+        let stdio = if uses_path { None } else { self.transport.agent_stdio() };
+        let agent = AgentProcess::spawn(argv, stdio, Some(statedir), self.transcript.clone())?;
+        self.agent = Some(agent);
+        if !self.transport.is_persistent() {
+            self.conn = None;
+            self.connect().await?;
+        }
+        Ok(())
+    }
+
+    /// Connect to a unix-listen agent, retrying (bounded) while it starts.
+    async fn connect(&mut self) -> Result<(), SessionError> {
+        let start = Instant::now();
+        let deadline = start + self.config.startup_timeout;
+        let path = self.transport.agent_path().map(|p| p.display().to_string()).unwrap_or_default();
+        loop {
+            match self.transport.connect().await {
+                Ok(duplex) => {
+                    self.transcript.event(Event::Connect { detail: format!("{path} after {:?}", start.elapsed()) });
+                    self.conn = Some(Connection::new(duplex, self.transcript.clone(), self.config.max_buffered));
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.check_alive("accepting a connection")?;
+                    if Instant::now() >= deadline {
+                        self.transcript.event(Event::Timeout { waiting_for: format!("connect to {path}") });
+                        return Err(SessionError::Connect { path, waited: start.elapsed(), last_error: e.to_string() });
+                    }
+                    tokio::time::sleep(CONNECT_RETRY).await;
+                }
+            }
+        }
+    }
+
+    fn check_alive(&mut self, stage: &'static str) -> Result<(), SessionError> {
+        let agent = self.agent.as_mut().ok_or(SessionError::NoAgent)?;
+        match agent.exit_status() {
+            Some(status) => Err(SessionError::AgentExited { status: status.to_owned(), stage }),
+            None => Ok(()),
+        }
+    }
+
+    /// Resync until the agent answers, within the start-up timeout. Retries
+    /// start at a millisecond: qemu-ga's isa-serial method flushes input that
+    /// arrived before it opened the tty, so early syncs are simply lost.
+    pub async fn wait_ready(&mut self) -> Result<Resynced, SessionError> {
+        let start = Instant::now();
+        let deadline = start + self.config.startup_timeout;
+        let client = self.config.client.clone();
+        let mut first = None;
+        let mut attempts = 0;
+        let mut discarded = 0;
+        loop {
+            let round = READY_ROUND.min(deadline.saturating_duration_since(Instant::now()));
+            let policy = ResyncPolicy {
+                first_attempt: Duration::from_millis(1),
+                max_attempt: Duration::from_millis(16),
+                budget: round,
+                byte_budget: client.resync.byte_budget.saturating_sub(discarded),
+            };
+            let conn = self.conn.as_mut().ok_or(SessionError::NoAgent)?;
+            match resync(conn, &policy, &client).await {
+                Ok(mut r) => {
+                    // Report the whole start-up as one resync.
+                    r.attempts += attempts;
+                    r.bytes_discarded += discarded;
+                    r.elapsed = start.elapsed();
+                    r.first_seq = first.unwrap_or(r.first_seq);
+                    return Ok(r);
+                }
+                Err(ResyncError::Timeout { attempts: a, bytes_discarded: d, .. }) => {
+                    first.get_or_insert(conn.transcript().mark());
+                    attempts += a;
+                    discarded += d;
+                }
+                Err(ResyncError::Closed { .. }) => {
+                    // A unix-listen agent closed our connection: it died, or
+                    // it serves clients one at a time and dropped us.
+                    self.check_alive("answering a sync")?;
+                    return Err(SessionError::NotReady { waited: start.elapsed(), detail: "the agent closed the connection".into() });
+                }
+                Err(e) => {
+                    self.check_alive("answering a sync")?;
+                    return Err(SessionError::NotReady { waited: start.elapsed(), detail: e.to_string() });
+                }
+            }
+            self.check_alive("answering a sync")?;
+            if Instant::now() >= deadline {
+                return Err(SessionError::NotReady {
+                    waited: start.elapsed(),
+                    detail: format!("{attempts} sync attempts, {discarded} bytes discarded"),
+                });
+            }
+        }
+    }
+
+    /// SIGKILL the current agent (the channel stays open).
+    pub async fn kill_agent(&mut self) {
+        if let Some(agent) = self.agent.as_mut() {
+            agent.kill().await;
+        }
+    }
+
+    /// SIGTERM the current agent, escalating to SIGKILL after the grace.
+    pub async fn terminate_agent(&mut self) {
+        let grace = self.config.term_grace;
+        if let Some(agent) = self.agent.as_mut() {
+            agent.terminate(grace).await;
+        }
+    }
+
+    /// Kill the agent, start a new one on the same channel, and resync.
+    pub async fn restart(&mut self) -> Result<Resynced, SessionError> {
+        self.kill_agent().await;
+        self.start_agent().await?;
+        self.wait_ready().await
+    }
+
+    /// Stop the agent (SIGTERM, then SIGKILL) and close the session.
+    pub async fn shutdown(mut self) {
+        self.terminate_agent().await;
+    }
+}

@@ -1,0 +1,154 @@
+//! Requests and replies as JSON.
+//!
+//! Requests are serialised through the `qapi` crate's `qga` command types and
+//! its `Execute` envelope, so the command names and argument shapes are the
+//! schema's. Replies are parsed here, not with `qapi_spec::Response`: that
+//! type rejects unknown error classes, and an agent under test may send any.
+
+use qapi::{Command, Execute};
+use serde_json::Value;
+
+/// A serialised request, ready for the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The command name (`guest-sync-delimited`, ...), for messages.
+    pub command: &'static str,
+    /// The `id` member sent with it, if any; the agent must echo it.
+    pub id: Option<i64>,
+    /// The exact JSON text, without a trailing newline.
+    pub json: Vec<u8>,
+}
+
+impl Request {
+    /// Serialise `cmd`, with an `id` member when given.
+    pub fn new<C: Command>(cmd: C, id: Option<i64>) -> Request {
+        let json = serde_json::to_vec(&Execute::<C, i64>::new(cmd, id))
+            .expect("qapi command types always serialise");
+        Request { command: C::NAME, id, json }
+    }
+
+    /// The bytes to write: the JSON and a newline. Agents must not need the
+    /// newline (they frame by braces), but it keeps line-oriented logs and
+    /// agents readable; framing without it is a catalogue case of its own.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.json.len() + 1);
+        out.extend_from_slice(&self.json);
+        out.push(b'\n');
+        out
+    }
+}
+
+/// One reply from an agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// `{"return": VALUE}`
+    Return { value: Value, id: Option<Value> },
+    /// `{"error": {"class": C, "desc": D}}`
+    Error { class: String, desc: String, id: Option<Value> },
+}
+
+/// A framed JSON text that is not a well-formed reply.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("malformed reply: {reason}")]
+pub struct MalformedReply {
+    pub reason: String,
+}
+
+fn malformed(reason: impl Into<String>) -> MalformedReply {
+    MalformedReply { reason: reason.into() }
+}
+
+impl Reply {
+    /// Parse one framed JSON text (as found by [`super::scan`]).
+    pub fn parse(text: &[u8]) -> Result<Reply, MalformedReply> {
+        let value: Value =
+            serde_json::from_slice(text).map_err(|e| malformed(format!("not JSON: {e}")))?;
+        Reply::from_value(value)
+    }
+
+    /// Interpret a JSON value as a reply: an object with exactly one of
+    /// `return` and `error`, and optionally `id`. Other members are tolerated
+    /// here (QMP lets servers add members); the catalogue may judge them.
+    pub fn from_value(value: Value) -> Result<Reply, MalformedReply> {
+        let Value::Object(mut obj) = value else {
+            return Err(malformed("not a JSON object"));
+        };
+        let id = obj.remove("id");
+        match (obj.remove("return"), obj.remove("error")) {
+            (Some(value), None) => Ok(Reply::Return { value, id }),
+            (None, Some(Value::Object(mut err))) => {
+                let class = match err.remove("class") {
+                    Some(Value::String(s)) => s,
+                    _ => return Err(malformed("error without a string \"class\"")),
+                };
+                let desc = match err.remove("desc") {
+                    Some(Value::String(s)) => s,
+                    _ => return Err(malformed("error without a string \"desc\"")),
+                };
+                Ok(Reply::Error { class, desc, id })
+            }
+            (None, Some(_)) => Err(malformed("\"error\" is not an object")),
+            (Some(_), Some(_)) => Err(malformed("both \"return\" and \"error\"")),
+            (None, None) => Err(malformed("neither \"return\" nor \"error\"")),
+        }
+    }
+
+    pub fn id(&self) -> Option<&Value> {
+        match self {
+            Reply::Return { id, .. } | Reply::Error { id, .. } => id.as_ref(),
+        }
+    }
+
+    /// True when this is `{"return": n}` with `n` exactly the integer `want`.
+    /// Compared as numbers, never as text: agents re-serialise (protocol.md §4).
+    pub fn returns_int(&self, want: i64) -> bool {
+        matches!(self, Reply::Return { value, .. } if value.as_i64() == Some(want))
+    }
+}
+
+/// True when an echoed `id` is the integer we sent.
+pub fn id_matches(echoed: Option<&Value>, sent: i64) -> bool {
+    echoed.and_then(Value::as_i64) == Some(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qapi::qga;
+
+    #[test]
+    fn request_uses_schema_names() {
+        let r = Request::new(qga::guest_sync_delimited { id: -5 }, None);
+        let v: Value = serde_json::from_slice(&r.json).unwrap();
+        assert_eq!(v, serde_json::json!({"execute": "guest-sync-delimited", "arguments": {"id": -5}}));
+        let r = Request::new(qga::guest_ping {}, Some(7));
+        let v: Value = serde_json::from_slice(&r.json).unwrap();
+        assert_eq!(v, serde_json::json!({"execute": "guest-ping", "arguments": {}, "id": 7}));
+        assert_eq!(r.to_wire().last(), Some(&b'\n'));
+    }
+
+    #[test]
+    fn parses_returns_and_errors_in_any_key_order() {
+        let r = Reply::parse(br#"{"id": 3, "return": 42}"#).unwrap();
+        assert!(r.returns_int(42));
+        assert!(id_matches(r.id(), 3));
+        let e = Reply::parse(br#"{"error": {"desc": "x", "class": "CommandNotFound"}}"#).unwrap();
+        assert_eq!(e, Reply::Error { class: "CommandNotFound".into(), desc: "x".into(), id: None });
+    }
+
+    #[test]
+    fn ids_compare_as_numbers_not_text() {
+        let r = Reply::parse(br#"{"return": 1000}"#).unwrap();
+        assert!(r.returns_int(1000));
+        assert!(!r.returns_int(1001));
+        let f = Reply::parse(br#"{"return": 1.5}"#).unwrap();
+        assert!(!f.returns_int(1));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_reply() {
+        for bad in [&br#"[1]"#[..], br#"{"return": 1, "error": {}}"#, br#"{"x": 1}"#, br#"{"error": {"class": 1, "desc": ""}}"#, b"{inf}"] {
+            assert!(Reply::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
