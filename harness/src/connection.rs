@@ -69,6 +69,11 @@ impl Connection {
         &self.transcript
     }
 
+    /// The channel's fd, for the benchmark's raw floor only.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream.as_raw_fd()
+    }
+
     /// Unconsumed input.
     pub fn buffered(&self) -> &[u8] {
         &self.buf

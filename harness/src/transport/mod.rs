@@ -125,6 +125,16 @@ impl Duplex {
         }
     }
 
+    /// The underlying fd, for measurements that bypass the harness (the
+    /// benchmark's raw floor). Reading or writing it directly bypasses the
+    /// transcript.
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match &self.inner {
+            Inner::Socket(s) => s.as_raw_fd(),
+            Inner::Pty(fd) => fd.get_ref().as_raw_fd(),
+        }
+    }
+
     /// Read whatever is available right now without waiting.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match &self.inner {

@@ -1,0 +1,231 @@
+//! `qga-harness bench`: what the harness costs, measured against a floor
+//! taken in the same run.
+//!
+//! - round trip: guest-ping through the harness (connection, transcript,
+//!   framer, id check) vs. the same bytes written and read with plain
+//!   syscalls on the same fd (the floor);
+//! - resync latency: 0xFF + guest-sync-delimited until our reply;
+//! - start-up: a fresh session (channel, spawn, connect, first answered
+//!   sync) vs. a minimal client doing the same with blocking syscalls.
+
+use crate::AgentArgs;
+use clap::Args;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use qapi::qga;
+use qga_harness::client::{execute, resync};
+use qga_harness::session::{Session, SessionConfig};
+use qga_harness::transcript::Transcript;
+use qga_harness::transport::Transport;
+use qga_harness::wire::Request;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Round trips and resyncs measured per figure.
+    #[arg(long, default_value_t = 2000)]
+    iterations: usize,
+    /// Agent start-ups measured.
+    #[arg(long, default_value_t = 30)]
+    spawns: usize,
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    mean: Duration,
+}
+
+fn stats(mut xs: Vec<Duration>) -> Stats {
+    xs.sort_unstable();
+    let n = xs.len().max(1);
+    let at = |q: f64| xs.get(((xs.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default();
+    Stats { p50: at(0.5), p99: at(0.99), mean: xs.iter().sum::<Duration>() / n as u32 }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn line(name: &str, s: &Stats) {
+    println!("{name:<34} p50 {:>9.1} µs   p99 {:>9.1} µs   mean {:>9.1} µs", us(s.p50), us(s.p99), us(s.mean));
+}
+
+pub async fn run(args: BenchArgs) -> ExitCode {
+    let config = match args.agent.session_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("qga-harness: {e}");
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    };
+    println!("agent: {}\ntransport: {}\niterations: {}, spawns: {}", config.template, config.transport, args.iterations, args.spawns);
+    match measure(config, &args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qga-harness bench: {e}");
+            ExitCode::from(crate::EXIT_HARNESS)
+        }
+    }
+}
+
+async fn measure(config: SessionConfig, args: &BenchArgs) -> Result<(), String> {
+    let opts = config.client.clone();
+    // A transcript that keeps nothing: the benchmark measures the recorder's
+    // bookkeeping, not the growth of a log of thousands of round trips.
+    let transcript = Transcript::new(qga_harness::transcript::Caps { bytes: 0, entries: 0 });
+    let (mut session, _) = Session::start(config.clone(), transcript).await.map_err(|e| e.to_string())?;
+    let conn = session.conn().map_err(|e| e.to_string())?;
+
+    // Interleave floor and harness samples so drift affects both alike.
+    let ping = Request::new(qga::guest_ping {}, Some(1)).to_wire();
+    let mut raw = Vec::with_capacity(args.iterations);
+    let mut harness = Vec::with_capacity(args.iterations);
+    for i in 0..args.iterations * 2 {
+        if i % 2 == 0 {
+            let t = Instant::now();
+            raw_round_trip(conn.raw_fd(), &ping).map_err(|e| format!("raw round trip: {e}"))?;
+            raw.push(t.elapsed());
+        } else {
+            let t = Instant::now();
+            execute(conn, qga::guest_ping {}, &opts).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            harness.push(t.elapsed());
+        }
+    }
+    let mut resyncs = Vec::with_capacity(args.iterations);
+    for _ in 0..args.iterations {
+        let t = Instant::now();
+        resync(conn, &opts.resync, &opts).await.map_err(|e| e.to_string())?;
+        resyncs.push(t.elapsed());
+    }
+    session.shutdown().await;
+
+    let mut starts = Vec::with_capacity(args.spawns);
+    let mut floors = Vec::with_capacity(args.spawns);
+    for _ in 0..args.spawns {
+        let t = Instant::now();
+        let (s, _) = Session::start(config.clone(), Transcript::default()).await.map_err(|e| e.to_string())?;
+        starts.push(t.elapsed());
+        s.shutdown().await;
+        floors.push(raw_startup(&config)?);
+    }
+
+    let (raw, harness, resyncs, starts, floors) = (stats(raw), stats(harness), stats(resyncs), stats(starts), stats(floors));
+    line("ping round trip, raw syscalls", &raw);
+    line("ping round trip, harness", &harness);
+    println!("  harness / raw: p50 {:.2}x, mean {:.2}x", us(harness.p50) / us(raw.p50), us(harness.mean) / us(raw.mean));
+    line("resync (0xFF + sync-delimited)", &resyncs);
+    line("start-up to first sync, raw", &floors);
+    line("start-up to first sync, harness", &starts);
+    println!(
+        "  harness - raw: p50 {:+.1} µs, mean {:+.1} µs",
+        us(starts.p50) - us(floors.p50),
+        us(starts.mean) - us(floors.mean)
+    );
+    Ok(())
+}
+
+fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> Result<(), String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(0) => Err("timed out".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Write `request`, read until the reply's newline: the least any client
+/// can do. The fd is non-blocking, so wait with poll(2) between reads.
+fn raw_round_trip(fd: RawFd, request: &[u8]) -> Result<(), String> {
+    // SAFETY: the fd is owned by the session's connection, alive for this call.
+    let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut off = 0;
+    while off < request.len() {
+        match nix::unistd::write(bfd, &request[off..]) {
+            Ok(n) => off += n,
+            Err(nix::errno::Errno::EAGAIN) => std::thread::yield_now(),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut buf = [0u8; 4096];
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(n) if buf[..n].contains(&b'\n') => return Ok(()),
+            Ok(0) => return Err("closed".into()),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EIO) => wait_readable(bfd, deadline)?,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Spawn the agent with std::process and a blocking sync loop, no harness
+/// layers: the floor for start-up time on this transport.
+fn raw_startup(config: &SessionConfig) -> Result<Duration, String> {
+    let statedir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut transport = Transport::open(config.transport).map_err(|e| e.to_string())?;
+    let uses_path = config.template.uses_path();
+    let argv = config.template.expand(transport.agent_path().filter(|_| uses_path), statedir.path());
+    let duplex = transport.take_duplex().map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stderr(std::process::Stdio::null());
+    if !uses_path {
+        let fd = transport.agent_stdio().ok_or("no stdio")?.try_clone_to_owned().map_err(|e| e.to_string())?;
+        cmd.stdin(fd.try_clone().map_err(|e| e.to_string())?).stdout(fd);
+    } else {
+        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    }
+    let sync = qga_harness::client::resync::sync_request_bytes(1);
+    let t = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let deadline = t + config.startup_timeout;
+    let result = (|| {
+        let stream;
+        let fd: RawFd = match &duplex {
+            Some(d) => d.as_raw_fd(),
+            None => loop {
+                match std::os::unix::net::UnixStream::connect(transport.agent_path().unwrap()) {
+                    Ok(s) => {
+                        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                        stream = s;
+                        break std::os::fd::AsRawFd::as_raw_fd(&stream);
+                    }
+                    Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(100)),
+                    Err(e) => return Err(e.to_string()),
+                }
+            },
+        };
+        // Resend every millisecond: an isa-serial agent flushes what came
+        // before it opened the tty.
+        loop {
+            if Instant::now() > deadline {
+                return Err("no reply".to_string());
+            }
+            // SAFETY: fd is alive for this closure.
+            let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
+            let _ = nix::unistd::write(bfd, &sync);
+            let attempt = Instant::now() + Duration::from_millis(1);
+            let mut buf = [0u8; 4096];
+            while Instant::now() < attempt {
+                match nix::unistd::read(fd, &mut buf) {
+                    Ok(n) if n > 0 && buf[..n].contains(&b'\n') && buf[..n].windows(9).any(|w| w == b"\"return\"") => {
+                        return Ok(t.elapsed())
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        let _ = wait_readable(bfd.as_fd(), attempt);
+                    }
+                }
+            }
+        }
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
