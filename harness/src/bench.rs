@@ -214,7 +214,7 @@ fn raw_startup(config: &SessionConfig) -> Result<Duration, String> {
             let mut buf = [0u8; 4096];
             while Instant::now() < attempt {
                 match nix::unistd::read(fd, &mut buf) {
-                    Ok(n) if n > 0 && buf[..n].contains(&b'\n') && buf[..n].windows(9).any(|w| w == b"\"return\"") => {
+                    Ok(n) if n > 0 && buf[..n].contains(&b'\n') && buf[..n].windows(8).any(|w| w == b"\"return\"") => {
                         return Ok(t.elapsed())
                     }
                     Ok(_) => {}

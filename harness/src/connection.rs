@@ -55,6 +55,9 @@ enum Step {
 pub struct Connection {
     stream: Duplex,
     buf: Vec<u8>,
+    /// Read target, on the heap: a 64 KiB array inside an async fn would make
+    /// every future that awaits it that much larger.
+    scratch: Box<[u8]>,
     max_buffered: usize,
     transcript: Transcript,
     closed: bool,
@@ -62,7 +65,7 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(stream: Duplex, transcript: Transcript, max_buffered: usize) -> Connection {
-        Connection { stream, buf: Vec::with_capacity(READ_CHUNK), max_buffered, transcript, closed: false }
+        Connection { stream, buf: Vec::with_capacity(READ_CHUNK), scratch: vec![0; READ_CHUNK].into_boxed_slice(), max_buffered, transcript, closed: false }
     }
 
     pub fn transcript(&self) -> &Transcript {
@@ -91,9 +94,10 @@ impl Connection {
         n
     }
 
-    fn take_input(&mut self, n: usize, chunk: &[u8]) {
-        self.transcript.bytes(Direction::FromAgent, &chunk[..n]);
-        self.buf.extend_from_slice(&chunk[..n]);
+    /// Move `n` freshly read bytes from the scratch buffer into the input.
+    fn take_input(&mut self, n: usize) {
+        self.transcript.bytes(Direction::FromAgent, &self.scratch[..n]);
+        self.buf.extend_from_slice(&self.scratch[..n]);
     }
 
     fn room(&self) -> usize {
@@ -109,8 +113,7 @@ impl Connection {
         if room == 0 {
             return Ok(Fill::Full);
         }
-        let mut chunk = [0u8; READ_CHUNK];
-        match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk[..room])).await {
+        match tokio::time::timeout_at(deadline, self.stream.read(&mut self.scratch[..room])).await {
             Err(_elapsed) => Ok(Fill::Timeout),
             Ok(Ok(0)) => {
                 self.closed = true;
@@ -118,7 +121,7 @@ impl Connection {
                 Ok(Fill::Closed)
             }
             Ok(Ok(n)) => {
-                self.take_input(n, &chunk);
+                self.take_input(n);
                 Ok(Fill::Data(n))
             }
             Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
@@ -132,16 +135,15 @@ impl Connection {
     /// Take in whatever input is available right now, without waiting.
     pub fn poll_input(&mut self) -> io::Result<usize> {
         let mut total = 0;
-        let mut chunk = [0u8; READ_CHUNK];
         while !self.closed {
             let room = self.room();
             if room == 0 {
                 break;
             }
-            match self.stream.try_read(&mut chunk[..room]) {
+            match self.stream.try_read(&mut self.scratch[..room]) {
                 Ok(0) => self.closed = true,
                 Ok(n) => {
-                    self.take_input(n, &chunk);
+                    self.take_input(n);
                     total += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -156,16 +158,16 @@ impl Connection {
     /// meanwhile. The bytes are recorded as they are taken by the channel.
     pub async fn send(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), SendError> {
         let mut written = 0;
-        let mut chunk = [0u8; READ_CHUNK];
         while written < bytes.len() {
             let room = self.room();
             let reading = !self.closed && room > 0;
             let step = {
                 let stream = &self.stream;
+                let scratch = &mut self.scratch;
                 tokio::select! {
                     biased;
                     r = stream.write(&bytes[written..]) => Step::Wrote(r),
-                    r = stream.read(&mut chunk[..room.max(1)]), if reading => Step::Read(r),
+                    r = stream.read(&mut scratch[..room.max(1)]), if reading => Step::Read(r),
                     _ = tokio::time::sleep_until(deadline) => Step::Deadline,
                 }
             };
@@ -181,7 +183,7 @@ impl Connection {
                 }
                 Step::Wrote(Err(e)) => return Err(e.into()),
                 Step::Read(Ok(0)) => self.closed = true,
-                Step::Read(Ok(n)) => self.take_input(n, &chunk),
+                Step::Read(Ok(n)) => self.take_input(n),
                 Step::Read(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => self.closed = true,
                 Step::Read(Err(e)) => return Err(e.into()),
                 Step::Deadline => {

@@ -230,6 +230,18 @@ impl Session {
         }
     }
 
+    /// Close the connection and open a new one to the same agent
+    /// (unix-listen): a new client on a channel whose agent keeps its parser
+    /// state. On persistent channels there is nothing to reconnect.
+    pub async fn reconnect(&mut self) -> Result<(), SessionError> {
+        if self.transport.is_persistent() {
+            return Ok(());
+        }
+        self.conn = None;
+        self.transcript.event(Event::Note { text: "client disconnected".into() });
+        self.connect().await
+    }
+
     /// SIGKILL the current agent (the channel stays open).
     pub async fn kill_agent(&mut self) {
         if let Some(agent) = self.agent.as_mut() {
