@@ -87,6 +87,16 @@ impl Connection {
         self.buf.drain(..n.min(self.buf.len()));
     }
 
+    /// Put stale agent-side data in the input, after what is already
+    /// buffered and before anything read later: the harness interposing on
+    /// the channel. Recorded as a fault, not as agent output.
+    pub fn inject(&mut self, bytes: &[u8]) {
+        self.transcript.event(Event::Fault {
+            detail: format!("inject {} stale byte(s) into the client's input: {}", bytes.len(), crate::transcript::escape_bytes(bytes)),
+        });
+        self.buf.extend_from_slice(bytes);
+    }
+
     /// Drop all buffered input.
     pub fn clear(&mut self) -> usize {
         let n = self.buf.len();

@@ -11,13 +11,21 @@
 //! | agent process | [`agent`] | command templates, spawn, kill, reap; owns every pid |
 //! | session | [`session`] | one agent on one channel: start, restart, reconnect |
 //! | client | [`client`] | the reference client: resync and execute |
-//! | checks | [`checks`] | the built-in checks and their verdicts |
+//! | cases | [`case`] | the catalogue as data: cases, steps, patterns |
+//! | engine | [`engine`] | runs cases, grades them, measures recovery |
+//! | verdict | [`verdict`] | outcomes, levels, recovery grades |
+//! | gating | [`baseline`] | expectation baselines |
+//! | report | [`report`] | terminal and JSON reports |
 
 pub mod agent;
-pub mod checks;
+pub mod baseline;
+pub mod case;
 pub mod client;
 pub mod connection;
+pub mod engine;
+pub mod report;
 pub mod session;
 pub mod transcript;
 pub mod transport;
+pub mod verdict;
 pub mod wire;

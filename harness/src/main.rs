@@ -1,11 +1,17 @@
 //! The `qga-harness` command line.
 //!
-//! Exit codes: 0 all checks passed; 1 conformance failures; 2 harness error;
-//! 3 bad usage or configuration (bad template, agent not found).
+//! Exit codes: 0 conforming (or matching the baseline); 1 conformance
+//! failures or regressions; 2 harness error; 3 bad usage or configuration
+//! (bad template, agent not found, unreadable case or baseline file, no case
+//! selected).
 
 use clap::{Args, Parser, Subcommand};
 use qga_harness::agent::AgentTemplate;
-use qga_harness::checks::{self, Outcome};
+use qga_harness::baseline::Baseline;
+use qga_harness::case::{load, Case};
+use qga_harness::engine::{run_cases, EngineOptions};
+use qga_harness::report;
+use qga_harness::verdict::Outcome;
 use qga_harness::session::SessionConfig;
 use qga_harness::transcript::Transcript;
 use qga_harness::transport::TransportKind;
@@ -27,8 +33,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the built-in checks against an agent.
+    /// Run the conformance catalogue against an agent.
     Run(RunArgs),
+    /// List the catalogue: id, level, title.
+    List(ListArgs),
     /// Measure round trips, resync latency and start-up time.
     Bench(bench::BenchArgs),
     /// Serve as the in-tree reference agent (the default agent).
@@ -63,16 +71,77 @@ pub struct AgentArgs {
     transcript_cap: usize,
 }
 
+/// Which cases.
+#[derive(Args, Clone)]
+pub struct Selection {
+    /// Case files: a directory of *.toml or one file. Default: the catalogue
+    /// built into this binary (the repository's cases/).
+    #[arg(long)]
+    cases: Option<std::path::PathBuf>,
+    /// Select cases whose id matches this glob (e.g. 'restart/*'); repeatable.
+    #[arg(long = "case")]
+    case_globs: Vec<String>,
+    /// Select cases with this tag; repeatable.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    select: Selection,
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
     agent: AgentArgs,
-    /// Print the whole transcript after the results.
+    #[command(flatten)]
+    select: Selection,
+    /// Treat NON-STRICT (a SHOULD violated) as failing.
     #[arg(long)]
-    transcript: bool,
-    /// Write the verdicts and transcript as JSON to this file.
+    strict: bool,
+    /// Baseline of known outcomes; the run fails only on regressions.
+    #[arg(long)]
+    expect: Option<std::path::PathBuf>,
+    /// Write the run (verdicts, recovery metrics, transcripts) as JSON.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Write a baseline that expects this run's outcomes.
+    #[arg(long)]
+    write_baseline: Option<std::path::PathBuf>,
+    /// Print the transcript of every case that did not pass, not only failures.
+    #[arg(long)]
+    transcript: bool,
+}
+
+impl Selection {
+    /// The selected cases, or a usage error.
+    fn cases(&self) -> Result<(Vec<Case>, Vec<String>), String> {
+        let all = match &self.cases {
+            Some(p) => load::from_path(p),
+            None => load::embedded(),
+        }
+        .map_err(|e| e.to_string())?;
+        let ids = all.iter().map(|c| c.id.clone()).collect();
+        let mut globs = globset::GlobSetBuilder::new();
+        for g in &self.case_globs {
+            globs.add(globset::GlobBuilder::new(g).literal_separator(false).build().map_err(|e| format!("--case {g:?}: {e}"))?);
+        }
+        let globs = globs.build().map_err(|e| e.to_string())?;
+        let selected: Vec<Case> = all
+            .into_iter()
+            .filter(|c| self.case_globs.is_empty() || globs.is_match(&c.id))
+            .filter(|c| self.tags.is_empty() || c.tags.iter().any(|t| self.tags.contains(t)))
+            .collect();
+        if selected.is_empty() {
+            return Err(format!(
+                "no case selected (--case {:?}, --tag {:?}): `qga-harness list` shows the catalogue",
+                self.case_globs, self.tags
+            ));
+        }
+        Ok((selected, ids))
+    }
 }
 
 impl AgentArgs {
@@ -147,6 +216,7 @@ fn main() -> ExitCode {
         tokio::spawn(stop_on_signal());
         match cli.command {
             Cmd::Run(args) => run(args).await,
+            Cmd::List(args) => list(args),
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::RefAgent { .. } => unreachable!(),
         }
@@ -169,33 +239,77 @@ async fn stop_on_signal() {
     std::process::exit(code);
 }
 
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("qga-harness: {msg}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn list(args: ListArgs) -> ExitCode {
+    let (cases, _) = match args.select.cases() {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    for c in &cases {
+        println!("{:<24} {:<6} {}", c.id, c.level, c.title);
+    }
+    println!("{} cases", cases.len());
+    ExitCode::SUCCESS
+}
+
 async fn run(args: RunArgs) -> ExitCode {
     let config = match args.agent.session_config() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("qga-harness: {e}");
-            return ExitCode::from(EXIT_USAGE);
+        Err(e) => return usage(e),
+    };
+    let (cases, all_ids) = match args.select.cases() {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let baseline = match &args.expect {
+        None => None,
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => return usage(format!("{}: {e}", path.display())),
+            };
+            let ids: Vec<&str> = all_ids.iter().map(String::as_str).collect();
+            match Baseline::parse(&path.display().to_string(), &text, &ids) {
+                Ok(b) => Some(b),
+                Err(e) => return usage(e),
+            }
         }
     };
     let transcript = args.agent.transcript();
-    println!("agent: {}\ntransport: {}", config.template, config.transport);
-    let report = checks::run_checks(config, transcript.clone()).await;
-    print!("{}", checks::render(&report, &transcript, args.transcript));
+    let result = run_cases(config, &cases, transcript, &EngineOptions::default()).await;
+    let comparison = baseline.as_ref().map(|b| b.compare(&result.results, args.strict));
+    print!("{}", report::render_terminal(&result, comparison.as_ref(), args.strict, args.transcript));
     if let Some(path) = &args.json {
-        let doc = serde_json::json!({ "report": report, "transcript": transcript.entries(0, None) });
-        if let Err(e) = std::fs::write(path, serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
+        let doc = report::JsonReport::new(&result, comparison.as_ref(), args.strict);
+        let bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+        if let Err(e) = report::write_atomic(path, &bytes) {
             eprintln!("qga-harness: cannot write {}: {e}", path.display());
             return ExitCode::from(EXIT_HARNESS);
         }
     }
-    // ERROR on start means the harness could not run the agent at all (spawn
-    // or channel failure); later ERRORs follow from an agent failure.
-    if report.verdicts.first().is_some_and(|v| v.outcome == Outcome::Error) {
-        return ExitCode::from(EXIT_HARNESS);
+    if let Some(path) = &args.write_baseline {
+        let agent = format!("{} ({}) over {}", result.agent, result.agent_version.as_deref().unwrap_or("version unknown"), result.transport);
+        let b = Baseline::from_results(&agent, &result.results, args.strict);
+        let text = toml::to_string(&b).unwrap_or_default();
+        if let Err(e) = report::write_atomic(path, text.as_bytes()) {
+            eprintln!("qga-harness: cannot write {}: {e}", path.display());
+            return ExitCode::from(EXIT_HARNESS);
+        }
     }
-    if report.all_passed() {
-        ExitCode::SUCCESS
-    } else {
+    // Which outcomes count: those the baseline does not expect, or all.
+    let unexpected: Vec<Outcome> = match &comparison {
+        Some(c) => c.regressions.iter().map(|r| r.1).collect(),
+        None => result.results.iter().map(|r| r.outcome).filter(|o| o.is_failing(args.strict)).collect(),
+    };
+    if unexpected.contains(&Outcome::Error) {
+        ExitCode::from(EXIT_HARNESS)
+    } else if !unexpected.is_empty() {
         ExitCode::from(EXIT_FAIL)
+    } else {
+        ExitCode::SUCCESS
     }
 }

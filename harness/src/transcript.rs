@@ -9,13 +9,13 @@
 //! A `Transcript` is a cheap handle (an `Arc`), shared by the session (which
 //! records process events) and the connection (which records bytes).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Which way bytes went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     /// Written by the harness to the agent.
@@ -25,7 +25,7 @@ pub enum Direction {
 }
 
 /// Something the harness did or saw that is not channel data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Event {
     Spawn { pid: i32, argv: Vec<String> },
@@ -41,34 +41,63 @@ pub enum Event {
     Truncated { cap: usize },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", untagged)]
 pub enum Record {
     Bytes {
         dir: Direction,
-        #[serde(serialize_with = "serialize_bytes_escaped")]
+        #[serde(serialize_with = "serialize_bytes_escaped", deserialize_with = "deserialize_bytes_escaped")]
         data: Vec<u8>,
     },
     Event(Event),
 }
 
 /// One numbered entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub seq: u64,
-    /// Time since the transcript was created.
-    #[serde(serialize_with = "serialize_micros")]
+    /// Time since the transcript was created, in microseconds.
+    #[serde(with = "crate::verdict::micros")]
     pub at: Duration,
     #[serde(flatten)]
     pub record: Record,
 }
 
-fn serialize_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_micros() as u64)
-}
-
 fn serialize_bytes_escaped<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&escape_bytes(b))
+}
+
+fn deserialize_bytes_escaped<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let s = String::deserialize(d)?;
+    unescape_bytes(&s).map_err(serde::de::Error::custom)
+}
+
+/// The inverse of [`escape_bytes`].
+pub fn unescape_bytes(text: &str) -> Result<Vec<u8>, String> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'n') => out.push(b'\n'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'x') => {
+                let hex = text.get(i + 2..i + 4).ok_or("truncated \\x escape")?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad \\x{hex}"))?);
+                i += 2;
+            }
+            _ => return Err(format!("bad escape at byte {i}")),
+        }
+        i += 2;
+    }
+    Ok(out)
 }
 
 /// Render bytes as printable ASCII: `\xFF` for non-ASCII and control bytes,
@@ -180,6 +209,16 @@ impl Transcript {
         self.lock().push(Record::Event(event))
     }
 
+    /// Forget the entries kept so far (sequence numbers go on). The engine
+    /// takes each case's entries out and then resets, so one long run keeps
+    /// at most one case's worth under the cap.
+    pub fn reset(&self) {
+        let mut t = self.lock();
+        t.entries.clear();
+        t.kept_bytes = 0;
+        t.truncated = false;
+    }
+
     /// Sequence number the next entry will get: a mark to cite "from here".
     pub fn mark(&self) -> u64 {
         self.lock().next_seq
@@ -222,21 +261,27 @@ impl Transcript {
     /// A human-readable rendering of entries `from..to`, one line each,
     /// every byte escaped.
     pub fn render(&self, from: u64, to: Option<u64>) -> String {
-        let mut out = String::new();
-        for e in self.entries(from, to) {
-            let at = e.at.as_secs_f64() * 1e3;
-            let _ = match &e.record {
-                Record::Bytes { dir: Direction::ToAgent, data } => {
-                    writeln!(out, "#{:<5} {at:>10.3}ms  >> {}", e.seq, escape_bytes(data))
-                }
-                Record::Bytes { dir: Direction::FromAgent, data } => {
-                    writeln!(out, "#{:<5} {at:>10.3}ms  << {}", e.seq, escape_bytes(data))
-                }
-                Record::Event(ev) => writeln!(out, "#{:<5} {at:>10.3}ms  -- {}", e.seq, describe(ev)),
-            };
-        }
-        out
+        render_entries(&self.entries(from, to))
     }
+}
+
+/// Entries as text, one line each: `#seq time >> bytes` (to the agent),
+/// `<<` (from the agent), `--` (harness event). Every byte escaped.
+pub fn render_entries(entries: &[Entry]) -> String {
+    let mut out = String::new();
+    for e in entries {
+        let at = e.at.as_secs_f64() * 1e3;
+        let _ = match &e.record {
+            Record::Bytes { dir: Direction::ToAgent, data } => {
+                writeln!(out, "#{:<5} {at:>10.3}ms  >> {}", e.seq, escape_bytes(data))
+            }
+            Record::Bytes { dir: Direction::FromAgent, data } => {
+                writeln!(out, "#{:<5} {at:>10.3}ms  << {}", e.seq, escape_bytes(data))
+            }
+            Record::Event(ev) => writeln!(out, "#{:<5} {at:>10.3}ms  -- {}", e.seq, describe(ev)),
+        };
+    }
+    out
 }
 
 fn describe(ev: &Event) -> String {
@@ -293,6 +338,19 @@ mod tests {
         let truncs = t.entries(0, None).iter().filter(|e| matches!(e.record, Record::Event(Event::Truncated { .. }))).count();
         assert_eq!(truncs, 1);
         assert!(t.entries(0, None).len() <= 5);
+    }
+
+    #[test]
+    fn entries_round_trip_through_json() {
+        let t = Transcript::default();
+        t.bytes(Direction::FromAgent, b"\xff{\"return\": 1}\n\\x\x00");
+        t.event(Event::Restart);
+        let entries = t.entries(0, None);
+        let json = serde_json::to_string(&entries).unwrap();
+        let back: Vec<Entry> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].record, entries[0].record);
+        assert_eq!(back[1].record, entries[1].record);
     }
 
     #[test]

@@ -1,0 +1,317 @@
+//! The step vocabulary: everything a case (or a fuzzed schedule) can do to
+//! a channel and an agent, and everything it can expect back.
+//!
+//! In a case file each step is a one-key table, e.g.
+//! `{ send = { command = "guest-ping" } }` or `{ kill = { signal = "KILL" } }`.
+//! The full reference, with examples, is cases/README.md.
+
+use super::bytes::ByteString;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Step {
+    /// Write a request (or raw bytes), with control over framing.
+    Send(Send),
+    /// Several sends coalesced into one write (e.g. sync-delimited and the
+    /// real command together, as Proxmox sends them).
+    Batch(Vec<Send>),
+    /// Write pseudo-random bytes from a seed.
+    Garbage(Garbage),
+    /// Read the first `after` bytes of what the agent sent and drop them,
+    /// leaving the rest in the channel: a client that gave up mid-reply.
+    Abandon(Abandon),
+    /// Signal the agent's process group.
+    Kill(Kill),
+    /// Start a new agent instance on the same channel (killing any running one).
+    Restart(Empty),
+    /// Close the client connection and open a new one (unix-listen only;
+    /// a no-op on channels that have no connections).
+    Reconnect(Empty),
+    /// Stale agent-side data: bytes put in front of what the client reads
+    /// next, as if an earlier agent or conversation had left them.
+    Inject(ByteString),
+    /// Read replies and check them.
+    Expect(Expect),
+    /// Nothing but whitespace may arrive for this long.
+    ExpectSilence(Silence),
+    /// The reference client must resync within the budget.
+    Resync(ResyncStep),
+    /// Wait (bounded; for pacing faults, never to wait for a reply).
+    Pause(Pause),
+    /// Run `steps` `times` times.
+    Repeat(Repeat),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// A request or raw bytes to write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Send {
+    /// The command name. Arguments that fit the `qapi` crate's type for it
+    /// are serialised through that type; others (deliberately bad ones) are
+    /// written as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Arguments. The string `"$fresh"` anywhere in them becomes a fresh
+    /// random i64 (the sync id that `$sync` in an expectation refers to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
+    /// The request's `id` member: absent = a fresh id (the reply must echo
+    /// it), `"$none"` = no id member, anything else = sent as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    /// Raw bytes instead of a command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<ByteString>,
+    /// Write a raw 0xFF first (the client's flush).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub flush: bool,
+    /// End each request with `\n` (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub newline: bool,
+    /// Write only the first N bytes: a partial request. It expects no reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate: Option<usize>,
+    /// N copies (each with its own ids) coalesced into one write.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repeat: usize,
+    /// Split the write into chunks of this many bytes...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<usize>,
+    /// ...with this pause between chunks, in microseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delay_us: u64,
+    /// Insert this many spaces after the request's opening brace: a large
+    /// but valid request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Garbage {
+    pub len: usize,
+    pub seed: u64,
+    /// `any` (all 256 values), `printable` (ASCII 0x20-0x7E, no braces), or
+    /// `no-flush` (any byte except 0xFF and 0xFE, and no control bytes: what
+    /// the agent's lexer must wade through without a reset).
+    #[serde(default)]
+    pub kind: GarbageKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GarbageKind {
+    #[default]
+    Any,
+    Printable,
+    NoFlush,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Abandon {
+    pub after: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Signal {
+    KILL,
+    TERM,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kill {
+    pub signal: Signal,
+    /// Wait until this many bytes have arrived from the agent since the step
+    /// began, then signal (kill mid-reply). Absent: signal at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_bytes: Option<usize>,
+}
+
+/// What to expect of the next reply (or the next `count` replies).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// `{"return": PATTERN}`.
+    #[serde(rename = "return", default, skip_serializing_if = "Option::is_none")]
+    pub return_: Option<Value>,
+    /// `{"error": {"class": CLASS, ...}}`; `"$any"` for any class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How the reply's `id` must relate to the request's.
+    #[serde(default)]
+    pub id: IdCheck,
+    /// The reply must be preceded by exactly one raw 0xFF, immediately
+    /// before its `{`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub delimited: bool,
+    /// Error replies without an id before the expected one are tolerated
+    /// (the agent's legal answer to the client's 0xFF).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_errors_before: bool,
+    /// This many replies, each checked against the next pending request.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: usize,
+    /// Deadline for each reply, in milliseconds (default: the client's reply
+    /// timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdCheck {
+    /// The request's id, if it sent one; none if it did not.
+    #[default]
+    Echo,
+    /// No `id` member.
+    Absent,
+    /// Anything.
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Silence {
+    pub ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResyncStep {
+    /// Total budget in milliseconds (default: the client's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pause {
+    pub ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repeat {
+    pub times: usize,
+    pub steps: Vec<Step>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Send {
+    /// A plain request for `command`.
+    pub fn command(command: &str, arguments: Option<Value>) -> Send {
+        Send {
+            command: Some(command.into()),
+            arguments,
+            id: None,
+            raw: None,
+            flush: false,
+            newline: true,
+            truncate: None,
+            repeat: 1,
+            chunk: None,
+            delay_us: 0,
+            pad: None,
+        }
+    }
+
+    /// Whether the agent owes replies for this write (one per copy).
+    pub fn expects_replies(&self) -> bool {
+        self.command.is_some() && self.truncate.is_none()
+    }
+}
+
+impl Step {
+    /// Steps, flattened through `repeat`, for walking a case.
+    pub fn visit<'a>(steps: &'a [Step], f: &mut dyn FnMut(&'a Step)) {
+        for s in steps {
+            f(s);
+            if let Step::Repeat(r) = s {
+                Step::visit(&r.steps, f);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Doc {
+        steps: Vec<Step>,
+    }
+
+    #[test]
+    fn toml_form_of_each_step() {
+        let doc: Doc = toml::from_str(
+            r#"steps = [
+                { send = { command = "guest-sync-delimited", arguments = { id = "$fresh" }, flush = true } },
+                { send = { raw = '\xFF\xFE{"a"', newline = false, chunk = 1, delay_us = 10 } },
+                { garbage = { len = 100, seed = 7, kind = "printable" } },
+                { batch = [ { command = "guest-ping" }, { command = "guest-info", newline = false } ] },
+                { abandon = { after = 7 } },
+                { kill = { signal = "KILL", after_bytes = 3 } },
+                { restart = {} },
+                { reconnect = {} },
+                { inject = '\xFF{"return": 5' },
+                { expect = { return = "$sync", delimited = true, allow_errors_before = true } },
+                { expect = { error = "CommandNotFound", id = "echo", count = 2, within_ms = 50 } },
+                { expect-silence = { ms = 20 } },
+                { resync = {} },
+                { pause = { ms = 1 } },
+                { repeat = { times = 2, steps = [ { resync = { budget_ms = 100 } } ] } },
+            ]"#,
+        )
+        .unwrap();
+        assert_eq!(doc.steps.len(), 15);
+        match &doc.steps[1] {
+            Step::Send(s) => assert_eq!(s.raw.as_ref().unwrap().0, b"\xff\xfe{\"a\""),
+            other => panic!("{other:?}"),
+        }
+        // Serialising and reading back gives the same steps (the fuzzer
+        // writes case files this way).
+        #[derive(Serialize)]
+        struct Out<'a> {
+            steps: &'a [Step],
+        }
+        let text = toml::to_string(&Out { steps: &doc.steps }).unwrap();
+        let back: Doc = toml::from_str(&text).unwrap();
+        assert_eq!(back.steps, doc.steps);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let r: Result<Doc, _> = toml::from_str(r#"steps = [ { send = { comand = "guest-ping" } } ]"#);
+        assert!(r.unwrap_err().to_string().contains("comand"));
+        let r: Result<Doc, _> = toml::from_str(r#"steps = [ { explode = {} } ]"#);
+        assert!(r.is_err());
+    }
+}

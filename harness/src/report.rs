@@ -1,0 +1,138 @@
+//! Reports of a run: the terminal summary and the JSON document (the source
+//! of truth that other formats are made from).
+
+use crate::baseline::Comparison;
+use crate::engine::{CaseResult, RunResult};
+use crate::transcript::{escape_bytes, render_entries};
+use crate::verdict::Outcome;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Version of the JSON document's layout.
+pub const JSON_SCHEMA: &str = "qga-harness/run/1";
+
+/// Count of each outcome.
+pub fn counts(results: &[CaseResult]) -> Vec<(Outcome, usize)> {
+    Outcome::ALL.iter().map(|o| (*o, results.iter().filter(|r| r.outcome == *o).count())).collect()
+}
+
+/// One line per case; requirement, expected, actual and transcript for each
+/// case that did not pass; counts; and a closing `N passed, N failed` line.
+pub fn render_terminal(run: &RunResult, cmp: Option<&Comparison>, strict: bool, transcripts: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "agent: {}", escape_bytes(run.agent.as_bytes()));
+    let _ = writeln!(out, "transport: {}", run.transport);
+    if let Some(v) = &run.agent_version {
+        let _ = writeln!(out, "agent version (guest-info): {}", escape_bytes(v.as_bytes()));
+    }
+    for r in &run.results {
+        let rec = match r.recovery.grade {
+            crate::verdict::RecoveryGrade::NotRun => String::new(),
+            g => format!("{g:?}").to_lowercase(),
+        };
+        let _ = writeln!(out, "{:<11} {:<22} {:>9.3}ms  {:<8}  {}", r.outcome.as_str(), r.id, r.elapsed.as_secs_f64() * 1e3, rec, r.title);
+        if r.outcome != Outcome::Pass {
+            if let Some(f) = &r.failure {
+                let _ = writeln!(out, "      requirement: {}", f.requirement);
+                let _ = writeln!(out, "      expected:    {}", f.expected);
+                let _ = writeln!(out, "      actual:      {}", sanitize(&f.actual));
+                let show = transcripts || r.outcome.is_failing(strict);
+                if show && f.transcript.0 < f.transcript.1 {
+                    let entries: Vec<_> = r.transcript.iter().filter(|e| e.seq >= f.transcript.0 && e.seq < f.transcript.1).cloned().collect();
+                    let _ = writeln!(out, "      transcript #{}..#{}:", f.transcript.0, f.transcript.1);
+                    let text = render_entries(&entries);
+                    let lines: Vec<&str> = text.lines().collect();
+                    // Long transcripts: the start and the end tell the story.
+                    let shown: Vec<&str> = if lines.len() > 40 {
+                        lines[..15].iter().chain(std::iter::once(&"        ...")).chain(&lines[lines.len() - 20..]).copied().collect()
+                    } else {
+                        lines
+                    };
+                    for line in shown {
+                        let _ = writeln!(out, "        {}", truncate(line, 300));
+                    }
+                }
+            }
+        }
+    }
+    let summary: Vec<String> = counts(&run.results).into_iter().filter(|(_, n)| *n > 0).map(|(o, n)| format!("{n} {o}")).collect();
+    let _ = writeln!(out, "\n{} cases in {:.3} s: {}", run.results.len(), run.elapsed.as_secs_f64(), summary.join(", "));
+    if let Some(c) = cmp {
+        for (id, o, exp) in &c.regressions {
+            let _ = writeln!(out, "REGRESSION {id}: {o}, baseline expects {}", show_expected(exp));
+        }
+        for (id, o, exp) in &c.unexpected_passes {
+            let _ = writeln!(out, "UNEXPECTED PASS {id}: {o}, baseline expects {} (tighten the baseline)", show_expected(exp));
+        }
+        let _ = writeln!(out, "baseline: {} regression(s), {} unexpected pass(es)", c.regressions.len(), c.unexpected_passes.len());
+    }
+    let failed = run.results.iter().filter(|r| r.outcome.is_failing(strict)).count();
+    let _ = writeln!(out, "{} passed, {} failed", run.results.len() - failed, failed);
+    out
+}
+
+/// Text that already has agent bytes escaped, made safe for a terminal:
+/// control characters become `\xHH` (backslashes are left alone, so
+/// escapes made earlier are not doubled).
+pub fn sanitize(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { format!("\\x{:02X}", c as u32) } else { c.to_string() }).collect()
+}
+
+fn show_expected(exp: &[Outcome]) -> String {
+    if exp.is_empty() {
+        "a conforming outcome".into()
+    } else {
+        exp.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(" or ")
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        s.to_owned()
+    } else {
+        let mut end = n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}... ({} more bytes)", &s[..end], s.len() - end)
+    }
+}
+
+/// The JSON document of a run.
+#[derive(Serialize)]
+pub struct JsonReport<'a> {
+    pub schema: &'static str,
+    pub harness_version: &'static str,
+    pub strict: bool,
+    #[serde(flatten)]
+    pub run: &'a RunResult,
+    pub counts: std::collections::BTreeMap<String, usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<&'a Comparison>,
+}
+
+impl<'a> JsonReport<'a> {
+    pub fn new(run: &'a RunResult, baseline: Option<&'a Comparison>, strict: bool) -> JsonReport<'a> {
+        JsonReport {
+            schema: JSON_SCHEMA,
+            harness_version: env!("CARGO_PKG_VERSION"),
+            strict,
+            run,
+            counts: counts(&run.results).into_iter().map(|(o, n)| (o.as_str().to_owned(), n)).collect(),
+            baseline,
+        }
+    }
+}
+
+/// Write `bytes` to `path` atomically: a temporary file in the same
+/// directory, then a rename, so an interrupted run never leaves a
+/// half-written report that looks complete.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
