@@ -165,11 +165,26 @@ impl Connection {
     }
 
     /// Write all of `bytes` by `deadline`, reading any input that arrives
-    /// meanwhile. The bytes are recorded as they are taken by the channel.
+    /// meanwhile into the buffer. The bytes are recorded as they are taken
+    /// by the channel.
     pub async fn send(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), SendError> {
+        self.send_with(bytes, deadline, false).await.map(|_| ())
+    }
+
+    /// Like [`Connection::send`], but input that arrives while writing is
+    /// recorded and thrown away, not buffered; returns how many bytes that
+    /// was. For writes after which everything received earlier is stale by
+    /// definition (a resync's request, garbage): an agent answering with a
+    /// flood can then never fill the buffer and stall the write.
+    pub async fn send_discarding(&mut self, bytes: &[u8], deadline: Instant) -> Result<usize, SendError> {
+        self.send_with(bytes, deadline, true).await
+    }
+
+    async fn send_with(&mut self, bytes: &[u8], deadline: Instant, discard: bool) -> Result<usize, SendError> {
         let mut written = 0;
+        let mut discarded = 0;
         while written < bytes.len() {
-            let room = self.room();
+            let room = if discard { READ_CHUNK } else { self.room() };
             let reading = !self.closed && room > 0;
             let step = {
                 let stream = &self.stream;
@@ -193,6 +208,10 @@ impl Connection {
                 }
                 Step::Wrote(Err(e)) => return Err(e.into()),
                 Step::Read(Ok(0)) => self.closed = true,
+                Step::Read(Ok(n)) if discard => {
+                    self.transcript.bytes(Direction::FromAgent, &self.scratch[..n]);
+                    discarded += n;
+                }
                 Step::Read(Ok(n)) => self.take_input(n),
                 Step::Read(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => self.closed = true,
                 Step::Read(Err(e)) => return Err(e.into()),
@@ -202,7 +221,23 @@ impl Connection {
                 }
             }
         }
-        Ok(())
+        Ok(discarded)
+    }
+
+    /// Read and throw away input until none has come for `quiet`, or until
+    /// `deadline`; returns the bytes dropped (they are in the transcript).
+    pub async fn drain(&mut self, quiet: std::time::Duration, deadline: Instant) -> io::Result<usize> {
+        let mut dropped = self.clear();
+        loop {
+            let until = deadline.min(Instant::now() + quiet);
+            match self.fill(until).await? {
+                Fill::Data(_) | Fill::Full => dropped += self.clear(),
+                Fill::Timeout | Fill::Closed => return Ok(dropped),
+            }
+            if Instant::now() >= deadline {
+                return Ok(dropped);
+            }
+        }
     }
 }
 

@@ -122,7 +122,9 @@ pub async fn resync(conn: &mut Connection, policy: &ResyncPolicy, opts: &ClientO
         }
         attempts += 1;
         let id = super::fresh_sync_id();
-        conn.send(&sync_request_bytes(id), overall.min(Instant::now() + opts.send_timeout)).await?;
+        // Whatever arrived before our request is stale by definition.
+        discarded += conn.clear() as u64;
+        discarded += conn.send_discarding(&sync_request_bytes(id), overall.min(Instant::now() + opts.send_timeout)).await? as u64;
         let attempt_deadline = overall.min(Instant::now() + attempt_timeout);
         attempt_timeout = (attempt_timeout * 2).min(policy.max_attempt);
         let mut state = State::Discarding;

@@ -418,18 +418,26 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
         Step::Garbage(g) => {
             ctx.session.transcript().event(Event::Fault { detail: format!("{} bytes of {:?} garbage, seed {}", g.len, g.kind, g.seed) });
             // An agent may answer garbage with many times its size in error
-            // lines (qemu-ga: one line per stray byte). Drop that output as it
-            // comes, or the harness's bounded buffer fills, it stops reading,
-            // the agent blocks writing and stops reading our garbage.
+            // lines (qemu-ga: one line per stray byte). That output is
+            // dropped as it comes, or the harness's bounded buffer would fill,
+            // it would stop reading, and the agent, blocked writing, would
+            // stop reading our garbage. Afterwards, wait until the agent has
+            // worked through it (output quiet for 20 ms).
             let bytes = garbage(g.len, g.seed, g.kind);
+            if let Some(name) = denylist::denied_command(&bytes) {
+                return Err(StepError::Harness(format!("refused to send {name}: it is on the engine's deny-list")));
+            }
+            let send_timeout = ctx.opts.send_timeout;
+            let conn = ctx.session.conn().map_err(harness)?;
             let mut dropped = 0;
             for piece in bytes.chunks(16 * 1024) {
-                write(ctx, piece, None, 0).await?;
-                let conn = ctx.session.conn().map_err(harness)?;
-                conn.poll_input().map_err(harness)?;
-                dropped += conn.clear();
+                dropped += conn
+                    .send_discarding(piece, Instant::now() + send_timeout)
+                    .await
+                    .map_err(|e| violation("the agent reads what we write", e.to_string()))?;
             }
-            ctx.session.transcript().event(Event::Note { text: format!("dropped {dropped} byte(s) of agent output during the garbage") });
+            dropped += conn.drain(Duration::from_millis(20), Instant::now() + Duration::from_secs(3)).await.map_err(harness)?;
+            conn.transcript().event(Event::Note { text: format!("dropped {dropped} byte(s) of agent output during and after the garbage") });
             Ok(())
         }
         Step::Abandon(a) => {
@@ -558,7 +566,18 @@ async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepError> {
             }
             break o;
         };
-        check(e, pending.as_ref(), &o).map_err(|actual| violation(format!("{want}{which}"), actual))?;
+        if let Err(actual) = check(e, pending.as_ref(), &o) {
+            // A reply that answers a later request means the ones between
+            // were lost: say so, it is the finding.
+            let later = o.reply.as_ref().ok().and_then(|r| {
+                ctx.pending.iter().position(|p| p.id.as_ref().is_some_and(|id| r.id().is_some_and(|rid| ids_equal(id, rid))))
+            });
+            let actual = match later {
+                Some(k) => format!("the reply to request {} of {}: {} repl{} lost ({actual})", n + k + 2, e.count, k + 1, if k == 0 { "y" } else { "ies" }),
+                None => actual,
+            };
+            return Err(violation(format!("{want}{which}"), actual));
+        }
     }
     Ok(())
 }
