@@ -19,7 +19,7 @@ use tokio::time::Instant;
 const CONNECT_RETRY: Duration = Duration::from_micros(200);
 /// Each readiness round; between rounds the session checks that the agent is
 /// still alive, so an agent that dies during start-up is reported at once.
-const READY_ROUND: Duration = Duration::from_millis(50);
+const READY_ROUND: Duration = Duration::from_millis(100);
 
 /// Everything needed to run one agent on one channel.
 #[derive(Debug, Clone)]
@@ -186,11 +186,15 @@ impl Session {
         let mut first = None;
         let mut attempts = 0;
         let mut discarded = 0;
+        // The attempt timeout keeps growing across rounds.
+        let mut attempt_timeout = Duration::from_millis(1);
         loop {
             let round = READY_ROUND.min(deadline.saturating_duration_since(Instant::now()));
             let policy = ResyncPolicy {
-                first_attempt: Duration::from_millis(1),
-                max_attempt: Duration::from_millis(16),
+                first_attempt: attempt_timeout,
+                // Grows to a reply timeout: an agent that writes slowly
+                // (legal) must catch up with its backlog of earlier attempts.
+                max_attempt: client.reply_timeout,
                 budget: round,
                 byte_budget: client.resync.byte_budget.saturating_sub(discarded),
             };
@@ -208,6 +212,7 @@ impl Session {
                     first.get_or_insert(conn.transcript().mark());
                     attempts += a;
                     discarded += d;
+                    attempt_timeout = (attempt_timeout * 2u32.saturating_pow(a)).min(client.reply_timeout);
                 }
                 Err(ResyncError::Closed { .. }) => {
                     // A unix-listen agent closed our connection: it died, or

@@ -132,9 +132,25 @@ pub mod micros {
     }
 }
 
+/// Where in a case a failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// The agent could not be started or checked for the case.
+    Start,
+    /// The case's own steps.
+    #[default]
+    Steps,
+    /// The recovery after the steps (resync and verification).
+    Recovery,
+}
+
 /// What went wrong, in the three parts a reader needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failure {
+    /// Where it happened.
+    #[serde(default)]
+    pub stage: Stage,
     pub requirement: String,
     pub expected: String,
     pub actual: String,

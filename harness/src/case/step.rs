@@ -157,6 +157,10 @@ pub struct Expect {
     /// (the agent's legal answer to the client's 0xFF).
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_errors_before: bool,
+    /// Each reply must be one line: no newline inside it, and a `\n` after
+    /// it (only spaces, tabs or CR between).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub line: bool,
     /// This many replies, each checked against the next pending request.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub count: usize,
@@ -283,7 +287,7 @@ mod tests {
                 { reconnect = {} },
                 { inject = '\xFF{"return": 5' },
                 { expect = { return = "$sync", delimited = true, allow_errors_before = true } },
-                { expect = { error = "CommandNotFound", id = "echo", count = 2, within_ms = 50 } },
+                { expect = { error = "CommandNotFound", id = "echo", count = 2, within_ms = 50, line = true } },
                 { expect-silence = { ms = 20 } },
                 { resync = {} },
                 { pause = { ms = 1 } },

@@ -20,7 +20,7 @@ use crate::case::{pattern, Case};
 use crate::client::{execute, resync, ClientOptions, ResyncPolicy};
 use crate::session::{Session, SessionConfig, SessionError};
 use crate::transcript::{Entry, Event, Transcript};
-use crate::verdict::{Failure, Level, Outcome, Recovery, RecoveryGrade};
+use crate::verdict::{Failure, Level, Outcome, Recovery, RecoveryGrade, Stage};
 use crate::wire::Reply;
 use qapi::qga;
 use rand::{Rng, SeedableRng};
@@ -101,6 +101,8 @@ struct Ctx<'a> {
     pending: VecDeque<Pending>,
     /// The last step killed the agent and no restart followed yet.
     killed: bool,
+    /// The case started a new agent instance (it may still be starting).
+    restarted: bool,
 }
 
 /// Run `cases` in order against one agent. The transcript is reset between
@@ -131,6 +133,7 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
                 let mut r = skeleton(case);
                 r.outcome = outcome;
                 r.failure = Some(Failure {
+                    stage: Stage::Start,
                     requirement: case.requirement.clone(),
                     expected: "the agent starts and answers 0xFF + guest-sync-delimited".into(),
                     actual: e.to_string(),
@@ -193,7 +196,7 @@ pub async fn run_case(
     let transcript = session.transcript().clone();
     let from = transcript.mark();
     let began = Instant::now();
-    let unsupported = |why: String| Failure { requirement: case.requirement.clone(), expected: "the case applies".into(), actual: why, transcript: (from, from) };
+    let unsupported = |why: String| Failure { stage: Stage::Start, requirement: case.requirement.clone(), expected: "the case applies".into(), actual: why, transcript: (from, from) };
 
     if !case.transports.is_empty() && !case.transports.contains(&session.transport_kind()) {
         r.outcome = Outcome::Unsupported;
@@ -209,6 +212,7 @@ pub async fn run_case(
 
     let budget = case.timeout_ms.map_or(eo.case_timeout, Duration::from_millis);
     let mut killed = false;
+    let mut restarted = false;
     let outcome = if case.fresh_agent {
         match session.restart().await {
             Ok(_) => None,
@@ -220,9 +224,10 @@ pub async fn run_case(
     let steps_result = match outcome {
         Some(r) => Some(r),
         None => {
-            let mut ctx = Ctx { session, opts, pending: VecDeque::new(), killed: false };
+            let mut ctx = Ctx { session, opts, pending: VecDeque::new(), killed: false, restarted: false };
             let res = tokio::time::timeout(budget, run_steps(&mut ctx, &case.steps)).await;
             killed = ctx.killed;
+            restarted = ctx.restarted;
             res.ok()
         }
     };
@@ -232,6 +237,7 @@ pub async fn run_case(
             transcript.event(Event::Timeout { waiting_for: format!("case {} to finish within {budget:?}", case.id) });
             r.outcome = Outcome::Timeout;
             r.failure = Some(Failure {
+                stage: Stage::Steps,
                 requirement: case.requirement.clone(),
                 expected: format!("the case finishes within {budget:?}"),
                 actual: "it did not".into(),
@@ -241,11 +247,11 @@ pub async fn run_case(
         Some(Ok(())) => {}
         Some(Err(StepError::Harness(m))) => {
             r.outcome = Outcome::Error;
-            r.failure = Some(Failure { requirement: case.requirement.clone(), expected: "the harness runs the case".into(), actual: m, transcript: (from, steps_to) });
+            r.failure = Some(Failure { stage: Stage::Steps, requirement: case.requirement.clone(), expected: "the harness runs the case".into(), actual: m, transcript: (from, steps_to) });
         }
         Some(Err(StepError::Violation { expected, actual, must })) => {
             r.outcome = if must { Outcome::Fail } else { Outcome::for_violation(case.level) };
-            r.failure = Some(Failure { requirement: case.requirement.clone(), expected, actual, transcript: (from, steps_to) });
+            r.failure = Some(Failure { stage: Stage::Steps, requirement: case.requirement.clone(), expected, actual, transcript: (from, steps_to) });
         }
     }
 
@@ -257,12 +263,13 @@ pub async fn run_case(
         }
     }
     let rec_from = transcript.mark();
-    r.recovery = recover(session, opts, supported, eo, killed).await;
+    r.recovery = recover(session, opts, supported, eo, killed || restarted).await;
     if r.recovery.grade == RecoveryGrade::Wedged && r.outcome != Outcome::Error {
         let detail = r.recovery.detail.clone().unwrap_or_default();
         if !r.outcome.is_failing(true) {
             r.outcome = Outcome::Fail;
             r.failure = Some(Failure {
+                stage: Stage::Recovery,
                 requirement: "after any case, a client recovers through guest-sync-delimited and the next commands get their own replies".into(),
                 expected: "resync, then ping, sync and info each answered with our ids".into(),
                 actual: detail,
@@ -295,7 +302,7 @@ async fn recover(session: &mut Session, opts: &ClientOptions, supported: Option<
     // After a restart the agent may still be starting (isa-serial drops
     // input that arrives before it opens the tty): retry from 1 ms.
     let policy = if after_restart {
-        ResyncPolicy { first_attempt: Duration::from_millis(1), max_attempt: Duration::from_millis(25), ..opts.resync.clone() }
+        ResyncPolicy { first_attempt: Duration::from_millis(1), max_attempt: Duration::from_millis(100), ..opts.resync.clone() }
     } else {
         opts.resync.clone()
     };
@@ -427,7 +434,10 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
             if let Some(name) = denylist::denied_command(&bytes) {
                 return Err(StepError::Harness(format!("refused to send {name}: it is on the engine's deny-list")));
             }
-            let send_timeout = ctx.opts.send_timeout;
+            // The agent may be busy for a while with each chunk (qemu-ga
+            // writes an error line per stray byte): more time than for a
+            // request, still bounded.
+            let send_timeout = ctx.opts.send_timeout * 4;
             let conn = ctx.session.conn().map_err(harness)?;
             let mut dropped = 0;
             for piece in bytes.chunks(16 * 1024) {
@@ -480,6 +490,7 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
             ctx.session.start_agent().await.map_err(|e| StepError::Violation { expected: "the agent restarts".into(), actual: e.to_string(), must: true })?;
             ctx.pending.clear();
             ctx.killed = false;
+            ctx.restarted = true;
             Ok(())
         }
         Step::Reconnect(_) => {
@@ -505,7 +516,7 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
             }
             // Start small: the step may follow a restart.
             policy.first_attempt = Duration::from_millis(1);
-            policy.max_attempt = Duration::from_millis(25);
+            policy.max_attempt = Duration::from_millis(100);
             let conn = ctx.session.conn().map_err(harness)?;
             resync(conn, &policy, ctx.opts).await.map_err(|e| StepError::Violation {
                 expected: "the reference client resyncs through guest-sync-delimited within its budget".into(),
@@ -566,7 +577,11 @@ async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepError> {
             }
             break o;
         };
-        if let Err(actual) = check(e, pending.as_ref(), &o) {
+        let mut result = check(e, pending.as_ref(), &o);
+        if result.is_ok() && e.line {
+            result = line_terminated(conn, &o, deadline).await;
+        }
+        if let Err(actual) = result {
             // A reply that answers a later request means the ones between
             // were lost: say so, it is the finding.
             let later = o.reply.as_ref().ok().and_then(|r| {
@@ -580,6 +595,26 @@ async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepError> {
         }
     }
     Ok(())
+}
+
+/// The reply was one line: no newline inside, and a newline after it with
+/// at most spaces, tabs or CR between (libvirt splits replies on `\n`).
+async fn line_terminated(conn: &mut crate::connection::Connection, o: &observe::Observed, deadline: Instant) -> Result<(), String> {
+    if o.text.contains(&b'\n') {
+        return Err(format!("a reply spread over several lines: {}", describe_reply(o)));
+    }
+    loop {
+        let buf = conn.buffered();
+        match buf.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\r')) {
+            Some(i) if buf[i] == b'\n' => return Ok(()),
+            Some(i) => return Err(format!("no newline after the reply {}; next came {}", describe_reply(o), crate::transcript::escape_bytes(&buf[i..buf.len().min(i + 40)]))),
+            None => {}
+        }
+        match conn.fill(deadline).await {
+            Ok(crate::connection::Fill::Data(_)) => {}
+            _ => return Err(format!("no newline after the reply {}", describe_reply(o))),
+        }
+    }
 }
 
 fn describe_expectation(e: &Expect, p: Option<&Pending>) -> String {

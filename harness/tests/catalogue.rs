@@ -1,0 +1,137 @@
+//! The suite tests itself: the whole catalogue against the reference agent,
+//! its legal variants and its mutants (fixtures/src/mutation.rs).
+//!
+//! - the reference agent and every legal variant: no FAIL, TIMEOUT or ERROR;
+//! - every mutant: at least one FAIL;
+//! - every MUST case: failed, in its own steps, by at least one mutant (a
+//!   case no mutant can fail tests nothing).
+//!
+//! The matrix is printed (run with --nocapture to see it on success).
+
+mod common;
+
+use common::*;
+use qga_fixtures::mutation::{Bug, Variant};
+use qga_harness::agent::AgentTemplate;
+use qga_harness::case::load;
+use qga_harness::engine::{run_cases, EngineOptions, RunResult};
+use qga_harness::session::SessionConfig;
+use qga_harness::transcript::Transcript;
+use qga_harness::transport::TransportKind;
+use qga_harness::verdict::{Level, Outcome, Stage};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Reference,
+    Legal,
+    Defect,
+}
+
+fn agents() -> Vec<(String, Kind, String)> {
+    let mut v = vec![("reference".to_string(), Kind::Reference, format!("{HARNESS} ref-agent"))];
+    for var in Variant::ALL {
+        v.push((var.name().to_string(), Kind::Legal, format!("{HARNESS} ref-agent --variant {}", var.name())));
+    }
+    for bug in Bug::ALL {
+        v.push((bug.name().to_string(), Kind::Defect, format!("{HARNESS} ref-agent --bug {}", bug.name())));
+    }
+    v
+}
+
+fn run_one(template: &str, transport: TransportKind) -> RunResult {
+    let cases = load::embedded().unwrap();
+    let config = SessionConfig::new(AgentTemplate::parse(template).unwrap(), transport);
+    let eo = EngineOptions { keep_transcripts: false, ..Default::default() };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run_cases(config, &cases, Transcript::default(), &eo))
+}
+
+fn cell(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Pass => ".",
+        Outcome::NonStrict => "n",
+        Outcome::Info => "i",
+        Outcome::Unsupported => "u",
+        Outcome::Fail => "F",
+        Outcome::Timeout => "T",
+        Outcome::Error => "E",
+    }
+}
+
+#[test]
+fn every_mutant_fails_and_every_must_case_bites() {
+    let agents = agents();
+    // Two workers: this machine has two cores, and each run is one agent
+    // plus the harness.
+    let jobs: Vec<_> = agents.iter().cloned().enumerate().collect();
+    let queue = std::sync::Mutex::new(jobs);
+    let results = std::sync::Mutex::new(BTreeMap::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let Some((i, (_, _, template))) = queue.lock().unwrap().pop() else { break };
+                let r = run_one(&template, TransportKind::Socketpair);
+                results.lock().unwrap().insert(i, r);
+            });
+        }
+    });
+    let results = results.into_inner().unwrap();
+    let cases = load::embedded().unwrap();
+
+    // The matrix: one row per case, one column per agent.
+    let mut out = String::from("\ncase                      lvl   ");
+    for (i, (name, _, _)) in agents.iter().enumerate() {
+        out.push_str(&format!("{:>3}", i));
+        let _ = name;
+    }
+    out.push('\n');
+    for (ci, case) in cases.iter().enumerate() {
+        out.push_str(&format!("{:<25} {:<5} ", case.id, case.level.to_string()));
+        for i in 0..agents.len() {
+            out.push_str(&format!("{:>3}", cell(results[&i].results[ci].outcome)));
+        }
+        out.push('\n');
+    }
+    out.push_str("\ncolumns:\n");
+    for (i, (name, kind, _)) in agents.iter().enumerate() {
+        out.push_str(&format!("{i:>3} {name} ({kind:?})\n"));
+    }
+    out.push_str("cells: . PASS  n NON-STRICT  i INFO  u UNSUPPORTED  F FAIL  T TIMEOUT  E ERROR\n");
+    println!("{out}");
+
+    let mut problems = Vec::new();
+    for (i, (name, kind, _)) in agents.iter().enumerate() {
+        let r = &results[&i];
+        let bad: Vec<String> = r.results.iter().filter(|c| c.outcome.is_failing(false)).map(|c| format!("{} {}", c.id, c.outcome)).collect();
+        match kind {
+            Kind::Reference | Kind::Legal if !bad.is_empty() => {
+                let details: Vec<String> = r
+                    .results
+                    .iter()
+                    .filter(|c| c.outcome.is_failing(false))
+                    .map(|c| format!("{}: {}", c.id, c.failure.as_ref().map_or(String::new(), |f| f.actual.clone())))
+                    .collect();
+                problems.push(format!("{name} ({kind:?}) must conform but got: {}", details.join("; ")));
+            }
+            Kind::Defect if !r.results.iter().any(|c| c.outcome == Outcome::Fail) => {
+                problems.push(format!("mutant {name} fails no case: the catalogue does not catch it"));
+            }
+            _ => {}
+        }
+    }
+    for (ci, case) in cases.iter().enumerate().filter(|(_, c)| c.level == Level::MUST) {
+        let bitten = agents.iter().enumerate().any(|(i, (_, kind, _))| {
+            *kind == Kind::Defect
+                && results[&i].results[ci].outcome == Outcome::Fail
+                && results[&i].results[ci].failure.as_ref().is_some_and(|f| f.stage == Stage::Steps)
+        });
+        if !bitten {
+            problems.push(format!("MUST case {} is failed (in its own steps) by no mutant", case.id));
+        }
+    }
+    assert!(problems.is_empty(), "{out}\n{} problem(s):\n{}", problems.len(), problems.join("\n"));
+}
