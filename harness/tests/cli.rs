@@ -11,44 +11,71 @@ fn harness() -> Command {
     Command::cargo_bin("qga-harness").unwrap()
 }
 
+/// The closing line, `N passed, M failed`.
+fn closing(stdout: &[u8]) -> (usize, usize) {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text.lines().last().unwrap_or_default().to_owned();
+    let nums: Vec<usize> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert!(line.ends_with(" failed") && nums.len() == 2, "no closing line in:\n{text}");
+    (nums[0], nums[1])
+}
+
 #[test]
 fn default_run_uses_the_reference_agent_and_passes() {
     for transport in ["pty", "socketpair", "unix-listen"] {
-        harness()
-            .args(["run", "--transport", transport])
-            .timeout(Duration::from_secs(30))
-            .assert()
-            .code(0)
-            .stdout(predicate::str::contains("7 passed, 0 failed"))
-            .stdout(predicate::str::contains("ref-agent"));
+        let out = harness().args(["run", "--transport", transport]).timeout(Duration::from_secs(60)).assert().code(0);
+        let stdout = &out.get_output().stdout;
+        assert!(String::from_utf8_lossy(stdout).contains("ref-agent"));
+        let (passed, failed) = closing(stdout);
+        assert!(passed >= 60 && failed == 0, "{passed} passed, {failed} failed");
     }
 }
 
 #[test]
-fn run_against_qemu_ga() {
+fn run_against_qemu_ga_with_its_baselines() {
     let Some(bin) = qemu_ga() else { return };
-    for (method, transport) in [("isa-serial", "pty"), ("virtio-serial", "pty"), ("unix-listen", "unix-listen")] {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (method, transport, baseline) in [
+        ("isa-serial", "pty", "pty-isa-serial"),
+        ("virtio-serial", "pty", "pty-isa-serial"),
+        ("unix-listen", "unix-listen", "unix-listen"),
+    ] {
         harness()
             .args(["run", "--agent", &format!("{bin} -m {method} -p {{path}} -t {{statedir}}"), "--transport", transport])
-            .timeout(Duration::from_secs(30))
+            .arg("--expect")
+            .arg(format!("{root}/../reports/qemu-ga-7.2/{baseline}.expect.toml"))
+            .timeout(Duration::from_secs(60))
             .assert()
             .code(0)
-            .stdout(predicate::str::contains("7 passed, 0 failed"));
+            .stdout(predicate::str::contains("baseline: 0 regression(s)"));
     }
 }
 
 #[test]
 fn failing_agent_exits_1_with_requirement_expected_actual_and_transcript() {
-    harness()
-        .args(["run", "--agent", "sh -c 'echo oops; exit 4'", "--transport", "socketpair", "--startup-timeout-ms", "300"])
+    let out = harness()
+        .args(["run", "--agent", "sh -c 'echo oops; exit 4'", "--transport", "socketpair", "--startup-timeout-ms", "300", "--case", "sync/1"])
         .timeout(Duration::from_secs(30))
         .assert()
         .code(1)
-        .stdout(predicate::str::contains("FAIL  start"))
+        .stdout(predicate::str::contains("FAIL        sync/1"))
+        .stdout(predicate::str::contains("requirement: guest-sync {id} is answered"))
         .stdout(predicate::str::contains("expected:"))
-        .stdout(predicate::str::contains("actual:   the agent exited (exit status 4)"))
-        .stdout(predicate::str::contains("<< oops\\n"))
-        .stdout(predicate::str::contains("0 passed, 7 failed"));
+        .stdout(predicate::str::contains("actual:      the agent exited (exit status 4)"))
+        .stdout(predicate::str::contains("<< oops\\n"));
+    assert_eq!(closing(&out.get_output().stdout), (0, 1));
+}
+
+#[test]
+fn a_mutant_fails_the_case_that_targets_it() {
+    harness()
+        .args(["run", "--transport", "socketpair", "--case", "sync-delimited/1", "--agent"])
+        .arg(format!("{HARNESS} ref-agent --bug utf8-sentinel"))
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("FAIL        sync-delimited/1"))
+        .stdout(predicate::str::contains("\\xC3\\xBF"));
 }
 
 #[test]
@@ -60,6 +87,9 @@ fn usage_and_configuration_errors_exit_3() {
         &["run", "--agent", "sleep 1", "--transport", "unix-listen"],
         &["run", "--transport", "carrier-pigeon"],
         &["run", "--no-such-flag"],
+        &["run", "--case", "no-such-section/*"],
+        &["run", "--tag", "no-such-tag"],
+        &["list", "--case", "sycn/*"],
         &["no-such-command"],
     ] {
         harness().args(args).timeout(Duration::from_secs(10)).assert().code(3);
@@ -67,14 +97,89 @@ fn usage_and_configuration_errors_exit_3() {
 }
 
 #[test]
+fn malformed_case_file_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "section = \"x\"\n[[case]]\nid = \"x/1\"\ntitle = \"t\"\nlevel = \"MUST\"\nrequirement = \"r\"\nsource = \"s\"\nsteps = [ { send = { comand = \"guest-ping\" } } ]\n",
+    )
+    .unwrap();
+    harness()
+        .args(["list", "--cases"])
+        .arg(dir.path())
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("bad.toml:8:"))
+        .stderr(predicate::str::contains("comand"));
+}
+
+#[test]
+fn baseline_gates_regressions_and_reports_unexpected_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mutant = format!("{HARNESS} ref-agent --bug silent-unknown");
+    // Without a baseline the mutant fails.
+    harness().args(["run", "--transport", "socketpair", "--case", "errors/1", "--case", "sync/1", "--agent", &mutant]).assert().code(1);
+    // A baseline that knows the failure: exit 0.
+    let known = dir.path().join("known.toml");
+    std::fs::write(&known, "[outcomes]\n\"errors/1\" = \"FAIL\"\n\"sync/1\" = \"FAIL\"\n").unwrap();
+    harness()
+        .args(["run", "--transport", "socketpair", "--case", "errors/1", "--case", "sync/1", "--agent", &mutant, "--expect"])
+        .arg(&known)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("UNEXPECTED PASS sync/1"));
+    // A baseline with a typo in an id or an outcome: exit 3, naming the line.
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[outcomes]\n\"sync-delimited/1\" = \"FIAL\"\n").unwrap();
+    harness().args(["run", "--transport", "socketpair", "--case", "sync/1", "--expect"]).arg(&typo).assert().code(3).stderr(predicate::str::contains("typo.toml:2:"));
+    // --write-baseline produces one that the same run then matches.
+    let written = dir.path().join("written.toml");
+    harness()
+        .args(["run", "--transport", "socketpair", "--case", "errors/*", "--agent", &mutant, "--write-baseline"])
+        .arg(&written)
+        .assert()
+        .code(1);
+    harness().args(["run", "--transport", "socketpair", "--case", "errors/*", "--agent", &mutant, "--expect"]).arg(&written).assert().code(0);
+}
+
+#[test]
+fn strict_turns_non_strict_into_a_failure() {
+    // limits/2 is a SHOULD; a case file of our own makes one that fails.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.toml"),
+        "section = \"s\"\n[[case]]\nid = \"s/1\"\ntitle = \"t\"\nlevel = \"SHOULD\"\nrequirement = \"r\"\nsource = \"s\"\nsteps = [ { send = { command = \"guest-ping\" } }, { expect = { return = 1 } } ]\n",
+    )
+    .unwrap();
+    harness().args(["run", "--transport", "socketpair", "--cases"]).arg(dir.path()).assert().code(0).stdout(predicate::str::contains("NON-STRICT"));
+    harness().args(["run", "--transport", "socketpair", "--strict", "--cases"]).arg(dir.path()).assert().code(1);
+}
+
+#[test]
+fn list_and_selection() {
+    let out = harness().arg("list").assert().code(0);
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains("sync-delimited/1") && text.contains("MUST"));
+    let n: usize = text.lines().last().unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(n >= 60, "{n}");
+    let out = harness().args(["list", "--case", "restart/*"]).assert().code(0);
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.lines().filter(|l| l.contains('/')).all(|l| l.starts_with("restart/")), "{text}");
+    let out = harness().args(["list", "--tag", "sentinel"]).assert().code(0);
+    assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("hygiene/2"));
+}
+
+#[test]
 fn json_output_has_verdicts_and_transcript() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run.json");
-    harness().args(["run", "--transport", "socketpair", "--json"]).arg(&out).timeout(Duration::from_secs(30)).assert().code(0);
+    harness().args(["run", "--transport", "socketpair", "--case", "sync*/*", "--json"]).arg(&out).timeout(Duration::from_secs(30)).assert().code(0);
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(doc["report"]["verdicts"].as_array().unwrap().len(), 7);
-    assert!(doc["report"]["verdicts"].as_array().unwrap().iter().all(|v| v["outcome"] == "pass"));
-    assert!(doc["transcript"].as_array().unwrap().len() > 10);
+    assert_eq!(doc["schema"], "qga-harness/run/1");
+    let results = doc["results"].as_array().unwrap();
+    assert!(results.len() >= 15);
+    assert!(results.iter().all(|v| v["outcome"] == "PASS" && v["recovery"]["grade"] == "resynced"));
+    assert!(results.iter().all(|v| v["transcript"].as_array().is_some_and(|t| !t.is_empty())));
 }
 
 /// Pids of live (not zombie) `sleep` processes whose command line contains
