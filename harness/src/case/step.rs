@@ -268,7 +268,7 @@ impl Step {
 mod tests {
     use super::*;
 
-    #[derive(Deserialize)]
+    #[derive(Debug, Deserialize)]
     struct Doc {
         steps: Vec<Step>,
     }
