@@ -167,7 +167,7 @@ fn raw_round_trip(fd: RawFd, request: &[u8]) -> Result<(), String> {
 
 /// Spawn the agent with std::process and a blocking sync loop, no harness
 /// layers: the floor for start-up time on this transport.
-fn raw_startup(config: &SessionConfig) -> Result<Duration, String> {
+pub fn raw_startup(config: &SessionConfig) -> Result<Duration, String> {
     let statedir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut transport = Transport::open(config.transport).map_err(|e| e.to_string())?;
     let uses_path = config.template.uses_path();

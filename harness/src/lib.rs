@@ -13,6 +13,7 @@
 //! | client | [`client`] | the reference client: resync and execute |
 //! | cases | [`case`] | the catalogue as data: cases, steps, patterns |
 //! | engine | [`engine`] | runs cases, grades them, measures recovery |
+//! | fuzzing | [`fuzz`] | random fault schedules, shrunk to replayable cases |
 //! | verdict | [`verdict`] | outcomes, levels, recovery grades |
 //! | gating | [`baseline`] | expectation baselines |
 //! | report | [`report`] | terminal and JSON reports |
@@ -23,6 +24,7 @@ pub mod case;
 pub mod client;
 pub mod connection;
 pub mod engine;
+pub mod fuzz;
 pub mod report;
 pub mod session;
 pub mod transcript;

@@ -19,10 +19,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod bench;
+mod fuzzcmd;
 
-const EXIT_FAIL: u8 = 1;
-const EXIT_HARNESS: u8 = 2;
-const EXIT_USAGE: u8 = 3;
+pub const EXIT_FAIL: u8 = 1;
+pub const EXIT_HARNESS: u8 = 2;
+pub const EXIT_USAGE: u8 = 3;
 
 #[derive(Parser)]
 #[command(name = "qga-harness", version, about = "Conformance harness for QEMU Guest Agent implementations")]
@@ -39,6 +40,10 @@ enum Cmd {
     List(ListArgs),
     /// Measure round trips, resync latency and start-up time.
     Bench(bench::BenchArgs),
+    /// Fuzz resync with random fault schedules; shrink failures to case files.
+    Fuzz(fuzzcmd::FuzzArgs),
+    /// Re-run a case file (e.g. one the fuzzer wrote), N times.
+    Replay(ReplayArgs),
     /// Serve as the in-tree reference agent (the default agent).
     #[command(hide = true, disable_help_flag = true)]
     RefAgent {
@@ -84,6 +89,17 @@ pub struct Selection {
     /// Select cases with this tag; repeatable.
     #[arg(long = "tag")]
     tags: Vec<String>,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The case file.
+    file: std::path::PathBuf,
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Run it this many times (for intermittent failures).
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
 }
 
 #[derive(Args)]
@@ -218,6 +234,8 @@ fn main() -> ExitCode {
             Cmd::Run(args) => run(args).await,
             Cmd::List(args) => list(args),
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Fuzz(args) => fuzzcmd::run(args).await,
+            Cmd::Replay(args) => replay(args).await,
             Cmd::RefAgent { .. } => unreachable!(),
         }
     })
@@ -242,6 +260,42 @@ async fn stop_on_signal() {
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("qga-harness: {msg}");
     ExitCode::from(EXIT_USAGE)
+}
+
+async fn replay(args: ReplayArgs) -> ExitCode {
+    let config = match args.agent.session_config() {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let cases = match load::from_path(&args.file) {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => return usage(format!("{}: no case in the file", args.file.display())),
+        Err(e) => return usage(e),
+    };
+    let mut failing_runs = 0;
+    let mut errors = false;
+    for i in 0..args.repeat.max(1) {
+        let result = run_cases(config.clone(), &cases, args.agent.transcript(), &EngineOptions::default()).await;
+        let bad: Vec<_> = result.results.iter().filter(|r| r.outcome.is_failing(false)).collect();
+        errors |= bad.iter().any(|r| r.outcome == Outcome::Error);
+        if bad.is_empty() {
+            println!("run {}: {} case(s) conform", i + 1, result.results.len());
+        } else {
+            failing_runs += 1;
+            if failing_runs == 1 {
+                print!("{}", report::render_terminal(&result, None, false, false));
+            }
+            println!("run {}: {}", i + 1, bad.iter().map(|r| format!("{} {}", r.id, r.outcome)).collect::<Vec<_>>().join(", "));
+        }
+    }
+    println!("{failing_runs} of {} run(s) failed", args.repeat.max(1));
+    if errors {
+        ExitCode::from(EXIT_HARNESS)
+    } else if failing_runs > 0 {
+        ExitCode::from(EXIT_FAIL)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn list(args: ListArgs) -> ExitCode {

@@ -385,6 +385,30 @@ async fn pause(d: Duration) {
     }
 }
 
+/// Once output has started, a gap this long means the agent has finished
+/// writing for now (it answers in tens of microseconds).
+const QUIET_GAP: Duration = Duration::from_millis(2);
+/// How long a fault that acts "after K bytes" waits for the first byte. If
+/// nothing comes (the request was swallowed by stale input, say), there is
+/// nothing to act in the middle of; the fault goes ahead, a little later.
+const FIRST_BYTE_WAIT: Duration = Duration::from_millis(20);
+
+/// Fill until `n` bytes are buffered, the agent goes quiet after writing
+/// something, or the wait for the first byte runs out. Faults that act
+/// "after K bytes" use it: if the reply is shorter than K, they act once it
+/// is complete.
+async fn wait_for_bytes(conn: &mut crate::connection::Connection, n: usize, limit: Duration) -> std::io::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut until = Instant::now() + FIRST_BYTE_WAIT.min(limit);
+    while conn.buffered().len() < n {
+        match conn.fill(until).await? {
+            crate::connection::Fill::Data(_) => until = deadline.min(Instant::now() + QUIET_GAP),
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
 fn garbage(len: usize, seed: u64, kind: GarbageKind) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..len)
@@ -429,7 +453,7 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
             // dropped as it comes, or the harness's bounded buffer would fill,
             // it would stop reading, and the agent, blocked writing, would
             // stop reading our garbage. Afterwards, wait until the agent has
-            // worked through it (output quiet for 20 ms).
+            // worked through it (output quiet for QUIET_GAP).
             let bytes = garbage(g.len, g.seed, g.kind);
             if let Some(name) = denylist::denied_command(&bytes) {
                 return Err(StepError::Harness(format!("refused to send {name}: it is on the engine's deny-list")));
@@ -446,19 +470,13 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
                     .await
                     .map_err(|e| violation("the agent reads what we write", e.to_string()))?;
             }
-            dropped += conn.drain(Duration::from_millis(20), Instant::now() + Duration::from_secs(3)).await.map_err(harness)?;
+            dropped += conn.drain(QUIET_GAP, Instant::now() + Duration::from_secs(3)).await.map_err(harness)?;
             conn.transcript().event(Event::Note { text: format!("dropped {dropped} byte(s) of agent output during and after the garbage") });
             Ok(())
         }
         Step::Abandon(a) => {
             let conn = ctx.session.conn().map_err(harness)?;
-            let deadline = Instant::now() + reply_timeout;
-            while conn.buffered().len() < a.after {
-                match conn.fill(deadline).await.map_err(harness)? {
-                    crate::connection::Fill::Data(_) | crate::connection::Fill::Full => {}
-                    _ => break,
-                }
-            }
+            wait_for_bytes(conn, a.after, reply_timeout).await.map_err(harness)?;
             let n = a.after.min(conn.buffered().len());
             conn.consume(n);
             conn.transcript().event(Event::Fault { detail: format!("client abandoned the reply after {n} byte(s); the rest stays in the channel") });
@@ -469,14 +487,8 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
         Step::Kill(k) => {
             if let Some(after) = k.after_bytes {
                 let conn = ctx.session.conn().map_err(harness)?;
-                let (_, start) = conn.transcript().totals();
-                let deadline = Instant::now() + reply_timeout;
-                while conn.transcript().totals().1 < start + after as u64 {
-                    match conn.fill(deadline).await.map_err(harness)? {
-                        crate::connection::Fill::Data(_) => {}
-                        _ => break,
-                    }
-                }
+                let have = conn.buffered().len();
+                wait_for_bytes(conn, have + after, reply_timeout).await.map_err(harness)?;
             }
             match k.signal {
                 Signal::KILL => ctx.session.kill_agent().await,

@@ -1,0 +1,17 @@
+//! Property-based fuzzing of resync: random fault schedules against an
+//! agent, shrunk by proptest to a minimal schedule and written out as a
+//! catalogue case file that `run` and `replay` re-execute.
+//!
+//! The property: after any schedule, the reference client resyncs through
+//! guest-sync-delimited within its budget, and the next commands (an unknown
+//! command, a sync with a fresh id, then the engine's recovery check: ping,
+//! sync, info) each get exactly their own reply.
+//!
+//! - [`strategy`]: the schedule strategies (public, for users' own tests).
+//! - [`runner`]: parallel jobs, shrinking, replay files, the summary.
+
+pub mod runner;
+pub mod strategy;
+
+pub use runner::{fuzz, FuzzConfig, FuzzReport};
+pub use strategy::{schedule, FaultKind, Schedule, ScheduleParams};

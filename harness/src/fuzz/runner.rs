@@ -1,0 +1,241 @@
+//! Running schedules: J jobs, each with its own agent and channel, each a
+//! proptest runner seeded from (seed, job), so the same seed and job count
+//! give the same schedules and the same verdicts.
+
+use super::strategy::{schedule, FaultKind, Schedule, ScheduleParams};
+use crate::case::{Case, CaseFile};
+use crate::engine::{run_case, CaseResult, EngineOptions};
+use crate::session::{Session, SessionConfig};
+use crate::transcript::{Caps, Transcript};
+use crate::verdict::{Level, RecoveryGrade};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One fuzz run.
+#[derive(Debug, Clone)]
+pub struct FuzzConfig {
+    pub session: SessionConfig,
+    /// Schedules to generate in all (shrinking runs come on top).
+    pub schedules: u32,
+    pub seed: u64,
+    pub jobs: usize,
+    /// Run each schedule this many times; it fails if any run fails (for
+    /// intermittent defects).
+    pub repeat: u32,
+    pub params: ScheduleParams,
+    /// Where replay files go.
+    pub out_dir: PathBuf,
+    /// The command line that reproduces the run, for the replay files.
+    pub command_line: String,
+}
+
+/// Live counters, for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub schedules: AtomicU64,
+    pub runs: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// A failure found and shrunk.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Found {
+    pub job: usize,
+    pub reason: String,
+    pub steps: usize,
+    pub replay: PathBuf,
+}
+
+/// What a fuzz run found and cost.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FuzzReport {
+    pub schedules: u64,
+    /// Schedule executions including repeats and shrinking.
+    pub runs: u64,
+    #[serde(with = "crate::verdict::micros")]
+    pub elapsed: Duration,
+    /// Faults applied, by kind (shrinking runs included).
+    pub faults: BTreeMap<FaultKind, u64>,
+    /// Recovery resync times, in microseconds.
+    pub resync_us: Vec<u64>,
+    pub bytes_discarded: u64,
+    pub failures: Vec<Found>,
+    /// Harness errors (not failures of the agent).
+    pub errors: Vec<String>,
+}
+
+impl FuzzReport {
+    pub fn resync_percentile(&self, q: f64) -> Option<Duration> {
+        let mut v = self.resync_us.clone();
+        v.sort_unstable();
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize).map(|&us| Duration::from_micros(us))
+    }
+}
+
+/// The case a schedule becomes.
+pub fn schedule_case(schedule: &Schedule, id: &str, title: &str) -> Case {
+    Case {
+        id: id.into(),
+        title: title.into(),
+        level: Level::MUST,
+        requirement: "After any fault schedule, the reference client resyncs through guest-sync-delimited and the next commands each get exactly their own reply.".into(),
+        source: "qga/qapi-schema.json guest-sync-delimited; the mission's resync property (qga-harness fuzz)".into(),
+        tags: vec!["fuzz".into()],
+        needs: vec![],
+        fresh_agent: false,
+        transports: vec![],
+        timeout_ms: Some(10_000),
+        steps: schedule.steps(),
+    }
+}
+
+struct Worker {
+    rt: tokio::runtime::Runtime,
+    session: Option<Session>,
+    config: SessionConfig,
+}
+
+impl Worker {
+    /// Run one case, starting (or restarting) the agent as needed.
+    fn run(&mut self, case: &Case, eo: &EngineOptions) -> Result<CaseResult, String> {
+        let config = self.config.clone();
+        let opts = config.client.clone();
+        self.rt.block_on(async {
+            if self.session.is_none() {
+                let t = Transcript::new(Caps { bytes: 256 * 1024, entries: 20_000 });
+                let (s, _) = Session::start(config, t).await.map_err(|e| format!("agent does not start: {e}"))?;
+                self.session = Some(s);
+            }
+            let session = self.session.as_mut().expect("just started");
+            let r = run_case(session, case, &opts, None, eo).await;
+            session.transcript().reset();
+            if r.recovery.grade == RecoveryGrade::Wedged {
+                // The next schedule gets a fresh agent (on the same channel:
+                // stale bytes there are part of what is being tested).
+                if session.restart().await.is_err() {
+                    self.session = None;
+                }
+            }
+            Ok(r)
+        })
+    }
+}
+
+fn job_rng(seed: u64, job: usize) -> TestRng {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..16].copy_from_slice(&(job as u64).to_le_bytes());
+    bytes[16..24].copy_from_slice(b"qga-fuzz");
+    TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
+}
+
+/// Fuzz: generate, run, shrink, write replay files. `progress` is updated
+/// as schedules run.
+pub fn fuzz(cfg: &FuzzConfig, progress: &Progress) -> FuzzReport {
+    let began = Instant::now();
+    let report = Mutex::new(FuzzReport::default());
+    let jobs = cfg.jobs.max(1);
+    std::thread::scope(|scope| {
+        for job in 0..jobs {
+            let report = &report;
+            scope.spawn(move || {
+                let cases = cfg.schedules / jobs as u32 + u32::from((job as u32) < cfg.schedules % jobs as u32);
+                if cases == 0 {
+                    return;
+                }
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => return report.lock().unwrap().errors.push(e.to_string()),
+                };
+                let worker = RefCell::new(Worker { rt, session: None, config: cfg.session.clone() });
+                let eo = EngineOptions { keep_transcripts: false, ..Default::default() };
+                let config = Config { cases, failure_persistence: None, max_shrink_iters: 2048, ..Config::default() };
+                let mut runner = TestRunner::new_with_rng(config, job_rng(cfg.seed, job));
+                let harness_error = RefCell::new(None);
+                let result = runner.run(&schedule(cfg.params.clone()), |s| {
+                    progress.schedules.fetch_add(1, Ordering::Relaxed);
+                    let case = schedule_case(&s, "fuzz/1", "fuzzed schedule");
+                    {
+                        let mut rep = report.lock().unwrap();
+                        for f in &s.faults {
+                            *rep.faults.entry(f.kind).or_insert(0) += u64::from(cfg.repeat.max(1));
+                        }
+                    }
+                    for _ in 0..cfg.repeat.max(1) {
+                        progress.runs.fetch_add(1, Ordering::Relaxed);
+                        let r = match worker.borrow_mut().run(&case, &eo) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                *harness_error.borrow_mut() = Some(e.clone());
+                                return Err(TestCaseError::fail(e));
+                            }
+                        };
+                        let mut rep = report.lock().unwrap();
+                        rep.runs += 1;
+                        rep.resync_us.push(r.recovery.resync_time.as_micros() as u64);
+                        rep.bytes_discarded += r.recovery.bytes_discarded;
+                        drop(rep);
+                        if r.outcome.is_failing(false) {
+                            let f = r.failure.unwrap_or_else(|| crate::verdict::Failure {
+                                stage: Default::default(),
+                                requirement: String::new(),
+                                expected: String::new(),
+                                actual: String::new(),
+                                transcript: (0, 0),
+                            });
+                            return Err(TestCaseError::fail(format!("{}: expected {}; got {}", r.outcome, f.expected, f.actual)));
+                        }
+                    }
+                    Ok(())
+                });
+                let mut rep = report.lock().unwrap();
+                match result {
+                    Ok(()) => {}
+                    Err(TestError::Fail(reason, minimal)) => {
+                        if let Some(e) = harness_error.into_inner() {
+                            rep.errors.push(e);
+                            return;
+                        }
+                        progress.failures.fetch_add(1, Ordering::Relaxed);
+                        let path = cfg.out_dir.join(format!("fuzz-seed{}-job{job}.toml", cfg.seed));
+                        let write = write_replay(cfg, job, &minimal, &reason.to_string(), &path);
+                        match write {
+                            Ok(()) => rep.failures.push(Found { job, reason: reason.to_string(), steps: minimal.steps().len(), replay: path }),
+                            Err(e) => rep.errors.push(format!("cannot write {}: {e}", path.display())),
+                        }
+                    }
+                    Err(TestError::Abort(why)) => rep.errors.push(why.to_string()),
+                }
+            });
+        }
+    });
+    let mut rep = report.into_inner().unwrap();
+    rep.schedules = progress.schedules.load(Ordering::Relaxed);
+    rep.elapsed = began.elapsed();
+    rep
+}
+
+fn write_replay(cfg: &FuzzConfig, job: usize, schedule: &Schedule, reason: &str, path: &std::path::Path) -> std::io::Result<()> {
+    let title = format!("Fuzzed schedule, seed {} job {job}, shrunk to {} fault(s)", cfg.seed, schedule.faults.len());
+    let file = CaseFile {
+        section: "fuzz".into(),
+        description: format!("Found by: {}\nFailure: {reason}", cfg.command_line),
+        cases: vec![schedule_case(schedule, "fuzz/1", &title)],
+    };
+    let body = toml::to_string(&file).map_err(std::io::Error::other)?;
+    let header = format!(
+        "# Found by qga-harness fuzz (seed {}, job {job} of {}).\n# Reproduce: {}\n# Replay:    qga-harness replay {} --repeat {} (same --agent and --transport)\n# Failure:   {}\n\n",
+        cfg.seed,
+        cfg.jobs,
+        cfg.command_line,
+        path.display(),
+        cfg.repeat.max(1),
+        reason.replace('\n', " ")
+    );
+    crate::report::write_atomic(path, format!("{header}{body}").as_bytes())
+}

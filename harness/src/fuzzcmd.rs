@@ -1,0 +1,204 @@
+//! `qga-harness fuzz`: the command-line face of [`qga_harness::fuzz`]:
+//! options, a progress bar on a terminal (plain lines elsewhere), and the
+//! summary.
+
+use crate::AgentArgs;
+use clap::Args;
+use qga_harness::fuzz::{self, FaultKind, FuzzConfig, ScheduleParams};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct FuzzArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Schedules to generate.
+    #[arg(long = "cases", default_value_t = 2000)]
+    schedules: u32,
+    /// Seed; the same seed and --jobs give the same schedules. Default: random (printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Parallel agents, each on its own channel. Default: number of cores.
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Run each schedule this many times; it fails if any run fails.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Cap on bytes written without reading in between.
+    #[arg(long)]
+    max_burst: Option<usize>,
+    /// At most this many faults per schedule.
+    #[arg(long, default_value_t = 6)]
+    max_faults: usize,
+    /// Kill and restart the agent in every schedule.
+    #[arg(long)]
+    restart_every: bool,
+    /// Never kill or restart the agent.
+    #[arg(long, conflicts_with = "restart_every")]
+    no_restart: bool,
+    /// Where replay files go.
+    #[arg(long, default_value = "reports/fuzz")]
+    out: std::path::PathBuf,
+    /// Also write the summary as JSON.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Agent start-ups to measure for the floor (spawn to first answered
+    /// sync, minimal client), before fuzzing; 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    floor_spawns: usize,
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+pub async fn run(args: FuzzArgs) -> ExitCode {
+    let session = match args.agent.session_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("qga-harness: {e}");
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    };
+    if args.schedules == 0 || args.repeat == 0 || args.max_faults == 0 {
+        eprintln!("qga-harness: --cases, --repeat and --max-faults must be at least 1");
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let mut command_line = format!(
+        "qga-harness fuzz --agent {} --transport {} --cases {} --seed {seed} --jobs {jobs} --repeat {} --max-faults {}",
+        shell_words::quote(&session.template.to_string()),
+        session.transport,
+        args.schedules,
+        args.repeat,
+        args.max_faults
+    );
+    if let Some(b) = args.max_burst {
+        command_line.push_str(&format!(" --max-burst {b}"));
+    }
+    if args.restart_every {
+        command_line.push_str(" --restart-every");
+    }
+    if args.no_restart {
+        command_line.push_str(" --no-restart");
+    }
+    println!("{command_line}");
+
+    let floor = (args.floor_spawns > 0).then(|| {
+        let mut v: Vec<Duration> = (0..args.floor_spawns).filter_map(|_| crate::bench::raw_startup(&session).ok()).collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied()
+    });
+
+    let cfg = FuzzConfig {
+        session,
+        schedules: args.schedules,
+        seed,
+        jobs,
+        repeat: args.repeat,
+        params: ScheduleParams {
+            max_faults: args.max_faults,
+            max_burst: args.max_burst,
+            restart_every: args.restart_every,
+            allow_restart: !args.no_restart,
+        },
+        out_dir: args.out.clone(),
+        command_line,
+    };
+    let progress = Arc::new(fuzz::runner::Progress::default());
+    let (p2, cfg2) = (progress.clone(), cfg.clone());
+    let began = Instant::now();
+    let mut work = tokio::task::spawn_blocking(move || fuzz::fuzz(&cfg2, &p2));
+
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(u64::from(args.schedules));
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} schedules, {per_sec}, {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let mut tick = tokio::time::interval(if bar.is_some() { Duration::from_millis(100) } else { Duration::from_secs(2) });
+    let report = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tick.tick() => {
+                let done = progress.schedules.load(Ordering::Relaxed);
+                let failures = progress.failures.load(Ordering::Relaxed);
+                match &bar {
+                    Some(b) => {
+                        b.set_position(done.min(u64::from(args.schedules)));
+                        b.set_message(format!("{failures} failure(s)"));
+                    }
+                    None => eprintln!(
+                        "fuzz: {done} schedules, {:.0}/s, {failures} failure(s)",
+                        done as f64 / began.elapsed().as_secs_f64().max(1e-9)
+                    ),
+                }
+            }
+        }
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("qga-harness fuzz: {e}");
+            return ExitCode::from(crate::EXIT_HARNESS);
+        }
+    };
+
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "schedules: {} ({} runs with repeats and shrinking) in {:.2} s: {:.0} schedules/min, {:.0} runs/min",
+        report.schedules,
+        report.runs,
+        secs,
+        report.schedules as f64 * 60.0 / secs,
+        report.runs as f64 * 60.0 / secs
+    );
+    let faults: Vec<String> = FaultKind::ALL
+        .iter()
+        .map(|k| format!("{} {}", serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), report.faults.get(k).copied().unwrap_or(0)))
+        .collect();
+    println!("faults applied: {}", faults.join(", "));
+    if let (Some(p50), Some(p99), Some(max)) = (report.resync_percentile(0.5), report.resync_percentile(0.99), report.resync_percentile(1.0)) {
+        println!("recovery resync: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs; bytes discarded {}", us(p50), us(p99), us(max), report.bytes_discarded);
+    }
+    let per_run = report.elapsed.mul_f64(jobs as f64 / report.runs.max(1) as f64);
+    match floor.flatten() {
+        Some(f) => println!(
+            "floor (spawn to first answered sync, minimal client): p50 {:.1} µs; time per schedule run per job: {:.1} µs ({:.2}x the floor)",
+            us(f),
+            us(per_run),
+            us(per_run) / us(f)
+        ),
+        None => println!("time per schedule run per job: {:.1} µs", us(per_run)),
+    }
+    for e in &report.errors {
+        println!("harness error: {e}");
+    }
+    for f in &report.failures {
+        println!("FAILURE (job {}): {}\n  shrunk to {} steps; replay: qga-harness replay {} --repeat {}", f.job, f.reason, f.steps, f.replay.display(), args.repeat);
+    }
+    println!("{} failure(s) found in {} schedules", report.failures.len(), report.schedules);
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({ "seed": seed, "jobs": jobs, "report": report });
+        if let Err(e) = qga_harness::report::write_atomic(path, &serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
+            eprintln!("qga-harness: cannot write {}: {e}", path.display());
+            return ExitCode::from(crate::EXIT_HARNESS);
+        }
+    }
+    if !report.errors.is_empty() {
+        ExitCode::from(crate::EXIT_HARNESS)
+    } else if !report.failures.is_empty() {
+        ExitCode::from(crate::EXIT_FAIL)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
