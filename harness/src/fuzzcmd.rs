@@ -39,9 +39,15 @@ pub struct FuzzArgs {
     /// Never kill or restart the agent.
     #[arg(long, conflicts_with = "restart_every")]
     no_restart: bool,
+    /// Never disconnect the client mid-conversation (reconnect faults).
+    #[arg(long)]
+    no_reconnect: bool,
     /// Where replay files go.
     #[arg(long, default_value = "reports/fuzz")]
     out: std::path::PathBuf,
+    /// Time allowed for shrinking each failure, in milliseconds.
+    #[arg(long, default_value_t = 20_000)]
+    shrink_time_ms: u64,
     /// Also write the summary as JSON.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -56,7 +62,7 @@ fn us(d: Duration) -> f64 {
 }
 
 pub async fn run(args: FuzzArgs) -> ExitCode {
-    let session = match args.agent.session_config() {
+    let session = match args.agent.session_config_with(Duration::from_millis(50), Duration::from_millis(250)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("qga-harness: {e}");
@@ -86,6 +92,9 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     if args.no_restart {
         command_line.push_str(" --no-restart");
     }
+    if args.no_reconnect {
+        command_line.push_str(" --no-reconnect");
+    }
     println!("{command_line}");
 
     let floor = (args.floor_spawns > 0).then(|| {
@@ -105,8 +114,10 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
             max_burst: args.max_burst,
             restart_every: args.restart_every,
             allow_restart: !args.no_restart,
+            allow_reconnect: !args.no_reconnect,
         },
         out_dir: args.out.clone(),
+        shrink_time: Duration::from_millis(args.shrink_time_ms),
         command_line,
     };
     let progress = Arc::new(fuzz::runner::Progress::default());
@@ -184,7 +195,11 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
         println!("harness error: {e}");
     }
     for f in &report.failures {
-        println!("FAILURE (job {}): {}\n  shrunk to {} steps; replay: qga-harness replay {} --repeat {}", f.job, f.reason, f.steps, f.replay.display(), args.repeat);
+        if f.replay.as_os_str().is_empty() {
+            println!("FAILURE (job {}): {}", f.job, f.reason);
+        } else {
+            println!("FAILURE (job {}): {}\n  shrunk to {} steps; replay: qga-harness replay {} --repeat {}", f.job, f.reason, f.steps, f.replay.display(), args.repeat);
+        }
     }
     println!("{} failure(s) found in {} schedules", report.failures.len(), report.schedules);
     if let Some(path) = &args.json {

@@ -62,15 +62,15 @@ pub struct AgentArgs {
     /// Channel between harness and agent.
     #[arg(long, value_enum, default_value_t = TransportKind::Pty)]
     transport: TransportKind,
-    /// Wait for one reply, in milliseconds.
-    #[arg(long, default_value_t = 250)]
-    reply_timeout_ms: u64,
+    /// Wait for one reply, in milliseconds [default: 250; fuzz: 50].
+    #[arg(long)]
+    reply_timeout_ms: Option<u64>,
     /// Wait from spawn to the first answered sync, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     startup_timeout_ms: u64,
-    /// Total budget for one resync, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    resync_budget_ms: u64,
+    /// Total budget for one resync, in milliseconds [default: 1000; fuzz: 250].
+    #[arg(long)]
+    resync_budget_ms: Option<u64>,
     /// Channel bytes kept in the transcript.
     #[arg(long, default_value_t = 1 << 20)]
     transcript_cap: usize,
@@ -163,6 +163,14 @@ impl Selection {
 impl AgentArgs {
     /// The session configuration, or a usage error message.
     pub fn session_config(&self) -> Result<SessionConfig, String> {
+        self.session_config_with(Duration::from_millis(250), Duration::from_millis(1000))
+    }
+
+    /// The session configuration with other defaults for the reply timeout
+    /// and resync budget (the fuzzer's are tighter: a failing schedule is
+    /// run again at every step of shrinking, and every failure costs a
+    /// timeout).
+    pub fn session_config_with(&self, reply: Duration, resync: Duration) -> Result<SessionConfig, String> {
         let template = match &self.agent {
             Some(t) => AgentTemplate::parse(t).map_err(|e| e.to_string())?,
             None => reference_agent(self.transport)?,
@@ -174,8 +182,8 @@ impl AgentArgs {
             return Err(format!("agent program not found: {}", template.program()));
         }
         let mut config = SessionConfig::new(template, self.transport);
-        config.client.reply_timeout = Duration::from_millis(self.reply_timeout_ms);
-        config.client.resync.budget = Duration::from_millis(self.resync_budget_ms);
+        config.client.reply_timeout = self.reply_timeout_ms.map_or(reply, Duration::from_millis);
+        config.client.resync.budget = self.resync_budget_ms.map_or(resync, Duration::from_millis);
         config.startup_timeout = Duration::from_millis(self.startup_timeout_ms);
         Ok(config)
     }

@@ -6,7 +6,9 @@
 //! - every MUST case: failed, in its own steps, by at least one mutant (a
 //!   case no mutant can fail tests nothing).
 //!
-//! The matrix is printed (run with --nocapture to see it on success).
+//! Cases run over a socketpair, or over their own transport where they do
+//! not apply to one. The matrix is printed (run with --nocapture to see it
+//! on success).
 
 mod common;
 
@@ -15,6 +17,8 @@ use qga_fixtures::mutation::{Bug, Variant};
 use qga_harness::agent::AgentTemplate;
 use qga_harness::case::load;
 use qga_harness::engine::{run_cases, EngineOptions, RunResult};
+// Cases run over a socketpair where they apply; the rest (unix-listen only)
+// over their own transport.
 use qga_harness::session::SessionConfig;
 use qga_harness::transcript::Transcript;
 use qga_harness::transport::TransportKind;
@@ -29,18 +33,47 @@ enum Kind {
 }
 
 fn agents() -> Vec<(String, Kind, String)> {
-    let mut v = vec![("reference".to_string(), Kind::Reference, format!("{HARNESS} ref-agent"))];
+    // The third field is the reference agent's extra arguments.
+    let mut v = vec![("reference".to_string(), Kind::Reference, String::new())];
     for var in Variant::ALL {
-        v.push((var.name().to_string(), Kind::Legal, format!("{HARNESS} ref-agent --variant {}", var.name())));
+        v.push((var.name().to_string(), Kind::Legal, format!("--variant {}", var.name())));
     }
     for bug in Bug::ALL {
-        v.push((bug.name().to_string(), Kind::Defect, format!("{HARNESS} ref-agent --bug {}", bug.name())));
+        v.push((bug.name().to_string(), Kind::Defect, format!("--bug {}", bug.name())));
     }
     v
 }
 
-fn run_one(template: &str, transport: TransportKind) -> RunResult {
+/// Cases that do not apply over a socketpair (unix-listen only, say) run
+/// over this transport instead.
+fn transport_for(case: &qga_harness::case::Case) -> TransportKind {
+    if case.transports.is_empty() || case.transports.contains(&TransportKind::Socketpair) {
+        TransportKind::Socketpair
+    } else {
+        case.transports[0]
+    }
+}
+
+/// Every case, each over the transport it applies to, in catalogue order.
+fn run_all(extra: &str) -> Vec<qga_harness::engine::CaseResult> {
     let cases = load::embedded().unwrap();
+    let mut by_id = std::collections::HashMap::new();
+    for t in TransportKind::ALL {
+        if cases.iter().any(|c| transport_for(c) == t) {
+            let template = match t {
+                TransportKind::UnixListen => format!("{HARNESS} ref-agent --unix-listen {{path}} {extra}"),
+                _ => format!("{HARNESS} ref-agent {extra}"),
+            };
+            for r in run_one(&template, t, &|c| transport_for(c) == t).results {
+                by_id.insert(r.id.clone(), r);
+            }
+        }
+    }
+    cases.iter().map(|c| by_id.remove(&c.id).unwrap()).collect()
+}
+
+fn run_one(template: &str, transport: TransportKind, keep: &dyn Fn(&qga_harness::case::Case) -> bool) -> RunResult {
+    let cases: Vec<_> = load::embedded().unwrap().into_iter().filter(|c| keep(c)).collect();
     let config = SessionConfig::new(AgentTemplate::parse(template).unwrap(), transport);
     let eo = EngineOptions { keep_transcripts: false, ..Default::default() };
     tokio::runtime::Builder::new_current_thread()
@@ -74,7 +107,7 @@ fn every_mutant_fails_and_every_must_case_bites() {
         for _ in 0..2 {
             s.spawn(|| loop {
                 let Some((i, (_, _, template))) = queue.lock().unwrap().pop() else { break };
-                let r = run_one(&template, TransportKind::Socketpair);
+                let r = run_all(&template);
                 results.lock().unwrap().insert(i, r);
             });
         }
@@ -92,7 +125,7 @@ fn every_mutant_fails_and_every_must_case_bites() {
     for (ci, case) in cases.iter().enumerate() {
         out.push_str(&format!("{:<25} {:<5} ", case.id, case.level.to_string()));
         for i in 0..agents.len() {
-            out.push_str(&format!("{:>3}", cell(results[&i].results[ci].outcome)));
+            out.push_str(&format!("{:>3}", cell(results[&i][ci].outcome)));
         }
         out.push('\n');
     }
@@ -106,18 +139,17 @@ fn every_mutant_fails_and_every_must_case_bites() {
     let mut problems = Vec::new();
     for (i, (name, kind, _)) in agents.iter().enumerate() {
         let r = &results[&i];
-        let bad: Vec<String> = r.results.iter().filter(|c| c.outcome.is_failing(false)).map(|c| format!("{} {}", c.id, c.outcome)).collect();
+        let bad: Vec<String> = r.iter().filter(|c| c.outcome.is_failing(false)).map(|c| format!("{} {}", c.id, c.outcome)).collect();
         match kind {
             Kind::Reference | Kind::Legal if !bad.is_empty() => {
                 let details: Vec<String> = r
-                    .results
                     .iter()
                     .filter(|c| c.outcome.is_failing(false))
                     .map(|c| format!("{}: {}", c.id, c.failure.as_ref().map_or(String::new(), |f| f.actual.clone())))
                     .collect();
                 problems.push(format!("{name} ({kind:?}) must conform but got: {}", details.join("; ")));
             }
-            Kind::Defect if !r.results.iter().any(|c| c.outcome == Outcome::Fail) => {
+            Kind::Defect if !r.iter().any(|c| c.outcome == Outcome::Fail) => {
                 problems.push(format!("mutant {name} fails no case: the catalogue does not catch it"));
             }
             _ => {}
@@ -126,8 +158,8 @@ fn every_mutant_fails_and_every_must_case_bites() {
     for (ci, case) in cases.iter().enumerate().filter(|(_, c)| c.level == Level::MUST) {
         let bitten = agents.iter().enumerate().any(|(i, (_, kind, _))| {
             *kind == Kind::Defect
-                && results[&i].results[ci].outcome == Outcome::Fail
-                && results[&i].results[ci].failure.as_ref().is_some_and(|f| f.stage == Stage::Steps)
+                && results[&i][ci].outcome == Outcome::Fail
+                && results[&i][ci].failure.as_ref().is_some_and(|f| f.stage == Stage::Steps)
         });
         if !bitten {
             problems.push(format!("MUST case {} is failed (in its own steps) by no mutant", case.id));

@@ -5,7 +5,7 @@
 use super::strategy::{schedule, FaultKind, Schedule, ScheduleParams};
 use crate::case::{Case, CaseFile};
 use crate::engine::{run_case, CaseResult, EngineOptions};
-use crate::session::{Session, SessionConfig};
+use crate::session::{Session, SessionConfig, SessionError};
 use crate::transcript::{Caps, Transcript};
 use crate::verdict::{Level, RecoveryGrade};
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
@@ -30,6 +30,9 @@ pub struct FuzzConfig {
     pub params: ScheduleParams,
     /// Where replay files go.
     pub out_dir: PathBuf,
+    /// Time allowed for shrinking one failure (each shrinking step runs the
+    /// schedule against the agent again).
+    pub shrink_time: Duration,
     /// The command line that reproduces the run, for the replay files.
     pub command_line: String,
 }
@@ -100,17 +103,35 @@ struct Worker {
     config: SessionConfig,
 }
 
+/// Why a schedule could not be judged.
+enum RunError {
+    /// The agent itself failed (it did not start or answer): a finding.
+    Agent(String),
+    /// The harness failed (spawn, channel): says nothing about the agent.
+    Harness(String),
+}
+
+/// Start the agent if none runs.
+async fn ensure_session(session: &mut Option<Session>, config: &SessionConfig) -> Result<(), RunError> {
+    if session.is_none() {
+        let t = Transcript::new(Caps { bytes: 256 * 1024, entries: 20_000 });
+        match Session::start(config.clone(), t).await {
+            Ok((s, _)) => *session = Some(s),
+            Err(e @ (SessionError::Spawn(_) | SessionError::Transport { .. } | SessionError::NeedsPath)) => {
+                return Err(RunError::Harness(e.to_string()))
+            }
+            Err(e) => return Err(RunError::Agent(format!("FAIL: the agent does not start: {e}"))),
+        }
+    }
+    Ok(())
+}
+
 impl Worker {
     /// Run one case, starting (or restarting) the agent as needed.
-    fn run(&mut self, case: &Case, eo: &EngineOptions) -> Result<CaseResult, String> {
-        let config = self.config.clone();
-        let opts = config.client.clone();
+    fn run(&mut self, case: &Case, eo: &EngineOptions) -> Result<CaseResult, RunError> {
+        let opts = self.config.client.clone();
         self.rt.block_on(async {
-            if self.session.is_none() {
-                let t = Transcript::new(Caps { bytes: 256 * 1024, entries: 20_000 });
-                let (s, _) = Session::start(config, t).await.map_err(|e| format!("agent does not start: {e}"))?;
-                self.session = Some(s);
-            }
+            ensure_session(&mut self.session, &self.config).await?;
             let session = self.session.as_mut().expect("just started");
             let r = run_case(session, case, &opts, None, eo).await;
             session.transcript().reset();
@@ -152,13 +173,30 @@ pub fn fuzz(cfg: &FuzzConfig, progress: &Progress) -> FuzzReport {
                     Ok(rt) => rt,
                     Err(e) => return report.lock().unwrap().errors.push(e.to_string()),
                 };
-                let worker = RefCell::new(Worker { rt, session: None, config: cfg.session.clone() });
+                let mut w = Worker { rt, session: None, config: cfg.session.clone() };
+                // An agent that cannot even start fails before any fault:
+                // there is nothing to shrink.
+                let started = w.rt.block_on(ensure_session(&mut w.session, &w.config));
+                match started {
+                    Ok(()) => {}
+                    Err(RunError::Harness(e)) => return report.lock().unwrap().errors.push(e),
+                    Err(RunError::Agent(e)) => {
+                        progress.failures.fetch_add(1, Ordering::Relaxed);
+                        return report.lock().unwrap().failures.push(Found { job, reason: e, steps: 0, replay: PathBuf::new() });
+                    }
+                }
+                let worker = RefCell::new(w);
+                let shrinking = std::cell::Cell::new(false);
                 let eo = EngineOptions { keep_transcripts: false, ..Default::default() };
-                let config = Config { cases, failure_persistence: None, max_shrink_iters: 2048, ..Config::default() };
+                // Shrinking is bounded in time as well as in steps: each
+                // step of it runs the schedule against the agent again.
+                let config = Config { cases, failure_persistence: None, max_shrink_iters: 2048, max_shrink_time: cfg.shrink_time.as_millis().min(u128::from(u32::MAX)) as u32, ..Config::default() };
                 let mut runner = TestRunner::new_with_rng(config, job_rng(cfg.seed, job));
                 let harness_error = RefCell::new(None);
                 let result = runner.run(&schedule(cfg.params.clone()), |s| {
-                    progress.schedules.fetch_add(1, Ordering::Relaxed);
+                    if !shrinking.get() {
+                        progress.schedules.fetch_add(1, Ordering::Relaxed);
+                    }
                     let case = schedule_case(&s, "fuzz/1", "fuzzed schedule");
                     {
                         let mut rep = report.lock().unwrap();
@@ -170,7 +208,11 @@ pub fn fuzz(cfg: &FuzzConfig, progress: &Progress) -> FuzzReport {
                         progress.runs.fetch_add(1, Ordering::Relaxed);
                         let r = match worker.borrow_mut().run(&case, &eo) {
                             Ok(r) => r,
-                            Err(e) => {
+                            Err(RunError::Agent(e)) => {
+                                shrinking.set(true);
+                                return Err(TestCaseError::fail(e));
+                            }
+                            Err(RunError::Harness(e)) => {
                                 *harness_error.borrow_mut() = Some(e.clone());
                                 return Err(TestCaseError::fail(e));
                             }
@@ -181,6 +223,7 @@ pub fn fuzz(cfg: &FuzzConfig, progress: &Progress) -> FuzzReport {
                         rep.bytes_discarded += r.recovery.bytes_discarded;
                         drop(rep);
                         if r.outcome.is_failing(false) {
+                            shrinking.set(true);
                             let f = r.failure.unwrap_or_else(|| crate::verdict::Failure {
                                 stage: Default::default(),
                                 requirement: String::new(),

@@ -1,0 +1,159 @@
+//! The fuzzer: it finds nothing against correct agents, finds (and shrinks)
+//! every mutant whose defect breaks resync, and is deterministic per seed.
+
+mod common;
+
+use common::*;
+use qga_harness::agent::AgentTemplate;
+use qga_harness::case::load;
+use qga_harness::case::step::Step;
+use qga_harness::fuzz::runner::Progress;
+use qga_harness::fuzz::{fuzz, FuzzConfig, FuzzReport, ScheduleParams};
+use qga_harness::session::SessionConfig;
+use qga_harness::transport::TransportKind;
+use std::time::Duration;
+
+fn config(template: &str, transport: TransportKind, schedules: u32, seed: u64, out: &std::path::Path) -> FuzzConfig {
+    let mut session = SessionConfig::new(AgentTemplate::parse(template).unwrap(), transport);
+    session.client.reply_timeout = Duration::from_millis(50);
+    session.client.resync.budget = Duration::from_millis(250);
+    FuzzConfig {
+        session,
+        schedules,
+        seed,
+        jobs: 1,
+        repeat: 1,
+        params: ScheduleParams::default(),
+        out_dir: out.to_owned(),
+        shrink_time: Duration::from_secs(5),
+        command_line: "test".into(),
+    }
+}
+
+fn run(cfg: &FuzzConfig) -> FuzzReport {
+    fuzz(cfg, &Progress::default())
+}
+
+#[test]
+fn reference_agent_survives_every_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&format!("{HARNESS} ref-agent"), TransportKind::Socketpair, 300, 1, dir.path());
+    cfg.jobs = 2;
+    let r = run(&cfg);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(r.schedules, 300);
+    // Every kind of fault was applied.
+    assert_eq!(r.faults.len(), qga_harness::fuzz::FaultKind::ALL.len(), "{:?}", r.faults);
+}
+
+/// Mutants whose defect breaks resync or the replies after it. (The others,
+/// e.g. multi-line replies or a QMP greeting, do not trouble a streaming
+/// client that resyncs first; the catalogue catches them.)
+const RESYNC_BREAKING: &[&str] = &[
+    "no-sentinel",
+    "late-sentinel",
+    "utf8-sentinel",
+    "ff-line-start-only",
+    "one-read-one-request",
+    "no-id-echo",
+    "no-guest-sync",
+    "silent-unknown",
+    "exit-on-parse-error",
+    "sentinel-leak",
+    "raw-ff-in-reply",
+    "double-reply",
+    "error-without-class",
+    "sync-wrong-id",
+    "id-stringified",
+    "burst-reply-loss",
+];
+
+#[test]
+fn every_resync_breaking_mutant_is_found_and_shrunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut problems = Vec::new();
+    for bug in RESYNC_BREAKING {
+        let out = dir.path().join(bug);
+        let r = run(&config(&format!("{HARNESS} ref-agent --bug {bug}"), TransportKind::Socketpair, 200, 7, &out));
+        let Some(f) = r.failures.first() else {
+            problems.push(format!("{bug}: not found in {} schedules", r.schedules));
+            continue;
+        };
+        if f.replay.as_os_str().is_empty() {
+            // Found at start-up, before any fault: nothing to shrink.
+            assert!(f.reason.contains("does not start"), "{bug}: {}", f.reason);
+            continue;
+        }
+        let cases = load::from_path(&f.replay).unwrap();
+        let faults = cases[0].steps.len() - qga_harness::fuzz::strategy::verification_tail().len();
+        if faults > 3 {
+            problems.push(format!("{bug}: shrunk only to {faults} fault steps"));
+        }
+        if *bug == "burst-reply-loss" {
+            // It drops replies after the 16th of one read: the smallest
+            // failing burst is 17.
+            let repeat = cases[0].steps.iter().find_map(|s| match s {
+                Step::Send(x) if x.repeat > 1 => Some(x.repeat),
+                _ => None,
+            });
+            assert_eq!(repeat, Some(17), "{:?}", cases[0].steps);
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn same_seed_same_verdict_and_replay_reproduces() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = format!("{HARNESS} ref-agent --bug burst-reply-loss");
+    let a = run(&config(&agent, TransportKind::Socketpair, 100, 42, &dir.path().join("a")));
+    let b = run(&config(&agent, TransportKind::Socketpair, 100, 42, &dir.path().join("b")));
+    assert_eq!(a.failures.len(), 1);
+    assert_eq!(b.failures.len(), 1);
+    let text = |p: &std::path::Path| std::fs::read_to_string(p).unwrap().lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    assert_eq!(text(&a.failures[0].replay), text(&b.failures[0].replay));
+    // `replay` reproduces it against the mutant, and the reference passes it.
+    use assert_cmd::Command;
+    let replay = a.failures[0].replay.clone();
+    Command::cargo_bin("qga-harness").unwrap().args(["replay"]).arg(&replay).args(["--transport", "socketpair", "--agent", &agent]).assert().code(1);
+    Command::cargo_bin("qga-harness").unwrap().args(["replay"]).arg(&replay).args(["--transport", "socketpair", "--repeat", "3"]).assert().code(0);
+    Command::cargo_bin("qga-harness").unwrap().args(["run", "--transport", "socketpair", "--cases"]).arg(&replay).assert().code(0);
+}
+
+#[test]
+fn qemu_ga_over_unix_survives_every_schedule_without_disconnects() {
+    let Some((t, k)) = qemu_ga_template("unix-listen") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&t.to_string(), k, 300, 3, dir.path());
+    cfg.jobs = 2;
+    // Without client disconnects: qemu-ga 7.2 exits when a client closes
+    // with a reply unread (connection/1 in the catalogue shows it).
+    cfg.params.allow_reconnect = false;
+    let r = run(&cfg);
+    assert!(r.errors.is_empty() && r.failures.is_empty(), "{:?} {:?}", r.errors, r.failures);
+}
+
+#[test]
+fn qemu_ga_pty_reply_loss_is_found_and_a_burst_cap_avoids_it() {
+    let Some((t, k)) = qemu_ga_template("isa-serial") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // The loss is intermittent: each schedule runs 4 times.
+    let mut cfg = config(&t.to_string(), k, 300, 5, dir.path());
+    cfg.repeat = 4;
+    let r = run(&cfg);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let f = r.failures.first().expect("qemu-ga's reply loss over a pty was not found");
+    assert!(f.reason.contains("lost") || f.reason.contains("reply"), "{}", f.reason);
+    let cases = load::from_path(&f.replay).unwrap();
+    let burst = cases[0].steps.iter().filter_map(|s| match s {
+        Step::Send(x) => Some(x.repeat),
+        _ => None,
+    }).max().unwrap();
+    assert!(burst > 16, "shrunk to a burst of {burst}: loss below 4 KiB was never seen");
+    // Below the threshold, nothing.
+    let mut cfg = config(&t.to_string(), k, 300, 5, &dir.path().join("capped"));
+    cfg.params.max_burst = Some(2048);
+    let r = run(&cfg);
+    assert!(r.errors.is_empty() && r.failures.is_empty(), "{:?} {:?}", r.errors, r.failures);
+}
