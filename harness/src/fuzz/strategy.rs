@@ -357,6 +357,7 @@ pub fn verification_tail() -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::ValueTree;
     use proptest::test_runner::{Config, TestRng, TestRunner};
 
     #[test]
