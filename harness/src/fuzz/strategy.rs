@@ -139,7 +139,8 @@ fn fault(params: &ScheduleParams) -> BoxedStrategy<Fault> {
         ),
         (
             1,
-            (1usize..512, any::<u64>())
+            // Seeds stay below 2^63: case files are TOML, whose integers are i64.
+            (1usize..512, 0u64..=i64::MAX as u64)
                 .prop_map(move |(len, seed)| f(FaultKind::Garbage, vec![Step::Garbage(Garbage { len, seed, kind: GarbageKind::Any })]))
                 .boxed(),
         ),
