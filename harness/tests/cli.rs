@@ -226,3 +226,22 @@ fn ctrl_c_kills_the_agent_group() {
     assert_eq!(status.code(), Some(130));
     assert!(live_with_marker(&marker).is_empty(), "survivors: {:?}", live_with_marker(&marker));
 }
+
+#[test]
+fn the_engine_refuses_destructive_commands_whatever_a_case_says() {
+    // A case file asking for guest-shutdown (hidden behind a JSON escape):
+    // the engine refuses to write it and the case is an ERROR.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("evil.toml"),
+        "section = \"evil\"\n[[case]]\nid = \"evil/1\"\ntitle = \"t\"\nlevel = \"MUST\"\nrequirement = \"r\"\nsource = \"s\"\nsteps = [ { send = { raw = '{\"execute\":\"guest-shut\\u0064own\"}' } } ]\n",
+    )
+    .unwrap();
+    harness()
+        .args(["run", "--transport", "socketpair", "--cases"])
+        .arg(dir.path())
+        .assert()
+        .code(2)
+        .stdout(predicate::str::contains("ERROR       evil/1"))
+        .stdout(predicate::str::contains("refused to send guest-shutdown"));
+}
