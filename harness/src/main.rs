@@ -44,6 +44,8 @@ enum Cmd {
     Fuzz(fuzzcmd::FuzzArgs),
     /// Re-run a case file (e.g. one the fuzzer wrote), N times.
     Replay(ReplayArgs),
+    /// Merge run JSON files into JUnit and Markdown reports.
+    Report(ReportArgs),
     /// Serve as the in-tree reference agent (the default agent).
     #[command(hide = true, disable_help_flag = true)]
     RefAgent {
@@ -129,6 +131,23 @@ struct RunArgs {
     /// Print the transcript of every case that did not pass, not only failures.
     #[arg(long)]
     transcript: bool,
+    /// Write every report format into this directory: run.json,
+    /// junit.xml, summary.md.
+    #[arg(long)]
+    report_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Run documents written by `run --json` or `run --report-dir`.
+    #[arg(required = true)]
+    runs: Vec<std::path::PathBuf>,
+    /// Output directory.
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// Treat NON-STRICT as failing.
+    #[arg(long)]
+    strict: bool,
 }
 
 impl Selection {
@@ -244,6 +263,7 @@ fn main() -> ExitCode {
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::Fuzz(args) => fuzzcmd::run(args).await,
             Cmd::Replay(args) => replay(args).await,
+            Cmd::Report(args) => report_cmd(args),
             Cmd::RefAgent { .. } => unreachable!(),
         }
     })
@@ -306,6 +326,43 @@ async fn replay(args: ReplayArgs) -> ExitCode {
     }
 }
 
+/// Merge run documents: one JUnit file and one Markdown summary per run,
+/// and a Markdown matrix (cases as rows, runs as columns) over all of them.
+fn report_cmd(args: ReportArgs) -> ExitCode {
+    let mut runs = Vec::new();
+    for path in &args.runs {
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) => return usage(format!("{}: {e}", path.display())),
+        };
+        match serde_json::from_slice::<qga_harness::engine::RunResult>(&text) {
+            Ok(r) => runs.push(r),
+            Err(e) => return usage(format!("{}: not a qga-harness run document: {e}", path.display())),
+        }
+    }
+    let command = format!("qga-harness report {}", args.runs.iter().map(|p| shell_words::quote(&p.display().to_string()).into_owned()).collect::<Vec<_>>().join(" "));
+    let mut files = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        match report::junit::render(run, args.strict) {
+            Ok(x) => files.push((format!("run-{}.junit.xml", i + 1), x)),
+            Err(e) => {
+                eprintln!("qga-harness: cannot render JUnit: {e}");
+                return ExitCode::from(EXIT_HARNESS);
+            }
+        }
+        files.push((format!("run-{}.md", i + 1), report::markdown::render(run, args.strict, &command)));
+    }
+    files.push(("matrix.md".into(), report::markdown::matrix(&runs)));
+    for (name, text) in files {
+        if let Err(e) = report::write_atomic(&args.out.join(&name), text.as_bytes()) {
+            eprintln!("qga-harness: cannot write {name}: {e}");
+            return ExitCode::from(EXIT_HARNESS);
+        }
+    }
+    println!("{} run(s) merged into {}", runs.len(), args.out.display());
+    ExitCode::SUCCESS
+}
+
 fn list(args: ListArgs) -> ExitCode {
     let (cases, _) = match args.select.cases() {
         Ok(c) => c,
@@ -351,6 +408,27 @@ async fn run(args: RunArgs) -> ExitCode {
         if let Err(e) = report::write_atomic(path, &bytes) {
             eprintln!("qga-harness: cannot write {}: {e}", path.display());
             return ExitCode::from(EXIT_HARNESS);
+        }
+    }
+    if let Some(dir) = &args.report_dir {
+        let doc = report::JsonReport::new(&result, comparison.as_ref(), args.strict);
+        let command = std::env::args().map(|a| shell_words::quote(&a).into_owned()).collect::<Vec<_>>().join(" ");
+        let junit = match report::junit::render(&result, args.strict) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("qga-harness: cannot render JUnit: {e}");
+                return ExitCode::from(EXIT_HARNESS);
+            }
+        };
+        for (name, bytes) in [
+            ("run.json", serde_json::to_vec_pretty(&doc).unwrap_or_default()),
+            ("junit.xml", junit.into_bytes()),
+            ("summary.md", report::markdown::render(&result, args.strict, &command).into_bytes()),
+        ] {
+            if let Err(e) = report::write_atomic(&dir.join(name), &bytes) {
+                eprintln!("qga-harness: cannot write {}: {e}", dir.join(name).display());
+                return ExitCode::from(EXIT_HARNESS);
+            }
         }
     }
     if let Some(path) = &args.write_baseline {

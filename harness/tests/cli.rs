@@ -245,3 +245,40 @@ fn the_engine_refuses_destructive_commands_whatever_a_case_says() {
         .stdout(predicate::str::contains("ERROR       evil/1"))
         .stdout(predicate::str::contains("refused to send guest-shutdown"));
 }
+
+#[test]
+fn report_dir_writes_json_junit_markdown_and_report_merges_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    harness().args(["run", "--transport", "socketpair", "--case", "errors/*", "--report-dir"]).arg(&a).assert().code(0);
+    let mutant = format!("{HARNESS} ref-agent --bug silent-unknown");
+    harness().args(["run", "--transport", "socketpair", "--case", "errors/*", "--agent", &mutant, "--report-dir"]).arg(&b).assert().code(1);
+    for d in [&a, &b] {
+        for f in ["run.json", "junit.xml", "summary.md"] {
+            assert!(d.join(f).is_file(), "{}", d.join(f).display());
+        }
+    }
+    // The JUnit file is read by an XML parser (Python's ElementTree): one
+    // testsuite for the section, one testcase per case, a <failure> per FAIL.
+    let script = "import sys, xml.etree.ElementTree as ET\nr = ET.parse(sys.argv[1]).getroot()\nprint(len(r.findall('testsuite')), len(r.findall('.//testcase')), len(r.findall('.//failure')), len(r.findall('.//error')))";
+    let out = std::process::Command::new("python3").args(["-c", script]).arg(b.join("junit.xml")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let counts: Vec<usize> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|n| n.parse().unwrap()).collect();
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(b.join("run.json")).unwrap()).unwrap();
+    let results = doc["results"].as_array().unwrap();
+    let fails = results.iter().filter(|r| r["outcome"] == "FAIL").count();
+    assert!(fails > 0);
+    assert_eq!(counts, vec![1, results.len(), fails, 0]);
+    let md = std::fs::read_to_string(b.join("summary.md")).unwrap();
+    assert!(md.contains(&format!("{fails} of {} cases failing", results.len())), "{md}");
+    assert!(md.contains("errors/1"), "{md}");
+    // Merging both runs.
+    let m = dir.path().join("merged");
+    harness().arg("report").arg(a.join("run.json")).arg(b.join("run.json")).arg("--out").arg(&m).assert().code(0);
+    let matrix = std::fs::read_to_string(m.join("matrix.md")).unwrap();
+    assert!(matrix.lines().any(|l| l.starts_with("| errors/1 ") && l.contains("PASS") && l.contains("FAIL")), "{matrix}");
+    assert!(m.join("run-1.junit.xml").is_file() && m.join("run-2.md").is_file());
+    // Not a run document: usage error.
+    std::fs::write(dir.path().join("bad.json"), "{}").unwrap();
+    harness().arg("report").arg(dir.path().join("bad.json")).arg("--out").arg(&m).assert().code(3);
+}

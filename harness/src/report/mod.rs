@@ -1,5 +1,9 @@
 //! Reports of a run: the terminal summary and the JSON document (the source
-//! of truth that other formats are made from).
+//! of truth that other formats are made from), JUnit XML ([`junit`]) and a
+//! Markdown summary ([`markdown`]).
+
+pub mod junit;
+pub mod markdown;
 
 use crate::baseline::Comparison;
 use crate::engine::{CaseResult, RunResult};
