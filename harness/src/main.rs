@@ -44,7 +44,7 @@ enum Cmd {
     Fuzz(fuzzcmd::FuzzArgs),
     /// Re-run a case file (e.g. one the fuzzer wrote), N times.
     Replay(ReplayArgs),
-    /// Merge run JSON files into JUnit and Markdown reports.
+    /// Merge run JSON files into JUnit, Markdown and an HTML matrix.
     Report(ReportArgs),
     /// Serve as the in-tree reference agent (the default agent).
     #[command(hide = true, disable_help_flag = true)]
@@ -132,7 +132,7 @@ struct RunArgs {
     #[arg(long)]
     transcript: bool,
     /// Write every report format into this directory: run.json,
-    /// junit.xml, summary.md.
+    /// junit.xml, summary.md, html/ (index.html and a page per case).
     #[arg(long)]
     report_dir: Option<std::path::PathBuf>,
 }
@@ -353,6 +353,10 @@ fn report_cmd(args: ReportArgs) -> ExitCode {
         files.push((format!("run-{}.md", i + 1), report::markdown::render(run, args.strict, &command)));
     }
     files.push(("matrix.md".into(), report::markdown::matrix(&runs)));
+    if let Err(e) = report::html::write(&args.out.join("html"), &runs) {
+        eprintln!("qga-harness: cannot write the HTML report: {e}");
+        return ExitCode::from(EXIT_HARNESS);
+    }
     for (name, text) in files {
         if let Err(e) = report::write_atomic(&args.out.join(&name), text.as_bytes()) {
             eprintln!("qga-harness: cannot write {name}: {e}");
@@ -429,6 +433,10 @@ async fn run(args: RunArgs) -> ExitCode {
                 eprintln!("qga-harness: cannot write {}: {e}", dir.join(name).display());
                 return ExitCode::from(EXIT_HARNESS);
             }
+        }
+        if let Err(e) = report::html::write(&dir.join("html"), std::slice::from_ref(&result)) {
+            eprintln!("qga-harness: cannot write the HTML report: {e}");
+            return ExitCode::from(EXIT_HARNESS);
         }
     }
     if let Some(path) = &args.write_baseline {

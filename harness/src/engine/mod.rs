@@ -148,9 +148,16 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
             return run;
         }
     };
-    if let Ok(Ok(info)) = execute(session.conn().expect("started"), qga::guest_info {}, &opts).await {
-        run.agent_version = Some(info.version.clone());
-        run.supported_commands = Some(info.supported_commands.iter().filter(|c| c.enabled).map(|c| c.name.clone()).collect());
+    match execute(session.conn().expect("started"), qga::guest_info {}, &opts).await {
+        Ok(Ok(info)) => {
+            run.agent_version = Some(info.version.clone());
+            run.supported_commands = Some(info.supported_commands.iter().filter(|c| c.enabled).map(|c| c.name.clone()).collect());
+        }
+        _ => {
+            // What is left of a bad guest-info reply must not be blamed on
+            // the first case: resync before it (a failure shows there).
+            let _ = resync(session.conn().expect("started"), &opts.resync, &opts).await;
+        }
     }
     for case in cases {
         let result = run_case(&mut session, case, &opts, run.supported_commands.as_deref(), eo).await;

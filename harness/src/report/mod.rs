@@ -2,6 +2,7 @@
 //! of truth that other formats are made from), JUnit XML ([`junit`]) and a
 //! Markdown summary ([`markdown`]).
 
+pub mod html;
 pub mod junit;
 pub mod markdown;
 

@@ -1,0 +1,83 @@
+//! The HTML report as a user sees it: opened in a real headless browser
+//! (Debian's chromium; .ci/run installs it), it loads with no console
+//! messages, the matrix has one row per case, case pages load, and a
+//! screenshot is written.
+
+mod common;
+
+use assert_cmd::Command;
+use std::path::Path;
+
+fn chromium() -> Option<&'static str> {
+    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(p).is_file() {
+            return Some(p);
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("chromium is not installed, and CI is set: .ci/run must install it");
+    }
+    eprintln!("chromium not installed: skipping (this would fail under CI)");
+    None
+}
+
+/// Load `page` headless; returns (DOM, console lines).
+fn load(browser: &str, page: &Path, profile: &Path, screenshot: Option<&Path>) -> (String, Vec<String>) {
+    let mut cmd = std::process::Command::new(browser);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1400,2000",
+    ]);
+    cmd.arg(format!("--user-data-dir={}", profile.display()));
+    match screenshot {
+        Some(s) => cmd.arg(format!("--screenshot={}", s.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    cmd.arg(format!("file://{}", page.display()));
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let console = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains(":CONSOLE")).map(str::to_owned).collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
+}
+
+#[test]
+fn html_report_loads_in_a_browser_with_one_row_per_case() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    // A mutant, so the report has failures with transcripts to show.
+    let mutant = format!("{} ref-agent --bug raw-ff-in-reply", common::HARNESS);
+    Command::cargo_bin("qga-harness").unwrap().args(["run", "--transport", "socketpair", "--agent", &mutant, "--report-dir"]).arg(&out).assert().code(1);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let cases = doc["results"].as_array().unwrap();
+
+    let index = out.join("html/index.html");
+    let (dom, console) = load(browser, &index, &dir.path().join("p1"), None);
+    assert!(console.is_empty(), "console messages: {console:?}");
+    assert_eq!(dom.matches("<tr class=\"case\">").count(), cases.len());
+    assert!(dom.contains("<svg"), "no resync chart");
+
+    // A failing case's page: the wire log is there, and the agent's raw
+    // bytes appear only escaped.
+    let failing = cases.iter().find(|c| c["outcome"] == "FAIL").unwrap();
+    let page = out.join("html").join(format!("run1-{}.html", failing["id"].as_str().unwrap().replace('/', "-")));
+    let (dom, console) = load(browser, &page, &dir.path().join("p2"), None);
+    assert!(console.is_empty(), "console messages: {console:?}");
+    assert!(dom.contains("Wire log") && dom.contains("from agent"), "{dom}");
+
+    let shot = dir.path().join("index.png");
+    load(browser, &index, &dir.path().join("p3"), Some(&shot));
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    // Keep a copy for people to look at.
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("html-report-index.png");
+    std::fs::copy(&shot, keep).unwrap();
+}
