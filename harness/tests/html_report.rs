@@ -81,3 +81,36 @@ fn html_report_loads_in_a_browser_with_one_row_per_case() {
     let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("html-report-index.png");
     std::fs::copy(&shot, keep).unwrap();
 }
+
+/// Agent text with markup and control characters (the legal variant
+/// markup-text) is inert in every report format.
+#[test]
+fn agent_markup_is_escaped_in_html_xml_and_markdown() {
+    let dir = tempfile::tempdir().unwrap();
+    // A case that fails with the agent's error text in "actual".
+    std::fs::write(
+        dir.path().join("m.toml"),
+        "section = \"m\"\n[[case]]\nid = \"m/1\"\ntitle = \"t\"\nlevel = \"MUST\"\nrequirement = \"r\"\nsource = \"s\"\nsteps = [ { send = { command = \"guest-no-such-command\" } }, { expect = { error = \"GenericError\" } } ]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("report");
+    let agent = format!("{} ref-agent --variant markup-text", common::HARNESS);
+    Command::cargo_bin("qga-harness").unwrap().args(["run", "--transport", "socketpair", "--agent", &agent, "--cases"]).arg(dir.path().join("m.toml")).arg("--report-dir").arg(&out).assert().code(1);
+    let read = |p: &str| std::fs::read_to_string(out.join(p)).unwrap();
+    let (index, page, junit, md) = (read("html/index.html"), read("html/run1-m-1.html"), read("junit.xml"), read("summary.md"));
+    for (name, text) in [("index", &index), ("case page", &page), ("summary.md", &md)] {
+        assert!(!text.contains("<script>alert") && !text.contains("<img src"), "{name} carries live markup:\n{text}");
+    }
+    assert!(index.contains("&lt;script&gt;alert"), "the version is shown, escaped:\n{index}");
+    assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"), "{page}");
+    assert!(md.contains("&lt;img src=x"), "{md}");
+    // JUnit: well-formed XML whose failure text holds the markup as text.
+    let script = "import sys, xml.etree.ElementTree as ET\nr = ET.parse(sys.argv[1]).getroot()\nprint(r.find('.//failure').get('message'))";
+    let parsed = std::process::Command::new("python3").args(["-c", script]).arg(out.join("junit.xml")).output().unwrap();
+    assert!(parsed.status.success(), "{}\n{junit}", String::from_utf8_lossy(&parsed.stderr));
+    assert!(String::from_utf8_lossy(&parsed.stdout).contains("<img src=x onerror=alert(1)>"), "{junit}");
+    // No raw control characters anywhere.
+    for (name, text) in [("index", &index), ("case page", &page), ("junit", &junit), ("summary.md", &md)] {
+        assert!(!text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')), "{name} has raw control characters");
+    }
+}

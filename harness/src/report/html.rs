@@ -12,7 +12,6 @@
 use crate::engine::{CaseResult, RunResult};
 use crate::transcript::{escape_bytes, Direction, Entry, Record};
 
-use html_escape::encode_text as esc;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -20,6 +19,12 @@ use std::path::Path;
 const MAX_LOG_ROWS: usize = 2000;
 /// Bytes shown per wire-log row.
 const MAX_ROW_BYTES: usize = 256;
+
+/// Agent text for HTML: control characters as `\xHH` first (a version
+/// string may carry BEL or ESC), then markup escaped.
+fn esc(text: &str) -> String {
+    html_escape::encode_text(&super::sanitize(text)).into_owned()
+}
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px;font-size:13px}\
 td.PASS{background:#9e9}td.FAIL{background:#f88}td.NON-STRICT{background:#fd8}td.INFO{background:#9cf}td.UNSUPPORTED{background:#ddd}\
@@ -212,7 +217,7 @@ mod tests {
         for o in Outcome::ALL {
             assert!(STYLE.contains(&format!("td.{}{{", o.as_str())), "{o}");
         }
-        assert_eq!(esc("<script>&\"").to_string(), "&lt;script&gt;&amp;\"");
+        assert_eq!(esc("<script>&\"\u{7}"), "&lt;script&gt;&amp;\"\\x07");
         assert_eq!(hex(b"\xff{"), "ff 7b");
     }
 }

@@ -5,6 +5,7 @@
 //! quick-junit, which also drops characters XML cannot carry; agent bytes
 //! are escaped as `\xHH` before they get here.
 
+use super::sanitize;
 use crate::engine::RunResult;
 use crate::verdict::Outcome;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 
 /// The JUnit document for one run.
 pub fn render(run: &RunResult, strict: bool) -> Result<String, String> {
-    let mut report = Report::new(format!("qga-harness: {} over {}", run.agent, run.transport));
+    let mut report = Report::new(sanitize(&format!("qga-harness: {} over {}", run.agent, run.transport)));
     report.set_time(run.elapsed);
     let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();
     for r in &run.results {
@@ -22,7 +23,7 @@ pub fn render(run: &RunResult, strict: bool) -> Result<String, String> {
             Outcome::Unsupported => {
                 let mut s = TestCaseStatus::skipped();
                 if let Some(f) = &r.failure {
-                    s.set_message(f.actual.clone());
+                    s.set_message(sanitize(&f.actual));
                 }
                 s
             }
@@ -33,11 +34,13 @@ pub fn render(run: &RunResult, strict: bool) -> Result<String, String> {
         if !matches!(status, TestCaseStatus::Success { .. } | TestCaseStatus::Skipped { .. }) {
             status.set_type(r.outcome.as_str());
             if let Some(f) = &r.failure {
-                status.set_message(format!("{}: {}", r.outcome, f.actual));
-                status.set_description(format!("requirement: {}\nexpected: {}\nactual: {}\ntranscript: #{}..#{}", f.requirement, f.expected, f.actual, f.transcript.0, f.transcript.1));
+                status.set_message(sanitize(&format!("{}: {}", r.outcome, f.actual)));
+                let body = format!("requirement: {}\nexpected: {}\nactual: {}\ntranscript: #{}..#{}", f.requirement, f.expected, f.actual, f.transcript.0, f.transcript.1);
+                // Keep the line breaks; escape every other control character.
+                status.set_description(body.split('\n').map(sanitize).collect::<Vec<_>>().join("\n"));
             }
         }
-        let mut case = TestCase::new(format!("{} {}", r.id, r.title), status);
+        let mut case = TestCase::new(sanitize(&format!("{} {}", r.id, r.title)), status);
         case.set_classname(format!("qga.{}", r.section));
         case.set_time(r.elapsed);
         suites.entry(&r.section).or_insert_with(|| TestSuite::new(r.section.clone())).add_test_case(case);
