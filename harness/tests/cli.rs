@@ -282,3 +282,28 @@ fn report_dir_writes_json_junit_markdown_and_report_merges_runs() {
     std::fs::write(dir.path().join("bad.json"), "{}").unwrap();
     harness().arg("report").arg(dir.path().join("bad.json")).arg("--out").arg(&m).assert().code(3);
 }
+
+#[test]
+fn run_json_matches_the_published_schema() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../reports/schema/run-1.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A run with every kind of record: passes, failures, recovery, restarts.
+    let mutant = format!("{HARNESS} ref-agent --bug silent-unknown");
+    for (agent, name) in [(None, "ref.json"), (Some(mutant.as_str()), "mut.json")] {
+        let mut cmd = harness();
+        cmd.args(["run", "--transport", "socketpair", "--case", "errors/*", "--case", "restart/*", "--json"]).arg(dir.path().join(name));
+        if let Some(a) = agent {
+            cmd.args(["--agent", a]);
+        }
+        cmd.assert();
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(name)).unwrap()).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{} at {}", e, e.instance_path())).take(5).collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+    }
+    // And the schema bites: a document with a made-up outcome fails it.
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("ref.json")).unwrap()).unwrap();
+    doc["results"][0]["outcome"] = serde_json::json!("GREAT");
+    assert!(!validator.is_valid(&doc));
+}
