@@ -258,10 +258,15 @@ fn report_dir_writes_json_junit_markdown_and_report_merges_runs() {
             assert!(d.join(f).is_file(), "{}", d.join(f).display());
         }
     }
-    // The JUnit file is read by an XML parser (Python's ElementTree): one
-    // testsuite for the section, one testcase per case, a <failure> per FAIL.
-    let script = "import sys, xml.etree.ElementTree as ET\nr = ET.parse(sys.argv[1]).getroot()\nprint(len(r.findall('testsuite')), len(r.findall('.//testcase')), len(r.findall('.//failure')), len(r.findall('.//error')))";
+    // The JUnit file is read by a real JUnit consumer (junitparser, from
+    // PyPI; .ci/run installs it): one testsuite for the section, one
+    // testcase per case, a failure per FAIL, no errors.
+    let script = "import sys\nfrom junitparser import JUnitXml, Failure, Error\nx = JUnitXml.fromfile(sys.argv[1])\nsuites = list(x)\ncases = [c for s in suites for c in s]\nprint(len(suites), len(cases), sum(isinstance(r, Failure) for c in cases for r in c.result), sum(isinstance(r, Error) for c in cases for r in c.result))";
     let out = std::process::Command::new("python3").args(["-c", script]).arg(b.join("junit.xml")).output().unwrap();
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No module named 'junitparser'") && std::env::var_os("CI").is_none() {
+        eprintln!("junitparser not installed: skipping the JUnit consumer check (this would fail under CI)");
+        return;
+    }
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let counts: Vec<usize> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|n| n.parse().unwrap()).collect();
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(b.join("run.json")).unwrap()).unwrap();
