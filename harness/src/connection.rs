@@ -8,6 +8,10 @@
 //! - It reads while it writes. qemu-ga over a pty drops replies under
 //!   back-pressure (protocol.md §4); a harness that wrote a large burst
 //!   without draining the channel would cause that itself.
+//! - Every write passes its [`SendGuard`] first, if one is installed (the
+//!   session installs the deny-list). A refused write sends nothing, and
+//!   neither does any later write until [`Connection::clear_refusal`]: the
+//!   stream stops where the guard stopped it.
 //!
 //! Bytes are recorded when the harness reads them, so a timestamp is when the
 //! harness saw them, a few microseconds after the agent wrote them.
@@ -15,6 +19,7 @@
 use crate::transcript::{Direction, Event, Transcript};
 use crate::transport::Duplex;
 use std::io;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Read size. Larger than a pty's buffer, so one read drains it.
@@ -38,6 +43,9 @@ pub enum Fill {
 pub enum SendError {
     #[error("the agent did not take our bytes before the deadline ({written} of {total} written)")]
     Timeout { written: usize, total: usize },
+    /// The guard refused the write, or an earlier one: nothing of it was sent.
+    #[error("refused to send {what}: it is on the harness's deny-list")]
+    Refused { what: String },
     #[error("channel closed while writing")]
     Closed,
     #[error("write failed: {0}")]
@@ -48,6 +56,18 @@ enum Step {
     Wrote(io::Result<usize>),
     Read(io::Result<usize>),
     Deadline,
+}
+
+/// Decides what may be written to a connection, seeing the stream as a
+/// whole: `admit` is asked before each write, `sent` is told about every
+/// piece the channel took, in order. The connection knows nothing of what
+/// the guard looks for.
+pub trait SendGuard: Send + std::fmt::Debug {
+    /// Whether `bytes` may be written next. `Err(what)` names what they
+    /// would send that must not be sent. Records nothing.
+    fn admit(&self, bytes: &[u8]) -> Result<(), String>;
+    /// `bytes` went out (all or part of an admitted write).
+    fn sent(&mut self, bytes: &[u8]);
 }
 
 /// Buffered, recorded byte I/O with deadlines.
@@ -61,11 +81,53 @@ pub struct Connection {
     max_buffered: usize,
     transcript: Transcript,
     closed: bool,
+    guard: Option<Box<dyn SendGuard>>,
+    /// What the guard refused; while set, nothing more is written.
+    refused: Option<String>,
+    /// With `Some`, a write that makes progress gets at least this long
+    /// after its last progress, whatever its deadline.
+    send_stall: Option<Duration>,
 }
 
 impl Connection {
     pub fn new(stream: Duplex, transcript: Transcript, max_buffered: usize) -> Connection {
-        Connection { stream, buf: Vec::with_capacity(READ_CHUNK), scratch: vec![0; READ_CHUNK].into_boxed_slice(), max_buffered, transcript, closed: false }
+        Connection {
+            stream,
+            buf: Vec::with_capacity(READ_CHUNK),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            max_buffered,
+            transcript,
+            closed: false,
+            guard: None,
+            refused: None,
+            send_stall: None,
+        }
+    }
+
+    /// Install the guard every later write must pass (replacing any other).
+    pub fn set_guard(&mut self, guard: Box<dyn SendGuard>) {
+        self.guard = Some(guard);
+    }
+
+    /// What the guard refused, if writes are stopped.
+    pub fn refusal(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
+    /// Allow writes again after a refusal; returns what was refused. The
+    /// guard still sees the stream whole, so it refuses anything that would
+    /// complete the refused bytes.
+    pub fn clear_refusal(&mut self) -> Option<String> {
+        self.refused.take()
+    }
+
+    /// Progress-based send deadlines: with `Some(stall)`, each write that
+    /// the channel takes bytes of moves the deadline to at least `stall`
+    /// after that progress, so a slow reader is not failed as a dead one. A
+    /// write that makes no progress for `stall` (and is past its deadline)
+    /// still times out. `None` (the default): the deadline is fixed.
+    pub fn set_send_stall(&mut self, stall: Option<Duration>) {
+        self.send_stall = stall;
     }
 
     pub fn transcript(&self) -> &Transcript {
@@ -180,7 +242,35 @@ impl Connection {
         self.send_with(bytes, deadline, true).await
     }
 
+    /// Refuse the write, recording why, if writes are stopped or the guard
+    /// does not admit `bytes`.
+    fn admit(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        let what = match (&self.refused, &self.guard) {
+            (Some(earlier), _) => format!("more bytes after refusing {earlier}"),
+            (None, Some(guard)) => match guard.admit(bytes) {
+                Ok(()) => return Ok(()),
+                Err(what) => {
+                    self.refused = Some(what.clone());
+                    what
+                }
+            },
+            (None, None) => return Ok(()),
+        };
+        const SHOWN: usize = 256;
+        let more = if bytes.len() > SHOWN { "..." } else { "" };
+        self.transcript.event(Event::Note {
+            text: format!(
+                "refused to send {} byte(s) ({what}); nothing more is written on this connection until the refusal is cleared: {}{more}",
+                bytes.len(),
+                crate::transcript::escape_bytes(&bytes[..bytes.len().min(SHOWN)])
+            ),
+        });
+        Err(SendError::Refused { what })
+    }
+
     async fn send_with(&mut self, bytes: &[u8], deadline: Instant, discard: bool) -> Result<usize, SendError> {
+        self.admit(bytes)?;
+        let mut deadline = deadline;
         let mut written = 0;
         let mut discarded = 0;
         while written < bytes.len() {
@@ -199,8 +289,15 @@ impl Connection {
             match step {
                 Step::Wrote(Ok(0)) => return Err(SendError::Closed),
                 Step::Wrote(Ok(n)) => {
-                    self.transcript.bytes(Direction::ToAgent, &bytes[written..written + n]);
+                    let piece = &bytes[written..written + n];
+                    if let Some(guard) = self.guard.as_mut() {
+                        guard.sent(piece);
+                    }
+                    self.transcript.bytes(Direction::ToAgent, piece);
                     written += n;
+                    if let Some(stall) = self.send_stall {
+                        deadline = deadline.max(Instant::now() + stall);
+                    }
                 }
                 Step::Wrote(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe || e.kind() == io::ErrorKind::ConnectionReset => {
                     self.closed = true;
@@ -295,6 +392,129 @@ mod tests {
         }
         echo.join().unwrap();
         assert_eq!(c.transcript().totals(), (4 << 20, 4 << 20));
+    }
+
+    /// Refuses any write with a `!` in it; remembers what went out.
+    #[derive(Debug, Default, Clone)]
+    struct Bang {
+        sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl SendGuard for Bang {
+        fn admit(&self, bytes: &[u8]) -> Result<(), String> {
+            if bytes.contains(&b'!') {
+                Err("a bang".into())
+            } else {
+                Ok(())
+            }
+        }
+        fn sent(&mut self, bytes: &[u8]) {
+            self.sent.lock().unwrap().extend_from_slice(bytes);
+        }
+    }
+
+    /// Everything the peer can read right now.
+    fn peer_input(peer: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+        use std::io::Read;
+        peer.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = peer.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_sends_nothing_and_stops_writes_until_cleared() {
+        let (mut c, mut peer, _t) = pair();
+        let guard = Bang::default();
+        c.set_guard(Box::new(guard.clone()));
+        let soon = || Instant::now() + Duration::from_secs(1);
+        c.send(b"one ", soon()).await.unwrap();
+        let err = c.send(b"two!", soon()).await.unwrap_err();
+        assert!(matches!(&err, SendError::Refused { what } if what == "a bang"), "{err}");
+        assert_eq!(err.to_string(), "refused to send a bang: it is on the harness's deny-list");
+        assert_eq!(c.refusal(), Some("a bang"));
+        // Latched: harmless bytes, either write path, are refused too.
+        assert!(matches!(c.send(b"three ", soon()).await, Err(SendError::Refused { .. })));
+        assert!(matches!(c.send_discarding(b"four ", soon()).await, Err(SendError::Refused { .. })));
+        assert_eq!(peer_input(&mut peer), b"one ");
+        let notes = c.transcript().render(0, None);
+        assert!(notes.contains("refused to send 4 byte(s) (a bang)"), "{notes}");
+        assert!(notes.contains("more bytes after refusing a bang"), "{notes}");
+        assert_eq!(c.clear_refusal().as_deref(), Some("a bang"));
+        c.send_discarding(b"five", soon()).await.unwrap();
+        assert_eq!(peer_input(&mut peer), b"five");
+        assert_eq!(*guard.sent.lock().unwrap(), b"one five");
+        assert_eq!(c.transcript().totals().0, 8);
+    }
+
+    #[tokio::test]
+    async fn the_guard_is_told_exactly_what_went_out_of_a_partial_write() {
+        let (mut c, _peer, _t) = pair();
+        let guard = Bang::default();
+        c.set_guard(Box::new(guard.clone()));
+        let big = vec![b'x'; 16 << 20];
+        let err = c.send(&big, Instant::now() + Duration::from_millis(20)).await.unwrap_err();
+        let SendError::Timeout { written, total } = err else { panic!("{err}") };
+        assert!(written > 0 && written < total);
+        assert_eq!(guard.sent.lock().unwrap().len(), written);
+    }
+
+    /// A peer that reads `per_ms` bytes every millisecond until it has
+    /// `total`, returning what it read.
+    fn slow_reader(mut peer: std::os::unix::net::UnixStream, per_ms: usize, total: usize) -> std::thread::JoinHandle<usize> {
+        use std::io::Read;
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; per_ms];
+            let mut got = 0;
+            let mut next = std::time::Instant::now();
+            while got < total {
+                match peer.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+                next += Duration::from_millis(1);
+                std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+            }
+            got
+        })
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_passes_with_a_stall_timeout_and_fails_without() {
+        const TOTAL: usize = 256 << 10;
+        let (mut c, peer, _t) = pair();
+        c.set_send_stall(Some(Duration::from_millis(250)));
+        let reader = slow_reader(peer, 64, TOTAL);
+        let start = Instant::now();
+        c.send(&vec![b' '; TOTAL], start + Duration::from_millis(250)).await.unwrap();
+        assert!(start.elapsed() > Duration::from_secs(1), "{:?}: the reader was not slow", start.elapsed());
+        assert_eq!(reader.join().unwrap(), TOTAL);
+
+        // The same reader, with today's fixed deadline.
+        let (mut c, peer, _t) = pair();
+        let _reader = slow_reader(peer, 64, TOTAL);
+        let err = c.send(&vec![b' '; TOTAL], Instant::now() + Duration::from_millis(250)).await.unwrap_err();
+        assert!(matches!(err, SendError::Timeout { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_write_still_times_out_with_a_stall_timeout() {
+        let (mut c, _peer, _t) = pair();
+        let stall = Duration::from_millis(250);
+        let deadline = Duration::from_millis(250);
+        c.set_send_stall(Some(stall));
+        let start = Instant::now();
+        let err = c.send(&vec![b' '; 16 << 20], start + deadline).await.unwrap_err();
+        let elapsed = start.elapsed();
+        let SendError::Timeout { written, total } = err else { panic!("{err}") };
+        assert!(written > 0 && written < total, "{written} of {total}");
+        assert!(elapsed >= deadline && elapsed < stall + deadline, "{elapsed:?}");
     }
 
     #[tokio::test]

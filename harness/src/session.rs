@@ -7,10 +7,11 @@
 //! protocol's resync exists for. Everything it does goes into the transcript.
 
 use crate::agent::{AgentProcess, AgentTemplate, SpawnError};
-use crate::client::{resync, ClientOptions, ResyncError, ResyncPolicy, Resynced};
+use crate::client::{diagnose, resync, ClientOptions, Profile, ResyncError, ResyncPolicy, Resynced};
 use crate::connection::Connection;
 use crate::transcript::{Event, Transcript};
 use crate::transport::{Transport, TransportKind};
+use crate::wire::denylist::DenyList;
 use std::io;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -61,10 +62,17 @@ pub enum SessionError {
     AgentExited { status: String, stage: &'static str },
     #[error("the agent did not accept a connection on {path} within {waited:?} (last error: {last_error})")]
     Connect { path: String, waited: Duration, last_error: String },
-    #[error("the agent did not answer a delimited sync within {waited:?} of starting ({detail})")]
+    #[error("the agent did not answer a sync within {waited:?} of starting ({detail})")]
     NotReady { waited: Duration, detail: String },
     #[error("no agent is running")]
     NoAgent,
+}
+
+/// `conn` with the deny-list installed: nothing the harness writes on it,
+/// from a case, the fuzzer or a forwarding client, can spell a denied command.
+fn guarded(mut conn: Connection, deny: &DenyList) -> Connection {
+    conn.set_guard(Box::new(deny.clone()));
+    conn
 }
 
 /// One channel and its current agent.
@@ -76,25 +84,112 @@ pub struct Session {
     conn: Option<Connection>,
     agent: Option<AgentProcess>,
     instances: u32,
+    /// The guard of every connection the session opens: one stream across
+    /// reconnects, since an agent may keep its parser state for the next client.
+    deny: DenyList,
 }
 
 impl Session {
-    /// Open the channel, start the agent and wait until it answers a sync.
-    /// The transcript is the caller's, so it survives a failed start.
-    pub async fn start(config: SessionConfig, transcript: Transcript) -> Result<(Session, Resynced), SessionError> {
+    /// Open the channel, start the agent and probe it until it answers a
+    /// sync in some mode ([`diagnose`]): the profile says which, and what is
+    /// wrong with the reference way. The session's client is set up from it,
+    /// so restarts and resyncs use what works. The transcript is the
+    /// caller's, so it survives a failed start.
+    pub async fn start(config: SessionConfig, transcript: Transcript) -> Result<(Session, Profile), SessionError> {
         if config.transport == TransportKind::UnixListen && !config.template.uses_path() {
             return Err(SessionError::NeedsPath);
         }
         let kind = config.transport;
-        let mut transport = Transport::open(kind).map_err(|source| SessionError::Transport { kind, source })?;
-        let conn = transport
-            .take_duplex()
-            .map_err(|source| SessionError::Transport { kind, source })?
-            .map(|d| Connection::new(d, transcript.clone(), config.max_buffered));
-        let mut session = Session { config, transcript, transport, conn, agent: None, instances: 0 };
+        let transport = Transport::open(kind).map_err(|source| SessionError::Transport { kind, source })?;
+        let deny = DenyList::new();
+        let mut session = Session { config, transcript, transport, conn: None, agent: None, instances: 0, deny };
+        session.open_connection()?;
         session.start_agent().await?;
-        let ready = session.wait_ready().await?;
-        Ok((session, ready))
+        let profile = session.probe().await?;
+        profile.apply(&mut session.config.client);
+        Ok((session, profile))
+    }
+
+    /// Attach a connection to a persistent channel's harness end.
+    fn open_connection(&mut self) -> Result<(), SessionError> {
+        let kind = self.transport.kind();
+        let duplex = self.transport.take_duplex().map_err(|source| SessionError::Transport { kind, source })?;
+        self.conn = duplex.map(|d| self.new_connection(d));
+        Ok(())
+    }
+
+    /// Every connection the session makes is made here, with the deny-list
+    /// installed.
+    fn new_connection(&self, duplex: crate::transport::Duplex) -> Connection {
+        guarded(Connection::new(duplex, self.transcript.clone(), self.config.max_buffered), &self.deny)
+    }
+
+    /// The start-up probe; an agent that dies on the client's 0xFF is
+    /// restarted once and probed without it.
+    async fn probe(&mut self) -> Result<Profile, SessionError> {
+        let start = Instant::now();
+        let mark = self.transcript.mark();
+        let budget = self.config.startup_timeout;
+        let client = self.config.client.clone();
+        let conn = self.conn.as_mut().ok_or(SessionError::NoAgent)?;
+        let failed = match diagnose::diagnose(conn, &client, budget).await {
+            Ok(p) => return Ok(p),
+            Err(e) => e,
+        };
+        // Did it die on the 0xFF? Give a dying process a moment to be reaped.
+        let Some(status) = self.wait_exit(Duration::from_millis(50)).await else {
+            return Err(SessionError::NotReady { waited: start.elapsed(), detail: failed.detail });
+        };
+        self.transcript.event(Event::Note { text: format!("the agent exited ({status}) during the start-up probe: restarting it to probe without 0xFF") });
+        let span = (mark, self.transcript.mark());
+        self.start_agent().await?;
+        let conn = self.conn.as_mut().ok_or(SessionError::NoAgent)?;
+        match diagnose::probe_without_ff(conn, &client, budget, span).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                self.check_alive("answering a sync")?;
+                Err(SessionError::NotReady { waited: start.elapsed(), detail: format!("{}; {}", failed.detail, e.detail) })
+            }
+        }
+    }
+
+    /// The agent's exit status, if it exits within `grace`.
+    async fn wait_exit(&mut self, grace: Duration) -> Option<String> {
+        let until = Instant::now() + grace;
+        loop {
+            let status = self.agent.as_mut()?.exit_status().map(str::to_owned);
+            if status.is_some() || Instant::now() >= until {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Replace the channel and the agent: kill the agent, open a new
+    /// channel (a new pty, socketpair or socket), start a new agent and
+    /// resync. After a case that wedged or ran out of time, this keeps its
+    /// leftovers (a half-written burst, a backlog) out of the next case.
+    pub async fn renew(&mut self) -> Result<Resynced, SessionError> {
+        if let Some(mut old) = self.agent.take() {
+            old.kill().await;
+        }
+        self.conn = None;
+        let kind = self.transport.kind();
+        self.transport = Transport::open(kind).map_err(|source| SessionError::Transport { kind, source })?;
+        self.transcript.event(Event::Note { text: format!("a fresh {kind} channel for the next case") });
+        self.deny = DenyList::new();
+        self.open_connection()?;
+        self.start_agent().await?;
+        self.wait_ready().await
+    }
+
+    /// The session's client (set up from the start-up profile).
+    pub fn client(&self) -> &ClientOptions {
+        &self.config.client
+    }
+
+    pub fn client_mut(&mut self) -> &mut ClientOptions {
+        &mut self.config.client
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -153,7 +248,7 @@ impl Session {
             match self.transport.connect().await {
                 Ok(duplex) => {
                     self.transcript.event(Event::Connect { detail: format!("{path} after {:?}", start.elapsed()) });
-                    self.conn = Some(Connection::new(duplex, self.transcript.clone(), self.config.max_buffered));
+                    self.conn = Some(self.new_connection(duplex));
                     return Ok(());
                 }
                 Err(e) => {
@@ -183,7 +278,8 @@ impl Session {
         let start = Instant::now();
         let deadline = start + self.config.startup_timeout;
         let client = self.config.client.clone();
-        let mut first = None;
+        // The first sync request of the whole start-up, not of its last round.
+        let first = Some(self.transcript.mark());
         let mut attempts = 0;
         let mut discarded = 0;
         // The attempt timeout keeps growing across rounds.
@@ -209,7 +305,6 @@ impl Session {
                     return Ok(r);
                 }
                 Err(ResyncError::Timeout { attempts: a, bytes_discarded: d, .. }) => {
-                    first.get_or_insert(conn.transcript().mark());
                     attempts += a;
                     discarded += d;
                     attempt_timeout = (attempt_timeout * 2u32.saturating_pow(a)).min(client.reply_timeout);

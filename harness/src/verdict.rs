@@ -34,6 +34,10 @@ pub enum Outcome {
     Info,
     /// The agent does not offer a command the case needs (from guest-info).
     Unsupported,
+    /// Not run: it needs a capability that the agent was found to lack at
+    /// start-up (e.g. a working sentinel). The failure names the case that
+    /// shows the defect; that case carries the FAIL.
+    Blocked,
     /// A MUST was violated.
     Fail,
     /// The case did not finish within its time budget.
@@ -43,8 +47,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] =
-        [Outcome::Pass, Outcome::NonStrict, Outcome::Info, Outcome::Unsupported, Outcome::Fail, Outcome::Timeout, Outcome::Error];
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Pass,
+        Outcome::NonStrict,
+        Outcome::Info,
+        Outcome::Unsupported,
+        Outcome::Blocked,
+        Outcome::Fail,
+        Outcome::Timeout,
+        Outcome::Error,
+    ];
 
     /// The outcome when an expectation of a case at `level` is not met.
     pub fn for_violation(level: Level) -> Outcome {
@@ -58,7 +70,9 @@ impl Outcome {
     /// Whether this outcome fails a run (NON-STRICT only under `--strict`).
     pub fn is_failing(self, strict: bool) -> bool {
         match self {
-            Outcome::Fail | Outcome::Timeout | Outcome::Error => true,
+            // BLOCKED fails a run even when the blocking case was not
+            // selected: the agent lacks something every client needs.
+            Outcome::Fail | Outcome::Timeout | Outcome::Error | Outcome::Blocked => true,
             Outcome::NonStrict => strict,
             Outcome::Pass | Outcome::Info | Outcome::Unsupported => false,
         }
@@ -70,6 +84,7 @@ impl Outcome {
             Outcome::NonStrict => "NON-STRICT",
             Outcome::Info => "INFO",
             Outcome::Unsupported => "UNSUPPORTED",
+            Outcome::Blocked => "BLOCKED",
             Outcome::Fail => "FAIL",
             Outcome::Timeout => "TIMEOUT",
             Outcome::Error => "ERROR",
@@ -145,9 +160,157 @@ pub enum Stage {
     Recovery,
 }
 
+/// What kind of defect a failure shows: a stable code that findings group
+/// on (the human text carries random ids and bytes; this never does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// A delimited reply came without any raw 0xFF before it.
+    NoSentinel,
+    /// The 0xFF came after the reply's JSON instead of before it.
+    LateSentinel,
+    /// The sentinel was written as UTF-8 U+00FF (C3 BF), not the raw byte.
+    Utf8Sentinel,
+    /// A delimited reply with the 0xFF elsewhere, or more than one.
+    MisplacedSentinel,
+    /// A raw 0xFF/0xFE where none may be (a reply that is not delimited).
+    StraySentinel,
+    /// The agent exited when it read the client's 0xFF.
+    DiesOnFlushByte,
+    /// A reply came that answers nothing we asked (an earlier reply again).
+    DuplicateReply,
+    /// A reply to a later request: the replies between were lost.
+    RepliesLost,
+    /// The reply does not carry the request's id.
+    IdNotEchoed,
+    /// An id member where the request had none.
+    IdUnexpected,
+    /// The id (or sync return) is the same value in floating-point form.
+    IdFloatForm,
+    /// The id came back rounded to double precision.
+    IdRounded,
+    /// The id came back truncated to 32 bits.
+    IdTruncated,
+    /// The id came back as a string.
+    IdStringified,
+    /// The id came back as another value.
+    IdChanged,
+    /// A request with a numeric id is rejected (string ids work).
+    NumericIdRejected,
+    /// A request sent without a trailing newline got no reply.
+    NoReplyWithoutNewline,
+    /// No reply at all.
+    NoReply,
+    /// Part of a reply, never completed.
+    PartialReply,
+    /// A reply that is not valid JSON, or not a reply object.
+    MalformedReply,
+    /// An error reply without a string `class`.
+    ErrorWithoutClass,
+    /// An error class QAPI does not define.
+    ErrorClassNotQapi,
+    /// A return value other than the expected one.
+    WrongReturn,
+    /// An error of another class than expected.
+    WrongErrorClass,
+    /// An error where a return was expected.
+    UnexpectedError,
+    /// A return where an error was expected.
+    UnexpectedReturn,
+    /// A reply spread over several lines.
+    MultiLineReply,
+    /// A reply not followed by a newline.
+    NoNewline,
+    /// Output where silence was expected.
+    UnexpectedOutput,
+    /// Bytes that cannot begin a reply.
+    GarbageOutput,
+    /// The agent closed the channel or exited.
+    AgentGone,
+    /// The agent stopped reading its input.
+    NotReading,
+    /// The reference client could not resync.
+    ResyncFailed,
+    /// After the case the channel did not come back.
+    Wedged,
+    /// The case ran past its budget.
+    CaseTimeout,
+    /// The agent did not start, or start-up could not find out why.
+    StartupFailed,
+    /// Not run: a capability it needs is missing.
+    Blocked,
+    /// The case needs something the agent or transport does not offer.
+    NotApplicable,
+    /// The harness refused to send a denied command.
+    Refused,
+    /// The harness itself failed.
+    Harness,
+    /// Anything else the case found.
+    #[default]
+    Other,
+}
+
+impl FailureKind {
+    /// The stable code (as in JSON).
+    pub fn code(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+
+    /// One line naming the defect, for a findings list.
+    pub fn summary(self) -> &'static str {
+        use FailureKind::*;
+        match self {
+            NoSentinel => "guest-sync-delimited is answered without the raw 0xFF sentinel",
+            LateSentinel => "the sentinel comes after the reply instead of before it",
+            Utf8Sentinel => "the sentinel is UTF-8-encoded (C3 BF) instead of the raw byte 0xFF",
+            MisplacedSentinel => "the sentinel is not exactly one 0xFF immediately before the reply",
+            StraySentinel => "raw 0xFF/0xFE bytes on replies that are not delimited",
+            DiesOnFlushByte => "the agent exits when the client sends 0xFF",
+            DuplicateReply => "a reply is sent more than once",
+            RepliesLost => "replies are lost",
+            IdNotEchoed => "the request id is not echoed in the reply",
+            IdUnexpected => "an id appears on a reply to a request without one",
+            IdFloatForm => "ids come back in floating-point form (same value, other JSON form)",
+            IdRounded => "ids are rounded to double precision",
+            IdTruncated => "ids are truncated to 32 bits",
+            IdStringified => "numeric ids come back as strings",
+            IdChanged => "ids come back changed",
+            NumericIdRejected => "requests with numeric ids are rejected",
+            NoReplyWithoutNewline => "a request without a trailing newline gets no reply",
+            NoReply => "no reply where one is due",
+            PartialReply => "a reply is started and never completed",
+            MalformedReply => "malformed replies",
+            ErrorWithoutClass => "error replies without a class",
+            ErrorClassNotQapi => "error classes outside QAPI's list",
+            WrongReturn => "wrong return values",
+            WrongErrorClass => "wrong error classes",
+            UnexpectedError => "an error where a return is due",
+            UnexpectedReturn => "a return where an error is due",
+            MultiLineReply => "replies spread over several lines",
+            NoNewline => "replies not terminated by a newline",
+            UnexpectedOutput => "output where none is due",
+            GarbageOutput => "bytes that cannot begin a reply",
+            AgentGone => "the agent exits or closes the channel",
+            NotReading => "the agent stops reading its input",
+            ResyncFailed => "a client cannot resync through guest-sync-delimited",
+            Wedged => "the channel does not recover after the case",
+            CaseTimeout => "a case does not finish within its budget",
+            StartupFailed => "the agent does not start or answer",
+            Blocked => "not run: a capability is missing",
+            NotApplicable => "not applicable",
+            Refused => "refused: a destructive command",
+            Harness => "harness error",
+            Other => "other",
+        }
+    }
+}
+
 /// What went wrong, in the three parts a reader needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failure {
+    /// The defect's stable code; findings group on it.
+    #[serde(default)]
+    pub kind: FailureKind,
     /// Where it happened.
     #[serde(default)]
     pub stage: Stage,

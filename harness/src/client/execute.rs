@@ -1,14 +1,16 @@
 //! Send a command and get its reply.
 //!
-//! Every request carries a fresh `id`, and a reply is accepted only when it
-//! echoes it. A reply that cannot be ours (another id, no id, a raw
-//! sentinel, garbage) is an error, never silently skipped: after it the
-//! channel is out of step and the caller must resync.
+//! Every request carries a fresh `id`. With [`ReplyMatch::IdEcho`] a reply
+//! is accepted only when it echoes it; with [`ReplyMatch::Order`] (an agent
+//! found not to echo ids) the next reply after a sync is ours. A reply that
+//! cannot be ours (another id, a raw sentinel, garbage) is an error, never
+//! silently skipped: after it the channel is out of step and the caller
+//! must resync.
 
-use super::ClientOptions;
+use super::{ClientOptions, Deadline, ReplyMatch};
 use crate::connection::{Connection, Fill, SendError};
 use crate::transcript::Event;
-use crate::wire::message::id_matches;
+use crate::wire::message::{compare_id, ids_equal, IdMatch};
 use crate::wire::{scan, Reply, Request, Scan};
 use qapi::Command;
 use serde_json::Value;
@@ -38,8 +40,8 @@ pub enum ClientError {
     Malformed { text: String, reason: String },
     #[error("reply longer than {0} bytes")]
     TooLong(usize),
-    #[error("reply is not ours: sent id {sent}, reply has id {got} ({reply})")]
-    WrongId { sent: i64, got: String, reply: String },
+    #[error("reply is not ours: expected id {sent}, got {got} ({how}): {reply}")]
+    WrongId { sent: String, got: String, how: &'static str, reply: String },
     #[error("{command} returned a value of the wrong type ({value}): {reason}")]
     BadReturn { command: &'static str, value: String, reason: String },
     #[error("i/o error: {0}")]
@@ -54,7 +56,8 @@ pub async fn send_request(conn: &mut Connection, req: &Request, opts: &ClientOpt
 
 /// Read the next reply, whatever it answers. Inter-reply whitespace is
 /// skipped; anything else that is not a complete JSON reply is an error.
-pub async fn read_reply(conn: &mut Connection, deadline: Instant, opts: &ClientOptions, waiting_for: &str) -> Result<Reply, ClientError> {
+pub async fn read_reply(conn: &mut Connection, deadline: Deadline, opts: &ClientOptions, waiting_for: &str) -> Result<Reply, ClientError> {
+    let mut deadline = deadline;
     loop {
         match scan(conn.buffered()) {
             Scan::Value { start, end } => {
@@ -75,8 +78,8 @@ pub async fn read_reply(conn: &mut Connection, deadline: Instant, opts: &ClientO
                 }
             }
         }
-        match conn.fill(deadline).await? {
-            Fill::Data(_) => {}
+        match conn.fill(deadline.at()).await? {
+            Fill::Data(_) => deadline.progress(),
             Fill::Timeout => {
                 conn.transcript().event(Event::Timeout { waiting_for: waiting_for.into() });
                 return Err(ClientError::Timeout { waiting_for: waiting_for.into() });
@@ -88,24 +91,13 @@ pub async fn read_reply(conn: &mut Connection, deadline: Instant, opts: &ClientO
 }
 
 /// Send `cmd` with a fresh id and return its reply: `Ok(Ok(value))` for a
-/// return, `Ok(Err(agent_error))` for an error reply that echoes our id.
+/// return, `Ok(Err(agent_error))` for an error reply proven ours.
 pub async fn execute<C: Command>(
     conn: &mut Connection,
     cmd: C,
     opts: &ClientOptions,
 ) -> Result<Result<C::Ok, AgentError>, ClientError> {
-    let id = super::fresh_request_id();
-    let req = Request::new(cmd, Some(id));
-    send_request(conn, &req, opts).await?;
-    let reply = read_reply(conn, Instant::now() + opts.reply_timeout, opts, C::NAME).await?;
-    if opts.require_id_echo && !id_matches(reply.id(), id) {
-        return Err(ClientError::WrongId {
-            sent: id,
-            got: reply.id().map_or("none".into(), Value::to_string),
-            reply: format!("{reply:?}"),
-        });
-    }
-    Ok(match reply {
+    Ok(match execute_value(conn, cmd, opts).await? {
         Reply::Return { value, .. } => Ok(serde_json::from_value(value.clone()).map_err(|e| ClientError::BadReturn {
             command: C::NAME,
             value: value.to_string(),
@@ -113,4 +105,35 @@ pub async fn execute<C: Command>(
         })?),
         Reply::Error { class, desc, .. } => Err(AgentError { class, desc }),
     })
+}
+
+/// Send `cmd` with a fresh id and return the reply proven ours, without
+/// decoding its value: recovery checks that replies are ours, and a schema
+/// slip in a return value is not its business.
+pub async fn execute_value<C: Command>(conn: &mut Connection, cmd: C, opts: &ClientOptions) -> Result<Reply, ClientError> {
+    let n = opts.ids.request_id();
+    let id = opts.request_id_value(n);
+    let req = Request::with_id_value(cmd, Some(id.clone()));
+    send_request(conn, &req, opts).await?;
+    let reply = read_reply(conn, opts.reply_deadline(), opts, C::NAME).await?;
+    let how = if opts.string_ids {
+        if reply.id().is_some_and(|got| ids_equal(got, &id)) { IdMatch::Exact } else if reply.id().is_none() { IdMatch::Missing } else { IdMatch::Changed }
+    } else {
+        compare_id(n, reply.id())
+    };
+    let ours = match (opts.matching, how) {
+        (_, IdMatch::Exact) => true,
+        (_, IdMatch::FloatForm) => opts.mode.accept_float_ids,
+        (ReplyMatch::Order, IdMatch::Missing) => true,
+        _ => false,
+    };
+    if !ours {
+        return Err(ClientError::WrongId {
+            sent: id.to_string(),
+            got: reply.id().map_or("no id".into(), Value::to_string),
+            how: how.describe(),
+            reply: format!("{reply:?}"),
+        });
+    }
+    Ok(reply)
 }

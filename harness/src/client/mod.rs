@@ -7,19 +7,92 @@
 //! The client works on a [`Connection`](crate::connection::Connection) and
 //! never sees a file descriptor or a process.
 
+pub mod diagnose;
 pub mod execute;
+pub mod ids;
 pub mod resync;
 
-pub use execute::{execute, read_reply, send_request, AgentError, ClientError};
+pub use diagnose::{diagnose, Capability, Profile, ProbeFinding};
+pub use execute::{execute, execute_value, read_reply, send_request, AgentError, ClientError};
+pub use ids::{IdWidth, Ids};
 pub use resync::{resync, ResyncError, ResyncPolicy, Resynced};
+use serde::{Deserialize, Serialize};
+
+/// How the client brings a channel into step. The reference mode is the
+/// schema's: 0xFF, then guest-sync-delimited, and only a reply right after a
+/// sentinel counts. The others are what a client falls back to when the
+/// start-up probe finds the agent cannot do that, so that its other defects
+/// are still graded (libvirt's plain guest-sync with an id loop is one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncMode {
+    pub command: SyncCommand,
+    /// Write a raw 0xFF before the sync request (the agent's lexer resets).
+    pub leading_ff: bool,
+    /// Accept only a reply immediately after a raw 0xFF. Without it, any
+    /// `{"return": id}` in the stream counts (the id loop).
+    pub need_sentinel: bool,
+    /// Accept a sync return that is the id in floating-point form.
+    pub accept_float_ids: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncCommand {
+    GuestSyncDelimited,
+    GuestSync,
+}
+
+impl SyncMode {
+    /// The schema's resync.
+    pub const REFERENCE: SyncMode =
+        SyncMode { command: SyncCommand::GuestSyncDelimited, leading_ff: true, need_sentinel: true, accept_float_ids: false };
+
+    pub fn is_reference(&self) -> bool {
+        *self == SyncMode::REFERENCE
+    }
+
+    pub fn describe(&self) -> String {
+        let cmd = match self.command {
+            SyncCommand::GuestSyncDelimited => "guest-sync-delimited",
+            SyncCommand::GuestSync => "guest-sync",
+        };
+        let mut s = format!("{}{cmd}", if self.leading_ff { "0xFF + " } else { "" });
+        if !self.need_sentinel {
+            s.push_str(", id loop without sentinel");
+        }
+        if self.accept_float_ids {
+            s.push_str(", float-form ids accepted");
+        }
+        s
+    }
+}
+
+/// How a reply is proven to answer our request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplyMatch {
+    /// The reply echoes the request's `id` (the reference client's rule).
+    IdEcho,
+    /// The agent echoes no id: after a sync, replies come in request order.
+    Order,
+}
 
 use std::time::Duration;
 
-/// Limits for one client. Defaults are small: a healthy agent answers in tens
-/// of microseconds (protocol.md §4), so every default here is a bound for a
-/// broken agent, never a wait a healthy one causes.
+/// The client: how it syncs, where its ids come from, how it proves a reply
+/// is its own, and its limits. One value, used by start-up, recovery and
+/// the resync step alike. Defaults are the reference client with small
+/// limits: a healthy agent answers in tens of microseconds (protocol.md
+/// §4), so every default here is a bound for a broken agent, never a wait a
+/// healthy one causes.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    pub mode: SyncMode,
+    pub ids: Ids,
+    pub matching: ReplyMatch,
+    /// Request ids are sent as JSON strings (for an agent that rejects
+    /// numeric ids).
+    pub string_ids: bool,
     /// How long to wait for the reply to one command.
     pub reply_timeout: Duration,
     /// How long a write may block (an agent that does not read).
@@ -27,10 +100,11 @@ pub struct ClientOptions {
     /// Largest single reply accepted, in bytes; a longer one is an error (or,
     /// during resync, discarded).
     pub max_reply_len: usize,
-    /// Whether a reply must echo the request's `id`. The reference client
-    /// sends one with every command and insists on it: without it a reply
-    /// cannot be proven to answer this request.
-    pub require_id_echo: bool,
+    /// Once a reply has started, how long the agent may pause between
+    /// bytes before the wait counts as a timeout. Waits are measured from the
+    /// last byte, so a slow but steady agent is never cut off; the deadline
+    /// of the first byte stays `reply_timeout`.
+    pub idle_timeout: std::time::Duration,
     pub resync: ResyncPolicy,
 }
 
@@ -39,21 +113,68 @@ impl Default for ClientOptions {
         ClientOptions {
             reply_timeout: Duration::from_millis(250),
             send_timeout: Duration::from_millis(250),
+            mode: SyncMode::REFERENCE,
+            ids: Ids::default(),
+            matching: ReplyMatch::IdEcho,
+            string_ids: false,
+            idle_timeout: Duration::from_millis(250),
             max_reply_len: 1 << 20,
-            require_id_echo: true,
             resync: ResyncPolicy::default(),
         }
     }
 }
 
-/// A fresh id for a request's `id` member. Kept below 2^53 so that agents
-/// which hold numbers as doubles echo it exactly.
-pub fn fresh_request_id() -> i64 {
-    rand::random::<i64>().rem_euclid(1 << 53)
+impl ClientOptions {
+    /// The `id` member for a request with integer id `n`.
+    pub fn request_id_value(&self, n: i64) -> serde_json::Value {
+        if self.string_ids {
+            serde_json::Value::String(format!("qga-harness-{n}"))
+        } else {
+            serde_json::Value::from(n)
+        }
+    }
+
+    /// The deadline for one reply: `reply_timeout` for its first byte, then
+    /// `idle_timeout` past each byte, never beyond `max_reply_wait`.
+    pub fn reply_deadline(&self) -> Deadline {
+        Deadline::new(self.reply_timeout, self.idle_timeout, self.max_reply_wait())
+    }
+
+    /// However slowly an agent trickles a reply, it is cut off after this.
+    pub fn max_reply_wait(&self) -> Duration {
+        (self.reply_timeout * 40).max(Duration::from_secs(10))
+    }
 }
 
-/// A fresh id for guest-sync: any i64, as the schema asks for a random
-/// 64-bit value so that stale replies cannot collide with it.
-pub fn fresh_sync_id() -> i64 {
-    rand::random::<i64>()
+/// A deadline that follows the agent's pace: it starts at `first` and each
+/// byte that arrives moves it to `idle` past that byte, up to a hard cap.
+/// A mute agent times out after `first`; a slow but steady one never does
+/// (until the cap).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: tokio::time::Instant,
+    idle: Duration,
+    hard: tokio::time::Instant,
+}
+
+impl Deadline {
+    pub fn new(first: Duration, idle: Duration, hard_cap: Duration) -> Deadline {
+        let now = tokio::time::Instant::now();
+        Deadline { at: now + first, idle, hard: now + hard_cap.max(first) }
+    }
+
+    /// A plain deadline that bytes do not move.
+    pub fn fixed(at: tokio::time::Instant) -> Deadline {
+        Deadline { at, idle: Duration::ZERO, hard: at }
+    }
+
+    pub fn at(&self) -> tokio::time::Instant {
+        self.at
+    }
+
+    /// Bytes arrived: move the deadline (never earlier, never past the cap).
+    pub fn progress(&mut self) {
+        let next = (tokio::time::Instant::now() + self.idle).min(self.hard);
+        self.at = self.at.max(next);
+    }
 }

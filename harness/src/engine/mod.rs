@@ -17,10 +17,12 @@ pub mod request;
 
 use crate::case::step::{Expect, GarbageKind, IdCheck, Send, Signal, Step};
 use crate::case::{pattern, Case};
-use crate::client::{execute, resync, ClientOptions, ResyncPolicy};
+use crate::client::{execute_value, resync, Capability, ClientOptions, Profile, ResyncPolicy};
+use crate::connection::SendError;
 use crate::session::{Session, SessionConfig, SessionError};
 use crate::transcript::{Entry, Event, Transcript};
-use crate::verdict::{Failure, Level, Outcome, Recovery, RecoveryGrade, Stage};
+use crate::verdict::{Failure, FailureKind, Level, Outcome, Recovery, RecoveryGrade, Stage};
+use crate::wire::message::{compare_id, ids_equal, IdMatch};
 use crate::wire::Reply;
 use qapi::qga;
 use rand::{Rng, SeedableRng};
@@ -33,17 +35,21 @@ use tokio::time::Instant;
 /// Engine limits.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// Default budget for one case.
+    /// Default budget for one case, for a brisk agent; multiplied by the
+    /// agent's measured pace factor.
     pub case_timeout: Duration,
     /// A recovery slower than this (or needing retries) is graded slow.
     pub quick_resync: Duration,
     /// Keep each case's transcript in the result.
     pub keep_transcripts: bool,
+    /// Drives every random id (and nothing else is random): the same seed
+    /// against the same agent sends the same requests.
+    pub seed: u64,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { case_timeout: Duration::from_secs(5), quick_resync: Duration::from_millis(50), keep_transcripts: true }
+        EngineOptions { case_timeout: Duration::from_secs(5), quick_resync: Duration::from_millis(50), keep_transcripts: true, seed: rand::random() }
     }
 }
 
@@ -67,6 +73,22 @@ pub struct CaseResult {
     pub transcript: Vec<Entry>,
 }
 
+/// Why the agent could not be run at all: one message, not one per case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartupError {
+    pub message: String,
+    /// What the agent wrote on stderr (escaped), if anything.
+    #[serde(default)]
+    pub stderr: String,
+    /// A likely cause, when one can be named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Whether the harness could not even spawn it or open the channel
+    /// (as opposed to an agent that started and never answered).
+    pub harness: bool,
+    pub transcript: Vec<Entry>,
+}
+
 /// A whole run against one agent on one transport.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
@@ -76,6 +98,15 @@ pub struct RunResult {
     pub agent_version: Option<String>,
     /// Enabled commands per guest-info.
     pub supported_commands: Option<Vec<String>>,
+    /// The seed of every random id in the run (`--seed` reproduces it).
+    #[serde(default)]
+    pub seed: u64,
+    /// What the start-up probe found: sync mode, defects, pace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    /// Set when the agent could not be run at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_error: Option<StartupError>,
     #[serde(with = "crate::verdict::micros")]
     pub elapsed: Duration,
     pub results: Vec<CaseResult>,
@@ -85,94 +116,235 @@ pub struct RunResult {
 #[derive(Debug)]
 enum StepError {
     /// The agent did not do what the case expects. `must` raises it to FAIL
-    /// whatever the case's level (a client must always be able to resync).
-    Violation { expected: String, actual: String, must: bool },
-    Harness(String),
+    /// whatever the case's level (a client must always be able to resync);
+    /// `at_most` caps the outcome (an id in float form is NON-STRICT even in
+    /// a MUST case: the value is right, its form is not).
+    Violation { kind: FailureKind, expected: String, actual: String, must: bool, at_most: Option<Outcome> },
+    /// Our own write did not complete: the channel holds part of it.
+    Harness(FailureKind, String),
 }
 
-fn violation(expected: impl Into<String>, actual: impl Into<String>) -> StepError {
-    StepError::Violation { expected: expected.into(), actual: actual.into(), must: false }
+fn violation(kind: FailureKind, expected: impl Into<String>, actual: impl Into<String>) -> StepError {
+    StepError::Violation { kind, expected: expected.into(), actual: actual.into(), must: false, at_most: None }
+}
+
+/// How the engine grades, from the start-up profile: what the agent lacks,
+/// which case shows it, and its pace.
+#[derive(Debug, Clone)]
+pub struct Grading {
+    profile: Profile,
+    /// For each missing capability, the case that tests it (in this run's
+    /// selection), if any.
+    blockers: Vec<(Capability, Option<String>)>,
+    /// Budgets are multiplied by this.
+    factor: f64,
+    /// Once output has started, a gap this long means the agent has
+    /// finished writing for now.
+    quiet_gap: Duration,
+}
+
+impl Grading {
+    pub fn new(profile: Profile, cases: &[Case]) -> Grading {
+        let mut blockers = Vec::new();
+        for f in &profile.findings {
+            if blockers.iter().any(|(c, _)| *c == f.capability) {
+                continue;
+            }
+            let shown_by = cases.iter().find(|c| c.tags.iter().any(|t| t == f.capability.tag())).map(|c| c.id.clone());
+            blockers.push((f.capability, shown_by));
+        }
+        let factor = profile.pace.factor.max(1.0);
+        let quiet_gap = QUIET_GAP.max(Duration::from_micros(profile.pace.max_gap_us * 3));
+        Grading { profile, blockers, factor, quiet_gap }
+    }
+
+    /// Budgets follow the agent's pace: the client's waits, multiplied.
+    pub fn pace_client(&self, c: &mut ClientOptions) {
+        c.reply_timeout = c.reply_timeout.mul_f64(self.factor);
+        c.idle_timeout = c.idle_timeout.mul_f64(self.factor);
+        c.send_timeout = c.send_timeout.mul_f64(self.factor);
+        c.resync.budget = c.resync.budget.mul_f64(self.factor);
+        c.resync.max_attempt = c.resync.max_attempt.mul_f64(self.factor);
+    }
+
+    fn scale(&self, d: Duration) -> Duration {
+        d.mul_f64(self.factor)
+    }
+
+    /// Whether `case` tests `cap` itself (then it runs, and grades it).
+    fn tests(case: &Case, cap: Capability) -> bool {
+        case.tags.iter().any(|t| t == cap.tag())
+    }
+
+    /// Whether the case may relax checks of a capability the agent lacks.
+    fn relaxed(&self, case: &Case, cap: Capability) -> bool {
+        !self.profile.has(cap) && !Grading::tests(case, cap)
+    }
+
+    /// The capability this case needs that is missing, and who shows it.
+    fn blocked(&self, case: &Case) -> Option<(Capability, String)> {
+        let needs = needed_capabilities(case);
+        self.blockers
+            .iter()
+            .filter(|(cap, _)| cap.blocks())
+            .find(|(cap, _)| needs.contains(cap) && !Grading::tests(case, *cap))
+            .map(|(cap, by)| (*cap, by.clone().unwrap_or_else(|| "the start-up probe".into())))
+    }
+}
+
+/// What a case's steps rely on beyond plain requests: a delimited sync
+/// answered with the sentinel (a resync step, a delimited expectation), and
+/// an agent that survives a raw 0xFF (a flush byte, raw 0xFF/0xFE bytes,
+/// random garbage, a resync).
+pub fn needed_capabilities(case: &Case) -> Vec<Capability> {
+    let mut caps = Vec::new();
+    let mut need = |c: Capability| {
+        if !caps.contains(&c) {
+            caps.push(c);
+        }
+    };
+    Step::visit(&case.steps, &mut |s| match s {
+        Step::Resync(_) => {
+            need(Capability::Sentinel);
+            need(Capability::Flush);
+        }
+        Step::Expect(e) if e.delimited => need(Capability::Sentinel),
+        Step::Send(x) if sends_flush_bytes(x) => need(Capability::Flush),
+        Step::Batch(xs) if xs.iter().any(sends_flush_bytes) => need(Capability::Flush),
+        Step::Garbage(g) if g.kind == GarbageKind::Any => need(Capability::Flush),
+        _ => {}
+    });
+    caps
+}
+
+fn sends_flush_bytes(s: &Send) -> bool {
+    s.flush || s.raw.as_ref().is_some_and(|r| r.0.iter().any(|&b| b == 0xFF || b == 0xFE))
 }
 
 /// State while a case runs.
 struct Ctx<'a> {
     session: &'a mut Session,
-    opts: &'a ClientOptions,
+    grading: &'a Grading,
+    case: &'a Case,
     pending: VecDeque<Pending>,
+    /// Ids of replies already received in this case (to name duplicates).
+    answered: VecDeque<serde_json::Value>,
     /// The last step killed the agent and no restart followed yet.
     killed: bool,
     /// The case started a new agent instance (it may still be starting).
     restarted: bool,
+    /// Our own input is left half-written in the channel, or a write was
+    /// refused: the next case needs a fresh channel.
+    dirty: bool,
+}
+
+impl Ctx<'_> {
+    fn opts(&self) -> &ClientOptions {
+        self.session.client()
+    }
 }
 
 /// Run `cases` in order against one agent. The transcript is reset between
 /// cases (each result carries its own part), so memory stays bounded.
 pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transcript, eo: &EngineOptions) -> RunResult {
     let began = Instant::now();
+    let mut config = config;
+    config.client.ids = crate::client::Ids::seeded(eo.seed);
     let mut run = RunResult {
         agent: config.template.to_string(),
         transport: config.transport.to_string(),
         agent_version: None,
         supported_commands: None,
+        seed: eo.seed,
+        profile: None,
+        startup_error: None,
         elapsed: Duration::ZERO,
         results: Vec::with_capacity(cases.len()),
     };
-    let opts = config.client.clone();
     let start_mark = transcript.mark();
-    let mut session = match Session::start(config, transcript.clone()).await {
-        Ok((s, _)) => s,
+    let transport = config.transport;
+    let template = config.template.clone();
+    let (mut session, profile) = match Session::start(config, transcript.clone()).await {
+        Ok(s) => s,
         Err(e) => {
-            let outcome = if matches!(e, SessionError::Spawn(_) | SessionError::Transport { .. } | SessionError::NeedsPath) {
-                Outcome::Error
-            } else {
-                Outcome::Fail
-            };
-            let span = (start_mark, transcript.mark());
+            let harness = matches!(e, SessionError::Spawn(_) | SessionError::Transport { .. } | SessionError::NeedsPath);
             let entries = transcript.entries(start_mark, None);
+            let stderr: Vec<String> = entries
+                .iter()
+                .filter_map(|en| match &en.record {
+                    crate::transcript::Record::Event(Event::Stderr { text }) => Some(text.clone()),
+                    _ => None,
+                })
+                .collect();
+            let err = StartupError {
+                message: e.to_string(),
+                stderr: stderr.join("\n"),
+                hint: startup_hint(&template, transport, &stderr),
+                harness,
+                transcript: entries,
+            };
             for case in cases {
                 let mut r = skeleton(case);
-                r.outcome = outcome;
+                r.outcome = Outcome::Error;
                 r.failure = Some(Failure {
+                    kind: FailureKind::StartupFailed,
                     stage: Stage::Start,
                     requirement: case.requirement.clone(),
-                    expected: "the agent starts and answers 0xFF + guest-sync-delimited".into(),
-                    actual: e.to_string(),
-                    transcript: span,
+                    expected: "the agent starts and answers a sync".into(),
+                    actual: err.message.clone(),
+                    transcript: (start_mark, start_mark),
                 });
-                if eo.keep_transcripts {
-                    r.transcript = entries.clone();
-                }
                 run.results.push(r);
             }
+            run.startup_error = Some(err);
             run.elapsed = began.elapsed();
             return run;
         }
     };
-    match execute(session.conn().expect("started"), qga::guest_info {}, &opts).await {
-        Ok(Ok(info)) => {
-            run.agent_version = Some(info.version.clone());
-            run.supported_commands = Some(info.supported_commands.iter().filter(|c| c.enabled).map(|c| c.name.clone()).collect());
-        }
-        _ => {
-            // What is left of a bad guest-info reply must not be blamed on
-            // the first case: resync before it (a failure shows there).
-            let _ = resync(session.conn().expect("started"), &opts.resync, &opts).await;
-        }
-    }
+    run.agent_version = profile.version.clone();
+    run.supported_commands = profile.supported_commands.clone();
+    let grading = Grading::new(profile.clone(), cases);
+    grading.pace_client(session.client_mut());
+    run.profile = Some(profile);
+    let base_ids = session.client().ids.clone();
     for case in cases {
-        let result = run_case(&mut session, case, &opts, run.supported_commands.as_deref(), eo).await;
-        let wedged = result.recovery.grade == RecoveryGrade::Wedged;
-        run.results.push(result);
+        // Each case's ids come from its own stream: reproducible whatever
+        // earlier cases needed.
+        session.client_mut().ids = base_ids.for_case(eo.seed, &case.id);
+        let result = run_case(&mut session, case, &grading, eo).await;
+        run.results.push(result.0);
         transcript.reset();
-        if wedged {
-            // A fresh agent for the next case, so one failure does not
-            // cascade. If even that fails, later cases report it.
-            let _ = session.restart().await;
+        if result.1 {
+            // A fresh channel and agent for the next case, so one case's
+            // leftovers (a half-written burst, a backlog) cannot change
+            // another's outcome. If even that fails, later cases say so.
+            if let Err(e) = session.renew().await {
+                transcript.event(Event::Note { text: format!("could not renew the channel: {e}") });
+            }
+            transcript.reset();
         }
     }
     session.shutdown().await;
     run.elapsed = began.elapsed();
     run
+}
+
+/// A likely cause of a failed start, from the template and what the agent
+/// said. (Mismatches visible in the template alone are usage errors before
+/// anything starts.)
+fn startup_hint(template: &crate::agent::AgentTemplate, transport: crate::transport::TransportKind, stderr: &[String]) -> Option<String> {
+    let text = stderr.join(" ").to_lowercase();
+    let program = template.program().rsplit('/').next().unwrap_or_default().to_owned();
+    if text.contains("unlink") || text.contains("address already in use") {
+        return Some(format!("the agent could not set up its channel: is its method the right one for --transport {transport}?"));
+    }
+    if text.contains("no such file") || text.contains("permission denied") {
+        return Some("the agent could not open a path it was given: check {path} and {statedir} in the template".into());
+    }
+    if stderr.is_empty() && program.contains("qemu-ga") {
+        return Some(format!("qemu-ga said nothing: with --transport {transport}, its -m method must match (isa-serial or virtio-serial on pty, unix-listen on unix-listen)"));
+    }
+    None
 }
 
 fn skeleton(case: &Case) -> CaseResult {
@@ -191,39 +363,53 @@ fn skeleton(case: &Case) -> CaseResult {
     }
 }
 
-/// Run one case on a live session and grade it.
-pub async fn run_case(
-    session: &mut Session,
-    case: &Case,
-    opts: &ClientOptions,
-    supported: Option<&[String]>,
-    eo: &EngineOptions,
-) -> CaseResult {
+/// Run one case on a live session and grade it. The bool says whether the
+/// channel must be renewed ([`Session::renew`]) before the next case.
+pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo: &EngineOptions) -> (CaseResult, bool) {
     let mut r = skeleton(case);
     let transcript = session.transcript().clone();
     let from = transcript.mark();
     let began = Instant::now();
-    let unsupported = |why: String| Failure { stage: Stage::Start, requirement: case.requirement.clone(), expected: "the case applies".into(), actual: why, transcript: (from, from) };
+    let not_run = |kind: FailureKind, expected: &str, why: String| Failure {
+        kind,
+        stage: Stage::Start,
+        requirement: case.requirement.clone(),
+        expected: expected.into(),
+        actual: why,
+        transcript: (from, from),
+    };
+    let supported = grading.profile.supported_commands.as_deref();
 
     if !case.transports.is_empty() && !case.transports.contains(&session.transport_kind()) {
         r.outcome = Outcome::Unsupported;
-        r.failure = Some(unsupported(format!("the case applies only to {:?}", case.transports)));
-        return r;
+        r.failure = Some(not_run(FailureKind::NotApplicable, "the case applies", format!("the case applies only to {:?}", case.transports)));
+        return (r, false);
     }
     if let Some(missing) = supported.and_then(|s| case.needs.iter().find(|n| !s.contains(n))) {
         r.outcome = Outcome::Unsupported;
-        r.failure = Some(unsupported(format!("guest-info does not list {missing} as enabled")));
-        return r;
+        r.failure = Some(not_run(FailureKind::NotApplicable, "the case applies", format!("guest-info does not list {missing} as enabled")));
+        return (r, false);
+    }
+    if let Some((cap, by)) = grading.blocked(case) {
+        r.outcome = Outcome::Blocked;
+        let why = grading.profile.findings.iter().find(|f| f.capability == cap).map_or(String::new(), |f| f.detail.clone());
+        r.failure = Some(not_run(
+            FailureKind::Blocked,
+            &format!("the agent has the {} capability the case needs", cap.tag()),
+            format!("BLOCKED by {by}: {why}"),
+        ));
+        return (r, false);
     }
     transcript.event(Event::Note { text: format!("case {}: {}", case.id, case.title) });
 
-    let budget = case.timeout_ms.map_or(eo.case_timeout, Duration::from_millis);
+    let budget = grading.scale(case.timeout_ms.map_or(eo.case_timeout, Duration::from_millis));
     let mut killed = false;
     let mut restarted = false;
+    let mut dirty = false;
     let outcome = if case.fresh_agent {
         match session.restart().await {
             Ok(_) => None,
-            Err(e) => Some(Err(StepError::Violation { expected: "a fresh agent starts".into(), actual: e.to_string(), must: true })),
+            Err(e) => Some(Err(StepError::Violation { kind: FailureKind::StartupFailed, expected: "a fresh agent starts".into(), actual: e.to_string(), must: true, at_most: None })),
         }
     } else {
         None
@@ -231,35 +417,50 @@ pub async fn run_case(
     let steps_result = match outcome {
         Some(r) => Some(r),
         None => {
-            let mut ctx = Ctx { session, opts, pending: VecDeque::new(), killed: false, restarted: false };
+            let mut ctx = Ctx { session, grading, case, pending: VecDeque::new(), answered: VecDeque::new(), killed: false, restarted: false, dirty: false };
             let res = tokio::time::timeout(budget, run_steps(&mut ctx, &case.steps)).await;
             killed = ctx.killed;
             restarted = ctx.restarted;
+            dirty = ctx.dirty;
             res.ok()
         }
     };
     let steps_to = transcript.mark();
+    let fail = |kind, expected: String, actual: String, to| Failure { kind, stage: Stage::Steps, requirement: case.requirement.clone(), expected, actual, transcript: (from, to) };
     match steps_result {
         None => {
             transcript.event(Event::Timeout { waiting_for: format!("case {} to finish within {budget:?}", case.id) });
             r.outcome = Outcome::Timeout;
-            r.failure = Some(Failure {
-                stage: Stage::Steps,
-                requirement: case.requirement.clone(),
-                expected: format!("the case finishes within {budget:?}"),
-                actual: "it did not".into(),
-                transcript: (from, transcript.mark()),
-            });
+            r.failure = Some(fail(FailureKind::CaseTimeout, format!("the case finishes within {budget:?}"), "it was still running".into(), transcript.mark()));
+            // Whatever it was doing (a burst half-written, a reply half-read)
+            // must not reach the next case.
+            dirty = true;
         }
         Some(Ok(())) => {}
-        Some(Err(StepError::Harness(m))) => {
+        Some(Err(StepError::Harness(kind, m))) => {
             r.outcome = Outcome::Error;
-            r.failure = Some(Failure { stage: Stage::Steps, requirement: case.requirement.clone(), expected: "the harness runs the case".into(), actual: m, transcript: (from, steps_to) });
+            r.failure = Some(fail(kind, "the harness runs the case".into(), m, steps_to));
+            dirty = true;
         }
-        Some(Err(StepError::Violation { expected, actual, must })) => {
-            r.outcome = if must { Outcome::Fail } else { Outcome::for_violation(case.level) };
-            r.failure = Some(Failure { stage: Stage::Steps, requirement: case.requirement.clone(), expected, actual, transcript: (from, steps_to) });
+        Some(Err(StepError::Violation { kind, expected, actual, must, at_most })) => {
+            let mut o = if must { Outcome::Fail } else { Outcome::for_violation(case.level) };
+            if let Some(cap) = at_most {
+                if o > cap {
+                    o = cap;
+                }
+            }
+            r.outcome = o;
+            r.failure = Some(fail(kind, expected, actual, steps_to));
         }
+    }
+    if r.outcome == Outcome::Error && r.failure.as_ref().is_some_and(|f| f.kind == FailureKind::Refused) {
+        // The agent must never see the rest of a refused command: no
+        // recovery on this channel, a new one for the next case.
+        r.elapsed = began.elapsed();
+        if eo.keep_transcripts {
+            r.transcript = transcript.entries(from, None);
+        }
+        return (r, true);
     }
 
     // Recovery, always: the channel must come back whatever the case did.
@@ -270,29 +471,35 @@ pub async fn run_case(
         }
     }
     let rec_from = transcript.mark();
-    r.recovery = recover(session, opts, supported, eo, killed || restarted).await;
-    if r.recovery.grade == RecoveryGrade::Wedged && r.outcome != Outcome::Error {
+    r.recovery = recover(session, grading, eo, killed || restarted).await;
+    let wedged = r.recovery.grade == RecoveryGrade::Wedged;
+    if wedged && r.outcome != Outcome::Error && !matches!(r.outcome, Outcome::Fail | Outcome::Timeout) {
+        // A wedged channel fails the case whatever its level: keep what the
+        // steps found, and say that the channel did not come back.
         let detail = r.recovery.detail.clone().unwrap_or_default();
-        if !r.outcome.is_failing(true) {
-            r.outcome = Outcome::Fail;
-            r.failure = Some(Failure {
-                stage: Stage::Recovery,
-                requirement: "after any case, a client recovers through guest-sync-delimited and the next commands get their own replies".into(),
-                expected: "resync, then ping, sync and info each answered with our ids".into(),
-                actual: detail,
-                transcript: (rec_from, transcript.mark()),
-            });
-        }
+        let earlier = r.failure.take().map(|f| format!(" (the steps had found: {})", f.actual)).unwrap_or_default();
+        r.outcome = Outcome::Fail;
+        r.failure = Some(Failure {
+            kind: FailureKind::Wedged,
+            stage: Stage::Recovery,
+            requirement: "after any case, a client recovers through guest-sync-delimited and the next commands get their own replies".into(),
+            expected: "resync, then ping, sync and info each answered with our ids".into(),
+            actual: format!("{detail}{earlier}"),
+            transcript: (rec_from, transcript.mark()),
+        });
     }
     r.elapsed = began.elapsed();
     if eo.keep_transcripts {
         r.transcript = transcript.entries(from, None);
     }
-    r
+    let renew = wedged || dirty || r.outcome == Outcome::Timeout;
+    (r, renew)
 }
 
-/// Resync and verify with fresh commands; grade how it went.
-async fn recover(session: &mut Session, opts: &ClientOptions, supported: Option<&[String]>, eo: &EngineOptions, after_restart: bool) -> Recovery {
+/// Resync and verify with fresh commands; grade how it went. Uses the
+/// client the start-up probe set up, and checks only that the replies are
+/// ours: decoding them is the cases' business.
+async fn recover(session: &mut Session, grading: &Grading, eo: &EngineOptions, after_restart: bool) -> Recovery {
     let wedged = |detail: String, attempts: u32, bytes: u64, t: Duration| Recovery {
         grade: RecoveryGrade::Wedged,
         resync_time: t,
@@ -305,42 +512,43 @@ async fn recover(session: &mut Session, opts: &ClientOptions, supported: Option<
             return wedged(format!("the agent process is gone ({status})"), 0, 0, Duration::ZERO);
         }
     }
+    let opts = session.client().clone();
     let Ok(conn) = session.conn() else { return wedged("no connection to the agent".into(), 0, 0, Duration::ZERO) };
     // After a restart the agent may still be starting (isa-serial drops
     // input that arrives before it opens the tty): retry from 1 ms.
     let policy = if after_restart {
-        ResyncPolicy { first_attempt: Duration::from_millis(1), max_attempt: Duration::from_millis(100), ..opts.resync.clone() }
+        ResyncPolicy { first_attempt: Duration::from_millis(1), max_attempt: opts.resync.max_attempt.max(Duration::from_millis(100)), ..opts.resync.clone() }
     } else {
         opts.resync.clone()
     };
-    let r = match resync(conn, &policy, opts).await {
+    let r = match resync(conn, &policy, &opts).await {
         Ok(r) => r,
-        Err(e) => return wedged(format!("resync failed: {e}"), 0, 0, Duration::ZERO),
+        Err(e) => return wedged(format!("resync ({}) failed: {e}", opts.mode.describe()), 0, 0, Duration::ZERO),
     };
     let fail = |what: String| wedged(what, r.attempts, r.bytes_discarded, r.elapsed);
-    let offers = |name: &str| supported.is_none_or(|s| s.iter().any(|c| c == name));
-    match execute(conn, qga::guest_ping {}, opts).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return fail(format!("guest-ping after resync: error reply {e}")),
+    let offers = |name: &str| grading.profile.supported_commands.as_ref().is_none_or(|s| s.iter().any(|c| c == name));
+    match execute_value(conn, qga::guest_ping {}, &opts).await {
+        Ok(Reply::Return { .. }) => {}
+        Ok(Reply::Error { class, desc, .. }) => return fail(format!("guest-ping after resync: error reply {class}: {desc}")),
         Err(e) => return fail(format!("guest-ping after resync: {e}")),
     }
     if offers("guest-sync") {
-        let id = crate::client::fresh_sync_id();
-        match execute(conn, qga::guest_sync { id }, opts).await {
-            Ok(Ok(got)) if got == id => {}
-            Ok(Ok(got)) => return fail(format!("guest-sync after resync returned {got}, not {id}")),
-            Ok(Err(e)) => return fail(format!("guest-sync after resync: error reply {e}")),
+        let id = opts.ids.sync_id();
+        match execute_value(conn, qga::guest_sync { id }, &opts).await {
+            Ok(reply) if crate::client::resync::is_sync_reply(&reply, id, &opts.mode) => {}
+            Ok(reply) => return fail(format!("guest-sync after resync: expected return {id}, got {reply:?}")),
             Err(e) => return fail(format!("guest-sync after resync: {e}")),
         }
     }
     if offers("guest-info") {
-        match execute(conn, qga::guest_info {}, opts).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return fail(format!("guest-info after resync: error reply {e}")),
+        match execute_value(conn, qga::guest_info {}, &opts).await {
+            Ok(Reply::Return { .. }) => {}
+            Ok(Reply::Error { class, desc, .. }) => return fail(format!("guest-info after resync: error reply {class}: {desc}")),
             Err(e) => return fail(format!("guest-info after resync: {e}")),
         }
     }
-    let grade = if r.attempts == 1 && r.elapsed <= eo.quick_resync { RecoveryGrade::Resynced } else { RecoveryGrade::Slow };
+    let quick = eo.quick_resync.mul_f64(grading.factor);
+    let grade = if r.attempts == 1 && r.elapsed <= quick { RecoveryGrade::Resynced } else { RecoveryGrade::Slow };
     Recovery { grade, resync_time: r.elapsed, bytes_discarded: r.bytes_discarded, attempts: r.attempts, detail: None }
 }
 
@@ -355,23 +563,44 @@ fn run_steps<'s>(ctx: &'s mut Ctx<'_>, steps: &'s [Step]) -> std::pin::Pin<Box<d
 }
 
 fn harness<E: std::fmt::Display>(e: E) -> StepError {
-    StepError::Harness(e.to_string())
+    StepError::Harness(FailureKind::Harness, e.to_string())
+}
+
+/// A write that failed: refused by the deny-list (ERROR, nothing sent), or
+/// the agent stopped taking bytes (our input is left half-written: the
+/// channel must be renewed after the case).
+fn send_failed(ctx: &mut Ctx<'_>, e: SendError) -> StepError {
+    match e {
+        SendError::Refused { .. } => StepError::Harness(FailureKind::Refused, e.to_string()),
+        SendError::Timeout { .. } => {
+            ctx.dirty = true;
+            violation(FailureKind::NotReading, "the agent reads what we write", e.to_string())
+        }
+        SendError::Closed => {
+            ctx.dirty = true;
+            violation(FailureKind::AgentGone, "the agent reads what we write", e.to_string())
+        }
+        SendError::Io(_) => {
+            ctx.dirty = true;
+            harness(e)
+        }
+    }
 }
 
 async fn write(ctx: &mut Ctx<'_>, bytes: &[u8], chunk: Option<usize>, delay_us: u64) -> Result<(), StepError> {
-    if let Some(name) = denylist::denied_command(bytes) {
-        return Err(StepError::Harness(format!("refused to send {name}: it is on the engine's deny-list")));
-    }
-    let send_timeout = ctx.opts.send_timeout;
-    let conn = ctx.session.conn().map_err(harness)?;
+    let send_timeout = ctx.opts().send_timeout;
     let pieces: Vec<&[u8]> = match chunk {
         Some(n) => bytes.chunks(n).collect(),
         None => vec![bytes],
     };
     let last = pieces.len().saturating_sub(1);
     for (i, piece) in pieces.into_iter().enumerate() {
-        // Each chunk gets its own deadline: a slow reader is not a dead one.
-        conn.send(piece, Instant::now() + send_timeout).await.map_err(|e| violation("the agent reads what we write", e.to_string()))?;
+        // Each chunk gets its own deadline, and the connection extends it
+        // while the agent keeps taking bytes: a slow reader is not a dead one.
+        let conn = ctx.session.conn().map_err(harness)?;
+        if let Err(e) = conn.send(piece, Instant::now() + send_timeout).await {
+            return Err(send_failed(ctx, e));
+        }
         if delay_us > 0 && i < last {
             pause(Duration::from_micros(delay_us)).await;
         }
@@ -379,21 +608,21 @@ async fn write(ctx: &mut Ctx<'_>, bytes: &[u8], chunk: Option<usize>, delay_us: 
     Ok(())
 }
 
-/// tokio's timer has millisecond resolution; shorter pauses are spun on
-/// the clock (they are microseconds, and only between chunks).
+/// tokio's timer has millisecond resolution; shorter pauses sleep on a
+/// blocking-pool thread, so the runtime (timers, Ctrl-C, reading the
+/// agent) never stalls behind them.
 async fn pause(d: Duration) {
     if d >= Duration::from_millis(2) {
         tokio::time::sleep(d).await;
-    } else {
-        let until = std::time::Instant::now() + d;
-        while std::time::Instant::now() < until {
-            std::hint::spin_loop();
-        }
+    } else if !d.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)).await;
     }
 }
 
-/// Once output has started, a gap this long means the agent has finished
-/// writing for now (it answers in tens of microseconds).
+/// Once output has started, a gap this long means a brisk agent has
+/// finished writing for now (it answers in tens of microseconds); the
+/// engine uses three times the longest pause measured at start-up if that
+/// is more.
 const QUIET_GAP: Duration = Duration::from_millis(2);
 /// How long a fault that acts "after K bytes" waits for the first byte. If
 /// nothing comes (the request was swallowed by stale input, say), there is
@@ -404,12 +633,12 @@ const FIRST_BYTE_WAIT: Duration = Duration::from_millis(20);
 /// something, or the wait for the first byte runs out. Faults that act
 /// "after K bytes" use it: if the reply is shorter than K, they act once it
 /// is complete.
-async fn wait_for_bytes(conn: &mut crate::connection::Connection, n: usize, limit: Duration) -> std::io::Result<()> {
+async fn wait_for_bytes(conn: &mut crate::connection::Connection, n: usize, limit: Duration, first: Duration, quiet: Duration) -> std::io::Result<()> {
     let deadline = Instant::now() + limit;
-    let mut until = Instant::now() + FIRST_BYTE_WAIT.min(limit);
+    let mut until = Instant::now() + first.min(limit);
     while conn.buffered().len() < n {
         match conn.fill(until).await? {
-            crate::connection::Fill::Data(_) => until = deadline.min(Instant::now() + QUIET_GAP),
+            crate::connection::Fill::Data(_) => until = deadline.min(Instant::now() + quiet),
             _ => break,
         }
     }
@@ -438,14 +667,16 @@ fn garbage(len: usize, seed: u64, kind: GarbageKind) -> Vec<u8> {
 }
 
 async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
-    let reply_timeout = ctx.opts.reply_timeout;
+    let reply_timeout = ctx.opts().reply_timeout;
+    let quiet = ctx.grading.quiet_gap;
+    let first_byte = ctx.grading.scale(FIRST_BYTE_WAIT);
     match step {
         Step::Send(s) => send(ctx, s).await,
         Step::Batch(sends) => {
             let mut bytes = Vec::new();
             let mut pending = Vec::new();
             for s in sends {
-                let (b, p) = request::build(s);
+                let (b, p) = request::build(s, ctx.opts());
                 bytes.extend_from_slice(&b);
                 pending.extend(p);
             }
@@ -460,30 +691,29 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
             // dropped as it comes, or the harness's bounded buffer would fill,
             // it would stop reading, and the agent, blocked writing, would
             // stop reading our garbage. Afterwards, wait until the agent has
-            // worked through it (output quiet for QUIET_GAP).
+            // worked through it (output quiet for the quiet gap).
             let bytes = garbage(g.len, g.seed, g.kind);
-            if let Some(name) = denylist::denied_command(&bytes) {
-                return Err(StepError::Harness(format!("refused to send {name}: it is on the engine's deny-list")));
-            }
             // The agent may be busy for a while with each chunk (qemu-ga
             // writes an error line per stray byte): more time than for a
             // request, still bounded.
-            let send_timeout = ctx.opts.send_timeout * 4;
-            let conn = ctx.session.conn().map_err(harness)?;
+            let send_timeout = ctx.opts().send_timeout * 4;
+            let drain_cap = ctx.grading.scale(Duration::from_secs(3));
             let mut dropped = 0;
             for piece in bytes.chunks(16 * 1024) {
-                dropped += conn
-                    .send_discarding(piece, Instant::now() + send_timeout)
-                    .await
-                    .map_err(|e| violation("the agent reads what we write", e.to_string()))?;
+                let conn = ctx.session.conn().map_err(harness)?;
+                match conn.send_discarding(piece, Instant::now() + send_timeout).await {
+                    Ok(n) => dropped += n,
+                    Err(e) => return Err(send_failed(ctx, e)),
+                }
             }
-            dropped += conn.drain(QUIET_GAP, Instant::now() + Duration::from_secs(3)).await.map_err(harness)?;
+            let conn = ctx.session.conn().map_err(harness)?;
+            dropped += conn.drain(quiet, Instant::now() + drain_cap).await.map_err(harness)?;
             conn.transcript().event(Event::Note { text: format!("dropped {dropped} byte(s) of agent output during and after the garbage") });
             Ok(())
         }
         Step::Abandon(a) => {
             let conn = ctx.session.conn().map_err(harness)?;
-            wait_for_bytes(conn, a.after, reply_timeout).await.map_err(harness)?;
+            wait_for_bytes(conn, a.after, reply_timeout, first_byte, quiet).await.map_err(harness)?;
             let n = a.after.min(conn.buffered().len());
             conn.consume(n);
             conn.transcript().event(Event::Fault { detail: format!("client abandoned the reply after {n} byte(s); the rest stays in the channel") });
@@ -495,7 +725,7 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
             if let Some(after) = k.after_bytes {
                 let conn = ctx.session.conn().map_err(harness)?;
                 let have = conn.buffered().len();
-                wait_for_bytes(conn, have + after, reply_timeout).await.map_err(harness)?;
+                wait_for_bytes(conn, have + after, reply_timeout, first_byte, quiet).await.map_err(harness)?;
             }
             match k.signal {
                 Signal::KILL => ctx.session.kill_agent().await,
@@ -506,14 +736,20 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
             Ok(())
         }
         Step::Restart(_) => {
-            ctx.session.start_agent().await.map_err(|e| StepError::Violation { expected: "the agent restarts".into(), actual: e.to_string(), must: true })?;
+            ctx.session.start_agent().await.map_err(|e| StepError::Violation {
+                kind: FailureKind::StartupFailed,
+                expected: "the agent restarts".into(),
+                actual: e.to_string(),
+                must: true,
+                at_most: None,
+            })?;
             ctx.pending.clear();
             ctx.killed = false;
             ctx.restarted = true;
             Ok(())
         }
         Step::Reconnect(_) => {
-            ctx.session.reconnect().await.map_err(|e| violation("the agent accepts a new connection", e.to_string()))?;
+            ctx.session.reconnect().await.map_err(|e| violation(FailureKind::AgentGone, "the agent accepts a new connection", e.to_string()))?;
             ctx.pending.clear();
             Ok(())
         }
@@ -525,22 +761,25 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
         Step::ExpectSilence(s) => {
             let conn = ctx.session.conn().map_err(harness)?;
             observe::silence(conn, Instant::now() + Duration::from_millis(s.ms)).await.map_err(|bytes| {
-                violation(format!("nothing for {} ms", s.ms), format!("received {}", crate::transcript::escape_bytes(&bytes)))
+                violation(FailureKind::UnexpectedOutput, format!("nothing for {} ms", s.ms), format!("received {}", crate::transcript::escape_bytes(&bytes)))
             })
         }
         Step::Resync(rs) => {
-            let mut policy = ctx.opts.resync.clone();
+            let opts = ctx.opts().clone();
+            let mut policy = opts.resync.clone();
             if let Some(ms) = rs.budget_ms {
-                policy.budget = Duration::from_millis(ms);
+                policy.budget = ctx.grading.scale(Duration::from_millis(ms));
             }
             // Start small: the step may follow a restart.
             policy.first_attempt = Duration::from_millis(1);
-            policy.max_attempt = Duration::from_millis(100);
+            policy.max_attempt = policy.max_attempt.max(Duration::from_millis(100));
             let conn = ctx.session.conn().map_err(harness)?;
-            resync(conn, &policy, ctx.opts).await.map_err(|e| StepError::Violation {
+            resync(conn, &policy, &opts).await.map_err(|e| StepError::Violation {
+                kind: FailureKind::ResyncFailed,
                 expected: "the reference client resyncs through guest-sync-delimited within its budget".into(),
                 actual: e.to_string(),
                 must: true,
+                at_most: None,
             })?;
             ctx.pending.clear();
             Ok(())
@@ -559,7 +798,7 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
 }
 
 async fn send(ctx: &mut Ctx<'_>, s: &Send) -> Result<(), StepError> {
-    let (bytes, pending) = request::build(s);
+    let (bytes, pending) = request::build(s, ctx.opts());
     if s.truncate.is_some() {
         ctx.session.transcript().event(Event::Fault { detail: format!("partial request: {} byte(s)", bytes.len()) });
     }
@@ -572,18 +811,52 @@ fn describe_reply(o: &observe::Observed) -> String {
     format!("{}{}", crate::transcript::escape_bytes(&o.before), crate::transcript::escape_bytes(&o.text))
 }
 
+/// A check that did not hold: the defect's kind, what was seen, and a cap
+/// on the outcome (see [`StepError::Violation`]).
+struct Miss {
+    kind: FailureKind,
+    actual: String,
+    at_most: Option<Outcome>,
+}
+
+fn miss(kind: FailureKind, actual: impl Into<String>) -> Miss {
+    Miss { kind, actual: actual.into(), at_most: None }
+}
+
 async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepError> {
-    let within = e.within_ms.map_or(ctx.opts.reply_timeout, Duration::from_millis);
-    let max_len = ctx.opts.max_reply_len;
+    let within = e.within_ms.map_or(ctx.opts().reply_timeout, |ms| ctx.grading.scale(Duration::from_millis(ms)));
+    let idle = ctx.opts().idle_timeout;
+    let cap = ctx.opts().max_reply_wait();
+    let max_len = ctx.opts().max_reply_len;
     for n in 0..e.count {
         let pending = ctx.pending.pop_front();
         let want = describe_expectation(e, pending.as_ref());
         let which = if e.count > 1 { format!(" (reply {} of {})", n + 1, e.count) } else { String::new() };
         let conn = ctx.session.conn().map_err(harness)?;
-        let deadline = Instant::now() + within;
+        let deadline = crate::client::Deadline::new(within, idle, cap.max(within));
         let mut skipped = 0;
         let o = loop {
-            let o = observe::next_reply(conn, deadline, max_len).await.map_err(|why| violation(format!("{want}{which}"), why.to_string()))?;
+            let o = match observe::next_reply(conn, deadline, max_len).await {
+                Ok(o) => o,
+                Err(why) => {
+                    let kind = match &why {
+                        observe::NoReply::Timeout { partial } if partial.iter().all(u8::is_ascii_whitespace) => {
+                            if pending.as_ref().is_some_and(|p| !p.newline) {
+                                FailureKind::NoReplyWithoutNewline
+                            } else {
+                                FailureKind::NoReply
+                            }
+                        }
+                        observe::NoReply::Timeout { .. } => FailureKind::PartialReply,
+                        observe::NoReply::Closed { .. } => FailureKind::AgentGone,
+                        observe::NoReply::Garbage { .. } => FailureKind::GarbageOutput,
+                        observe::NoReply::Interrupted { .. } => FailureKind::StraySentinel,
+                        observe::NoReply::TooLong => FailureKind::MalformedReply,
+                        observe::NoReply::Io(_) => FailureKind::Harness,
+                    };
+                    return Err(violation(kind, format!("{want}{which}"), why.to_string()));
+                }
+            };
             // Only when a return is expected: an error reply without an id
             // is then the agent's (legal) answer to our 0xFF, not ours.
             let tolerable = e.allow_errors_before
@@ -596,21 +869,36 @@ async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepError> {
             }
             break o;
         };
-        let mut result = check(e, pending.as_ref(), &o);
+        let mut result = check(ctx, e, pending.as_ref(), &o);
         if result.is_ok() && e.line {
-            result = line_terminated(conn, &o, deadline).await;
+            let conn = ctx.session.conn().map_err(harness)?;
+            result = line_terminated(conn, &o, deadline.at()).await;
         }
-        if let Err(actual) = result {
+        if let Some(id) = o.reply.as_ref().ok().and_then(|r| r.id().cloned()) {
+            ctx.answered.push_back(id);
+            if ctx.answered.len() > 64 {
+                ctx.answered.pop_front();
+            }
+        }
+        if let Err(m) = result {
+            let reply_id = o.reply.as_ref().ok().and_then(|r| r.id().cloned());
             // A reply that answers a later request means the ones between
             // were lost: say so, it is the finding.
-            let later = o.reply.as_ref().ok().and_then(|r| {
-                ctx.pending.iter().position(|p| p.id.as_ref().is_some_and(|id| r.id().is_some_and(|rid| ids_equal(id, rid))))
+            let later = reply_id.as_ref().and_then(|rid| ctx.pending.iter().position(|p| p.id.as_ref().is_some_and(|id| ids_equal(id, rid))));
+            // A reply to a request already answered is a duplicate.
+            let earlier = reply_id.as_ref().is_some_and(|rid| {
+                let n = ctx.answered.len();
+                ctx.answered.iter().take(n.saturating_sub(1)).any(|a| ids_equal(a, rid))
             });
-            let actual = match later {
-                Some(k) => format!("the reply to request {} of {}: {} repl{} lost ({actual})", n + k + 2, e.count, k + 1, if k == 0 { "y" } else { "ies" }),
-                None => actual,
+            let (kind, actual) = match (later, earlier) {
+                (Some(k), _) => (
+                    FailureKind::RepliesLost,
+                    format!("the reply to request {} of {}: {} repl{} lost ({})", n + k + 2, e.count.max(n + k + 2), k + 1, if k == 0 { "y" } else { "ies" }, m.actual),
+                ),
+                (None, true) => (FailureKind::DuplicateReply, format!("a second reply to a request already answered: {}", describe_reply(&o))),
+                (None, false) => (m.kind, m.actual),
             };
-            return Err(violation(format!("{want}{which}"), actual));
+            return Err(StepError::Violation { kind, expected: format!("{want}{which}"), actual, must: false, at_most: m.at_most });
         }
     }
     Ok(())
@@ -618,20 +906,25 @@ async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepError> {
 
 /// The reply was one line: no newline inside, and a newline after it with
 /// at most spaces, tabs or CR between (libvirt splits replies on `\n`).
-async fn line_terminated(conn: &mut crate::connection::Connection, o: &observe::Observed, deadline: Instant) -> Result<(), String> {
+async fn line_terminated(conn: &mut crate::connection::Connection, o: &observe::Observed, deadline: Instant) -> Result<(), Miss> {
     if o.text.contains(&b'\n') {
-        return Err(format!("a reply spread over several lines: {}", describe_reply(o)));
+        return Err(miss(FailureKind::MultiLineReply, format!("a reply spread over several lines: {}", describe_reply(o))));
     }
     loop {
         let buf = conn.buffered();
         match buf.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\r')) {
             Some(i) if buf[i] == b'\n' => return Ok(()),
-            Some(i) => return Err(format!("no newline after the reply {}; next came {}", describe_reply(o), crate::transcript::escape_bytes(&buf[i..buf.len().min(i + 40)]))),
+            Some(i) => {
+                return Err(miss(
+                    FailureKind::NoNewline,
+                    format!("no newline after the reply {}; next came {}", describe_reply(o), crate::transcript::escape_bytes(&buf[i..buf.len().min(i + 40)])),
+                ))
+            }
             None => {}
         }
         match conn.fill(deadline).await {
             Ok(crate::connection::Fill::Data(_)) => {}
-            _ => return Err(format!("no newline after the reply {}", describe_reply(o))),
+            _ => return Err(miss(FailureKind::NoNewline, format!("no newline after the reply {}", describe_reply(o)))),
         }
     }
 }
@@ -658,48 +951,112 @@ fn show_pattern(v: &serde_json::Value, p: Option<&Pending>) -> String {
     }
 }
 
-fn check(e: &Expect, p: Option<&Pending>, o: &observe::Observed) -> Result<(), String> {
+/// The failure kind for an id that came back as `how`.
+fn id_kind(how: IdMatch) -> FailureKind {
+    match how {
+        IdMatch::Exact => FailureKind::Other,
+        IdMatch::FloatForm => FailureKind::IdFloatForm,
+        IdMatch::Rounded => FailureKind::IdRounded,
+        IdMatch::Truncated32 => FailureKind::IdTruncated,
+        IdMatch::Stringified => FailureKind::IdStringified,
+        IdMatch::Missing => FailureKind::IdNotEchoed,
+        IdMatch::Changed => FailureKind::IdChanged,
+    }
+}
+
+/// The id policy for one echoed value (a sync return or an `id` member):
+/// equal is fine; the same value in float form is NON-STRICT (unless the
+/// start-up probe already reported it and the case is not about ids);
+/// anything else says how it changed.
+fn check_id(ctx: &Ctx<'_>, what: &str, sent: i64, got: Option<&serde_json::Value>, seen: &str, about: Capability) -> Result<(), Miss> {
+    let how = compare_id(sent, got);
+    match how {
+        IdMatch::Exact => Ok(()),
+        IdMatch::FloatForm if ctx.opts().mode.accept_float_ids && !Grading::tests(ctx.case, about) => Ok(()),
+        IdMatch::FloatForm => Err(Miss {
+            kind: FailureKind::IdFloatForm,
+            actual: format!("{what} {sent} came back as {}: {} ({seen})", got.map_or("nothing".into(), |v| v.to_string()), how.describe()),
+            at_most: Some(Outcome::NonStrict),
+        }),
+        _ => Err(miss(id_kind(how), format!("{what} {sent} came back as {}: {} ({seen})", got.map_or("nothing".into(), |v| v.to_string()), how.describe()))),
+    }
+}
+
+fn check(ctx: &mut Ctx<'_>, e: &Expect, p: Option<&Pending>, o: &observe::Observed) -> Result<(), Miss> {
     let got = || describe_reply(o);
-    let reply = o.reply.as_ref().map_err(|why| format!("malformed reply {}: {why}", got()))?;
+    let reply = o.reply.as_ref().map_err(|why| {
+        let kind = if why.contains("class") { FailureKind::ErrorWithoutClass } else { FailureKind::MalformedReply };
+        miss(kind, format!("malformed reply {}: {why}", got()))
+    })?;
     if e.delimited && !o.is_delimited() {
-        return Err(format!("not delimited: {}", got()));
+        let conn = ctx.session.conn().ok();
+        let next = conn.map(|c| c.buffered().iter().find(|b| !matches!(b, b' ' | b'\t')).copied()).unwrap_or(None);
+        let kind = if o.before.ends_with(&[0xC3, 0xBF]) {
+            FailureKind::Utf8Sentinel
+        } else if o.before.contains(&0xFF) {
+            FailureKind::MisplacedSentinel
+        } else if next == Some(0xFF) {
+            FailureKind::LateSentinel
+        } else {
+            FailureKind::NoSentinel
+        };
+        return Err(miss(kind, format!("not delimited: {}", got())));
     }
     let allowed_ff = usize::from(e.delimited);
     if o.stray_flush_bytes() > allowed_ff {
-        return Err(format!("raw 0xFF/0xFE bytes where none may be: {}", got()));
+        return Err(miss(FailureKind::StraySentinel, format!("raw 0xFF/0xFE bytes where none may be: {}", got())));
     }
     let bindings = pattern::Bindings { sync_id: p.and_then(|p| p.sync_id) };
     match (reply, &e.return_, &e.error) {
-        (Reply::Return { value, .. }, Some(pat), _) => pattern::matches(pat, value, &bindings).map_err(|m| format!("{} ({m})", got()))?,
-        (Reply::Error { class, .. }, _, Some(want)) => {
-            if want != "$any" && class != want {
-                return Err(format!("error class {class}: {}", got()));
+        (Reply::Return { value, .. }, Some(pat), _) => {
+            if let (Some("$sync"), Some(sent)) = (pat.as_str(), p.and_then(|p| p.sync_id)) {
+                check_id(ctx, "sync id", sent, Some(value), &got(), Capability::ExactIds)?;
+            } else {
+                pattern::matches(pat, value, &bindings).map_err(|m| miss(FailureKind::WrongReturn, format!("{} ({m})", got())))?;
             }
         }
-        _ => return Err(got()),
+        (Reply::Error { class, .. }, _, Some(want)) => {
+            if !QAPI_ERROR_CLASSES.contains(&class.as_str()) {
+                return Err(miss(FailureKind::ErrorClassNotQapi, format!("error class {class}, which QAPI does not define: {}", got())));
+            }
+            if want != "$any" && class != want {
+                return Err(miss(FailureKind::WrongErrorClass, format!("error class {class}: {}", got())));
+            }
+        }
+        (Reply::Error { .. }, Some(_), None) => return Err(miss(FailureKind::UnexpectedError, got())),
+        (Reply::Return { .. }, None, Some(_)) => return Err(miss(FailureKind::UnexpectedReturn, got())),
+        _ => return Err(miss(FailureKind::Other, got())),
     }
     match e.id {
         IdCheck::Any => {}
         IdCheck::Absent => {
             if reply.id().is_some() {
-                return Err(format!("an id where none was sent: {}", got()));
+                return Err(miss(FailureKind::IdUnexpected, format!("an id where none was sent: {}", got())));
             }
         }
         IdCheck::Echo => match (p.and_then(|p| p.id.as_ref()), reply.id()) {
             (None, None) => {}
-            (Some(sent), Some(echoed)) if ids_equal(sent, echoed) => {}
-            (Some(_), None) => return Err(format!("the request id is not echoed: {}", got())),
-            (_, _) => return Err(format!("wrong id: {}", got())),
+            (None, Some(_)) => return Err(miss(FailureKind::IdUnexpected, format!("an id where none was sent: {}", got()))),
+            // An agent found not to echo ids: replies are matched by order,
+            // and only the cases about id echo grade it.
+            (Some(_), None) if ctx.grading.relaxed(ctx.case, Capability::IdEcho) => {}
+            (Some(sent), echoed) => match sent.as_i64() {
+                Some(n) if !ctx.opts().string_ids || !sent.is_string() => {
+                    if !(ctx.grading.relaxed(ctx.case, Capability::IdEcho) && echoed.is_some_and(|v| v.is_string()) && ctx.opts().string_ids) {
+                        check_id(ctx, "request id", n, echoed, &got(), Capability::IdEcho)?;
+                    }
+                }
+                _ => {
+                    if !echoed.is_some_and(|v| ids_equal(sent, v)) {
+                        let kind = if echoed.is_none() { FailureKind::IdNotEchoed } else { FailureKind::IdChanged };
+                        return Err(miss(kind, format!("expected id {sent}, got {}: {}", echoed.map_or("no id".into(), |v| v.to_string()), got())));
+                    }
+                }
+            },
         },
     }
     Ok(())
 }
 
-/// Ids compare as JSON values, numbers by value (agents re-serialise them).
-fn ids_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
-    match (a.as_i64(), b.as_i64(), a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y), _, _) => x == y,
-        (None, None, Some(x), Some(y)) => x == y,
-        _ => a == b,
-    }
-}
+/// QAPI's error classes (qapi/error.json's QapiErrorClass).
+pub const QAPI_ERROR_CLASSES: &[&str] = &["GenericError", "CommandNotFound", "DeviceNotActive", "DeviceNotFound", "KVMMissingCap"];

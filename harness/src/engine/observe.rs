@@ -2,6 +2,7 @@
 //! that came before each reply, so that sentinel placement and stray bytes
 //! can be judged, not just skipped.
 
+use crate::client::Deadline;
 use crate::connection::{Connection, Fill};
 use crate::wire::{scan, Reply, Scan, SENTINEL};
 use tokio::time::Instant;
@@ -47,7 +48,8 @@ impl std::fmt::Display for NoReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use crate::transcript::escape_bytes as e;
         match self {
-            NoReply::Timeout { partial } if partial.is_empty() => write!(f, "no reply before the deadline"),
+            // Whitespace left from an earlier reply is not an answer.
+            NoReply::Timeout { partial } if partial.iter().all(u8::is_ascii_whitespace) => write!(f, "nothing came before the deadline"),
             NoReply::Timeout { partial } => write!(f, "no complete reply before the deadline; got {}", e(partial)),
             NoReply::Closed { partial } => write!(f, "channel closed; got {}", e(partial)),
             NoReply::Garbage { bytes } => write!(f, "bytes that cannot begin a reply: {}", e(bytes)),
@@ -59,7 +61,10 @@ impl std::fmt::Display for NoReply {
 }
 
 /// Read the next reply, keeping what came before it.
-pub async fn next_reply(conn: &mut Connection, deadline: Instant, max_len: usize) -> Result<Observed, NoReply> {
+/// The deadline moves with each byte that arrives (a slow but steady agent
+/// is not a mute one).
+pub async fn next_reply(conn: &mut Connection, deadline: Deadline, max_len: usize) -> Result<Observed, NoReply> {
+    let mut deadline = deadline;
     let mut before = Vec::new();
     loop {
         let buf = conn.buffered();
@@ -94,8 +99,8 @@ pub async fn next_reply(conn: &mut Connection, deadline: Instant, max_len: usize
                 }
             }
         }
-        match conn.fill(deadline).await {
-            Ok(Fill::Data(_)) => {}
+        match conn.fill(deadline.at()).await {
+            Ok(Fill::Data(_)) => deadline.progress(),
             Ok(Fill::Timeout) => return Err(NoReply::Timeout { partial: [&before[..], conn.buffered()].concat() }),
             Ok(Fill::Closed) => return Err(NoReply::Closed { partial: [&before[..], conn.buffered()].concat() }),
             Ok(Fill::Full) => return Err(NoReply::TooLong),

@@ -6,7 +6,7 @@
 //! arguments) are written as given: qapi could not express them.
 
 use crate::case::step::Send;
-use crate::client::{fresh_request_id, fresh_sync_id};
+use crate::client::ClientOptions;
 use crate::wire::Request;
 use qapi::qga;
 use serde_json::{json, Map, Value};
@@ -19,18 +19,21 @@ pub struct Pending {
     pub id: Option<Value>,
     /// The value that replaced `"$fresh"` in the arguments.
     pub sync_id: Option<i64>,
+    /// Whether the request ended with a newline.
+    pub newline: bool,
 }
 
-/// Replace every `"$fresh"` with a fresh i64; returns the first one used.
-fn fill_fresh(v: &mut Value, used: &mut Option<i64>) {
+/// Replace every `"$fresh"` with a fresh sync id from the client's stream
+/// (seeded, and within the width the agent holds); returns the first one.
+fn fill_fresh(v: &mut Value, used: &mut Option<i64>, client: &ClientOptions) {
     match v {
         Value::String(s) if s == "$fresh" => {
-            let id = fresh_sync_id();
+            let id = client.ids.sync_id();
             used.get_or_insert(id);
             *v = json!(id);
         }
-        Value::Array(a) => a.iter_mut().for_each(|x| fill_fresh(x, used)),
-        Value::Object(o) => o.values_mut().for_each(|x| fill_fresh(x, used)),
+        Value::Array(a) => a.iter_mut().for_each(|x| fill_fresh(x, used, client)),
+        Value::Object(o) => o.values_mut().for_each(|x| fill_fresh(x, used, client)),
         _ => {}
     }
 }
@@ -79,7 +82,7 @@ pub fn command_json(name: &str, args: Option<&Value>, id: Option<&Value>) -> Vec
 }
 
 /// The bytes of a send step, and the replies it makes the agent owe.
-pub fn build(send: &Send) -> (Vec<u8>, Vec<Pending>) {
+pub fn build(send: &Send, client: &ClientOptions) -> (Vec<u8>, Vec<Pending>) {
     let mut out = Vec::new();
     let mut pending = Vec::new();
     if send.flush {
@@ -91,10 +94,10 @@ pub fn build(send: &Send) -> (Vec<u8>, Vec<Pending>) {
                 let mut args = send.arguments.clone();
                 let mut sync_id = None;
                 if let Some(a) = args.as_mut() {
-                    fill_fresh(a, &mut sync_id);
+                    fill_fresh(a, &mut sync_id, client);
                 }
                 let id = match &send.id {
-                    None => Some(json!(fresh_request_id())),
+                    None => Some(client.request_id_value(client.ids.request_id())),
                     Some(Value::String(s)) if s == "$none" => None,
                     Some(v) => Some(v.clone()),
                 };
@@ -103,7 +106,7 @@ pub fn build(send: &Send) -> (Vec<u8>, Vec<Pending>) {
                     json.splice(1..1, std::iter::repeat_n(b' ', n));
                 }
                 if send.expects_replies() {
-                    pending.push(Pending { command: name.clone(), id, sync_id });
+                    pending.push(Pending { command: name.clone(), id, sync_id, newline: send.newline && send.truncate.is_none() });
                 }
                 json
             }
@@ -144,14 +147,15 @@ mod tests {
         let mut s = Send::command("guest-sync", Some(json!({"id": "$fresh"})));
         s.repeat = 3;
         s.flush = true;
-        let (bytes, pending) = build(&s);
+        let client = ClientOptions::default();
+        let (bytes, pending) = build(&s, &client);
         assert_eq!(bytes[0], 0xFF);
         assert_eq!(pending.len(), 3);
         assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 3);
         let ids: Vec<_> = pending.iter().map(|p| p.sync_id.unwrap()).collect();
         assert!(ids[0] != ids[1] && ids[1] != ids[2]);
         s.truncate = Some(10);
-        let (bytes, pending) = build(&s);
+        let (bytes, pending) = build(&s, &client);
         assert_eq!(bytes.len(), 1 + 30);
         assert!(pending.is_empty());
     }

@@ -4,7 +4,7 @@
 
 use super::strategy::{schedule, FaultKind, Schedule, ScheduleParams};
 use crate::case::{Case, CaseFile};
-use crate::engine::{run_case, CaseResult, EngineOptions};
+use crate::engine::{run_case, CaseResult, EngineOptions, Grading};
 use crate::session::{Session, SessionConfig, SessionError};
 use crate::transcript::{Caps, Transcript};
 use crate::verdict::{Level, RecoveryGrade};
@@ -99,7 +99,7 @@ pub fn schedule_case(schedule: &Schedule, id: &str, title: &str) -> Case {
 
 struct Worker {
     rt: tokio::runtime::Runtime,
-    session: Option<Session>,
+    session: Option<(Session, Grading)>,
     config: SessionConfig,
 }
 
@@ -112,11 +112,15 @@ enum RunError {
 }
 
 /// Start the agent if none runs.
-async fn ensure_session(session: &mut Option<Session>, config: &SessionConfig) -> Result<(), RunError> {
+async fn ensure_session(session: &mut Option<(Session, Grading)>, config: &SessionConfig) -> Result<(), RunError> {
     if session.is_none() {
         let t = Transcript::new(Caps { bytes: 256 * 1024, entries: 20_000 });
         match Session::start(config.clone(), t).await {
-            Ok((s, _)) => *session = Some(s),
+            Ok((mut s, profile)) => {
+                let grading = Grading::new(profile, &[]);
+                grading.pace_client(s.client_mut());
+                *session = Some((s, grading))
+            }
             Err(e @ (SessionError::Spawn(_) | SessionError::Transport { .. } | SessionError::NeedsPath)) => {
                 return Err(RunError::Harness(e.to_string()))
             }
@@ -129,11 +133,10 @@ async fn ensure_session(session: &mut Option<Session>, config: &SessionConfig) -
 impl Worker {
     /// Run one case, starting (or restarting) the agent as needed.
     fn run(&mut self, case: &Case, eo: &EngineOptions) -> Result<CaseResult, RunError> {
-        let opts = self.config.client.clone();
         self.rt.block_on(async {
             ensure_session(&mut self.session, &self.config).await?;
-            let session = self.session.as_mut().expect("just started");
-            let r = run_case(session, case, &opts, None, eo).await;
+            let (session, grading) = self.session.as_mut().expect("just started");
+            let (r, _) = run_case(session, case, grading, eo).await;
             session.transcript().reset();
             if r.recovery.grade == RecoveryGrade::Wedged {
                 // The next schedule gets a fresh agent (on the same channel:
@@ -225,6 +228,7 @@ pub fn fuzz(cfg: &FuzzConfig, progress: &Progress) -> FuzzReport {
                         if r.outcome.is_failing(false) {
                             shrinking.set(true);
                             let f = r.failure.unwrap_or_else(|| crate::verdict::Failure {
+                                kind: Default::default(),
                                 stage: Default::default(),
                                 requirement: String::new(),
                                 expected: String::new(),

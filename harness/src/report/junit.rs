@@ -27,7 +27,7 @@ pub fn render(run: &RunResult, strict: bool) -> Result<String, String> {
                 }
                 s
             }
-            Outcome::Fail | Outcome::NonStrict => TestCaseStatus::non_success(NonSuccessKind::Failure),
+            Outcome::Fail | Outcome::NonStrict | Outcome::Blocked => TestCaseStatus::non_success(NonSuccessKind::Failure),
             Outcome::Error | Outcome::Timeout => TestCaseStatus::non_success(NonSuccessKind::Error),
         };
         let mut status = status;
@@ -35,7 +35,16 @@ pub fn render(run: &RunResult, strict: bool) -> Result<String, String> {
             status.set_type(r.outcome.as_str());
             if let Some(f) = &r.failure {
                 status.set_message(sanitize(&format!("{}: {}", r.outcome, f.actual)));
-                let body = format!("requirement: {}\nexpected: {}\nactual: {}\ntranscript: #{}..#{}", f.requirement, f.expected, f.actual, f.transcript.0, f.transcript.1);
+                let body = format!(
+                    "finding: {} ({})\nrequirement: {}\nexpected: {}\nactual: {}\ntranscript: #{}..#{}",
+                    f.kind.code(),
+                    f.kind.summary(),
+                    f.requirement,
+                    f.expected,
+                    f.actual,
+                    f.transcript.0,
+                    f.transcript.1
+                );
                 // Keep the line breaks; escape every other control character.
                 status.set_description(body.split('\n').map(sanitize).collect::<Vec<_>>().join("\n"));
             }

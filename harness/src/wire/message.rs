@@ -30,6 +30,13 @@ impl Request {
     /// The bytes to write: the JSON and a newline. Agents must not need the
     /// newline (they frame by braces), but it keeps line-oriented logs and
     /// agents readable; framing without it is a catalogue case of its own.
+    /// A request whose `id` member is any JSON value (a string id, say).
+    pub fn with_id_value<C: Command>(cmd: C, id: Option<Value>) -> Request {
+        let json = serde_json::to_vec(&Execute::<C, Value>::new(cmd, id.clone()))
+            .expect("qapi command types always serialise");
+        Request { command: C::NAME, id: id.as_ref().and_then(Value::as_i64), json }
+    }
+
     pub fn to_wire(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.json.len() + 1);
         out.extend_from_slice(&self.json);
@@ -111,6 +118,91 @@ pub fn id_matches(echoed: Option<&Value>, sent: i64) -> bool {
     echoed.and_then(Value::as_i64) == Some(sent)
 }
 
+/// How a value the agent echoed compares with the integer id we sent: the
+/// id policy (cases/README.md), applied to sync returns and `id` members
+/// alike. Ids compare as numbers. The same value in another JSON form is
+/// its own finding; a changed value says how it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdMatch {
+    /// The same integer, written as an integer.
+    Exact,
+    /// The same value in another number form (`1.0`, `1e3`): a client that
+    /// reads ids as 64-bit integers rejects it.
+    FloatForm,
+    /// A different number: the id rounded to a double (held as a C double).
+    Rounded,
+    /// A different number: the id truncated to 32 bits.
+    Truncated32,
+    /// The id as a JSON string.
+    Stringified,
+    /// Absent.
+    Missing,
+    /// Something else.
+    Changed,
+}
+
+impl IdMatch {
+    /// Whether the value is the id (in any number form).
+    pub fn same_value(self) -> bool {
+        matches!(self, IdMatch::Exact | IdMatch::FloatForm)
+    }
+
+    /// How the echoed value differs, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            IdMatch::Exact => "the same id",
+            IdMatch::FloatForm => "the same value written as a floating-point number",
+            IdMatch::Rounded => "the id rounded to double precision (the agent holds numbers as doubles)",
+            IdMatch::Truncated32 => "the id truncated to 32 bits",
+            IdMatch::Stringified => "the id as a string",
+            IdMatch::Missing => "no id",
+            IdMatch::Changed => "another value",
+        }
+    }
+}
+
+/// Compare an echoed JSON value with the integer id that was sent.
+pub fn compare_id(sent: i64, echoed: Option<&Value>) -> IdMatch {
+    let Some(v) = echoed else { return IdMatch::Missing };
+    if let Some(n) = v.as_i64() {
+        return if n == sent {
+            IdMatch::Exact
+        } else if n == sent as i32 as i64 || n == sent as u32 as i64 {
+            IdMatch::Truncated32
+        } else {
+            IdMatch::Changed
+        };
+    }
+    if let Some(f) = v.as_f64() {
+        // serde_json reads `6923800783752000.0` and `1e3` as f64.
+        if f.fract() == 0.0 && f.abs() < 9.3e18 && f as i64 == sent && (f as i64) as f64 == f {
+            // Exactly the value, in float form.
+            return if (sent as f64) as i64 == sent { IdMatch::FloatForm } else { IdMatch::Rounded };
+        }
+        if f == sent as f64 {
+            return IdMatch::Rounded;
+        }
+        if f == (sent as i32) as f64 || f == (sent as u32) as f64 {
+            return IdMatch::Truncated32;
+        }
+        return IdMatch::Changed;
+    }
+    match v.as_str() {
+        Some(s) if s.trim().parse::<i64>() == Ok(sent) => IdMatch::Stringified,
+        _ => IdMatch::Changed,
+    }
+}
+
+/// Compare two JSON ids (string ids included): numbers by value.
+pub fn ids_equal(a: &Value, b: &Value) -> bool {
+    match (a.as_i64(), b.as_i64(), a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y), _, _) => x == y,
+        (None, None, Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +226,23 @@ mod tests {
         assert!(id_matches(r.id(), 3));
         let e = Reply::parse(br#"{"error": {"desc": "x", "class": "CommandNotFound"}}"#).unwrap();
         assert_eq!(e, Reply::Error { class: "CommandNotFound".into(), desc: "x".into(), id: None });
+    }
+
+    #[test]
+    fn id_policy_names_how_an_id_changed() {
+        use serde_json::json;
+        let big = 6923800783752001i64; // odd, above 2^53: not a double
+        assert_eq!(compare_id(5, Some(&json!(5))), IdMatch::Exact);
+        assert_eq!(compare_id(5, None), IdMatch::Missing);
+        assert_eq!(compare_id(6923800783752000, Some(&serde_json::from_str("6923800783752000.0").unwrap())), IdMatch::FloatForm);
+        assert_eq!(compare_id(1000, Some(&serde_json::from_str("1e3").unwrap())), IdMatch::FloatForm);
+        assert_eq!(compare_id(big, Some(&serde_json::from_str("6923800783752000.0").unwrap())), IdMatch::Rounded);
+        assert_eq!(compare_id(-5038234901108228097, Some(&serde_json::from_str("-5.0382349011082281e+18").unwrap())), IdMatch::Rounded);
+        assert_eq!(compare_id((1 << 32) + 5, Some(&json!(5))), IdMatch::Truncated32);
+        assert_eq!(compare_id(1 << 31, Some(&json!(-2147483648i64))), IdMatch::Truncated32);
+        assert_eq!(compare_id(7, Some(&json!("7"))), IdMatch::Stringified);
+        assert_eq!(compare_id(7, Some(&json!(8))), IdMatch::Changed);
+        assert!(IdMatch::FloatForm.same_value() && !IdMatch::Rounded.same_value());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! - [`sentinel`]: the raw 0xFF byte that delimits a `guest-sync-delimited` reply.
 //! - [`framer`]: finds complete JSON values in a byte stream (streaming, not line-based).
 //! - [`message`]: requests (serialised through the `qapi` crate) and replies.
+//! - [`denylist`]: commands never sent, found in the byte stream.
 
+pub mod denylist;
 pub mod framer;
 pub mod message;
 pub mod sentinel;

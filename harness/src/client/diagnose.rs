@@ -1,0 +1,633 @@
+//! The start-up probe: find out how a new agent syncs, instead of giving up
+//! when the reference resync does not work.
+//!
+//! A real agent can have several defects at once, and the first must not
+//! hide the others (protocol.md §6). So when `0xFF` + `guest-sync-delimited`
+//! is not answered the reference way, the probe looks at what *did* come
+//! and names it: no sentinel, the sentinel after the JSON, a UTF-8-encoded
+//! sentinel, the id in another form (floating point, rounded, truncated to
+//! 32 bits), an error, nothing at all. It then picks the best [`SyncMode`]
+//! that works (no leading 0xFF, or an id loop without the sentinel, the way
+//! libvirt syncs) and narrower ids where needed, so the run goes on and the
+//! agent's other defects are found. Each defect becomes one
+//! [`ProbeFinding`]; cases that need the missing capability are BLOCKED by
+//! the case that shows it (engine).
+//!
+//! Then it measures the agent's pace (round trip, reply trickle, how fast it
+//! takes input), from which the engine derives every budget.
+//!
+//! This module works on a [`Connection`] only. An agent that *dies* on the
+//! 0xFF is the session's to restart; it calls [`probe_without_ff`] then.
+
+use super::{execute_value, resync, ClientOptions, Deadline, IdWidth, ReplyMatch, ResyncPolicy, SyncCommand, SyncMode};
+use crate::connection::{Connection, Fill};
+use crate::transcript::{escape_bytes, Event};
+use crate::verdict::FailureKind;
+use crate::wire::message::{compare_id, IdMatch};
+use crate::wire::{scan, Reply, Scan, SENTINEL};
+use qapi::qga;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A capability every client relies on, which the probe may find missing.
+/// Cases that need one the agent lacks are BLOCKED; cases tagged with it
+/// (cases/README.md) test it and still run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// guest-sync-delimited answered with one raw 0xFF right before the reply.
+    Sentinel,
+    /// The agent survives the client's 0xFF (and resets its lexer on it).
+    Flush,
+    /// Ids come back as sent, over the whole i64 range.
+    ExactIds,
+    /// Replies echo the request's id.
+    IdEcho,
+}
+
+impl Capability {
+    /// The catalogue tag of the cases that test this capability.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Capability::Sentinel => "sentinel",
+            Capability::Flush => "flush",
+            Capability::ExactIds => "id-range",
+            Capability::IdEcho => "id-echo",
+        }
+    }
+
+    /// Whether cases that need it (and do not test it) cannot run without it.
+    /// The others run with the client adapted (narrower ids, replies
+    /// matched by order).
+    pub fn blocks(self) -> bool {
+        matches!(self, Capability::Sentinel | Capability::Flush)
+    }
+}
+
+/// One defect the probe found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeFinding {
+    pub kind: FailureKind,
+    pub capability: Capability,
+    /// What came, escaped.
+    pub detail: String,
+    /// Transcript entries that show it.
+    pub transcript: (u64, u64),
+}
+
+/// What the probe found out about an agent. Goes into the run JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The sync the client uses with this agent.
+    pub mode: SyncMode,
+    pub id_width: IdWidth,
+    pub matching: ReplyMatch,
+    pub string_ids: bool,
+    pub findings: Vec<ProbeFinding>,
+    /// guest-info's version.
+    pub version: Option<String>,
+    /// Enabled commands per guest-info (None: guest-info gave none).
+    pub supported_commands: Option<Vec<String>>,
+    pub pace: Pace,
+}
+
+impl Profile {
+    /// Whether the agent has `cap`.
+    pub fn has(&self, cap: Capability) -> bool {
+        !self.findings.iter().any(|f| f.capability == cap)
+    }
+
+    /// The profile of an agent that does everything the reference way.
+    pub fn reference() -> Profile {
+        Profile {
+            mode: SyncMode::REFERENCE,
+            id_width: IdWidth::Full64,
+            matching: ReplyMatch::IdEcho,
+            string_ids: false,
+            findings: Vec::new(),
+            version: None,
+            supported_commands: None,
+            pace: Pace::default(),
+        }
+    }
+
+    /// Set the client up the way this agent needs.
+    pub fn apply(&self, opts: &mut ClientOptions) {
+        opts.mode = self.mode;
+        opts.ids.width = self.id_width;
+        opts.matching = self.matching;
+        opts.string_ids = self.string_ids;
+    }
+}
+
+/// The agent's measured pace. Every budget follows it (engine).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Pace {
+    /// Median guest-ping round trip, µs.
+    pub rtt_us: u64,
+    /// guest-info round trip, µs, and its reply's size.
+    pub info_us: u64,
+    pub info_bytes: u64,
+    /// Longest pause inside one reply (between reads), µs.
+    pub max_gap_us: u64,
+    /// Round trip of a guest-ping padded to 8 KiB, µs: how fast it reads.
+    pub padded_us: u64,
+    /// How much slower than a brisk agent: 1.0 for qemu-ga; budgets are
+    /// multiplied by it.
+    pub factor: f64,
+}
+
+/// A reply related to one of our sync ids, and how it was framed.
+#[derive(Debug, Clone)]
+struct Answer {
+    id: i64,
+    how: IdMatch,
+    sentinel: Placement,
+    text: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Exactly one raw 0xFF, immediately before the `{`.
+    Right,
+    None,
+    After,
+    Utf8,
+    Elsewhere,
+}
+
+/// What one probing round saw.
+#[derive(Debug)]
+enum Seen {
+    Answer(Answer),
+    /// Only error replies (and no answer) came.
+    Errors(Vec<Vec<u8>>),
+    Nothing(Vec<u8>),
+    Closed,
+}
+
+/// Walk `buf` and find the first reply that answers one of `ids`, with its
+/// framing, or the error replies there are.
+fn analyse(buf: &[u8], ids: &[i64]) -> (Option<Answer>, Vec<Vec<u8>>) {
+    let mut errors = Vec::new();
+    let mut at = 0;
+    let mut gap_start = 0;
+    while at < buf.len() {
+        match scan(&buf[at..]) {
+            Scan::Value { start, end } => {
+                let (s, e) = (at + start, at + end);
+                let text = &buf[s..e];
+                match Reply::parse(text) {
+                    Ok(Reply::Return { value, .. }) => {
+                        for &id in ids {
+                            let how = compare_id(id, Some(&value));
+                            if matches!(how, IdMatch::Missing | IdMatch::Changed) {
+                                continue;
+                            }
+                            let gap = &buf[gap_start..s];
+                            let ffs = gap.iter().filter(|&&b| b == SENTINEL).count();
+                            let after = buf[e..].iter().find(|b| !matches!(b, b' ' | b'\t'));
+                            let sentinel = if gap.last() == Some(&SENTINEL) && ffs == 1 {
+                                Placement::Right
+                            } else if gap.ends_with(&[0xC3, 0xBF]) {
+                                Placement::Utf8
+                            } else if ffs > 0 {
+                                Placement::Elsewhere
+                            } else if after == Some(&SENTINEL) {
+                                Placement::After
+                            } else {
+                                Placement::None
+                            };
+                            return (Some(Answer { id, how, sentinel, text: text.to_vec() }), errors);
+                        }
+                    }
+                    Ok(Reply::Error { .. }) | Err(_) => errors.push(text.to_vec()),
+                }
+                at = e;
+                gap_start = e;
+            }
+            Scan::Sentinel { at: i } => at += i + 1,
+            Scan::Garbage { end } => at += end.max(1),
+            Scan::Incomplete { .. } => break,
+        }
+    }
+    (None, errors)
+}
+
+/// Send sync requests in `mode` (each with a new id) until something
+/// answers one of them, errors come, or `budget` runs out. Attempt waits
+/// start at a millisecond (qemu-ga's isa-serial drops input that arrives
+/// before it opens the tty) and double up to the reply timeout.
+async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, budget: Duration, probe_ids: bool) -> std::io::Result<Seen> {
+    let start = Instant::now();
+    let end = start + budget;
+    let mut ids = Vec::new();
+    let mut seen = Vec::new();
+    let mut wait = Duration::from_millis(1);
+    let mut errors_since = None;
+    conn.clear();
+    while Instant::now() < end {
+        let id = if probe_ids { opts.ids.probe_id() } else { opts.ids.sync_id() };
+        ids.push(id);
+        match conn.send_discarding(&super::resync::sync_request_bytes_for(mode, id), end.min(Instant::now() + opts.send_timeout)).await {
+            Ok(_) => {}
+            Err(crate::connection::SendError::Closed) => return Ok(Seen::Closed),
+            Err(crate::connection::SendError::Io(e)) if matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) => return Ok(Seen::Closed),
+            Err(_) => return Ok(Seen::Nothing(seen)),
+        }
+        let mut deadline = Deadline::new(wait.min(end.saturating_duration_since(Instant::now())), opts.idle_timeout.min(wait.max(Duration::from_millis(5))), end.saturating_duration_since(Instant::now()));
+        wait = (wait * 2).min(opts.reply_timeout);
+        loop {
+            match conn.fill(deadline.at()).await? {
+                Fill::Data(_) => {
+                    deadline.progress();
+                    seen.extend_from_slice(conn.buffered());
+                    conn.clear();
+                    let (answer, errors) = analyse(&seen, &ids);
+                    if let Some(mut a) = answer {
+                        // A sentinel that comes after the JSON: give it a moment.
+                        if a.sentinel == Placement::None {
+                            let quiet = Instant::now() + opts.idle_timeout.min(Duration::from_millis(20));
+                            if let Ok(Fill::Data(_)) = conn.fill(quiet).await {
+                                seen.extend_from_slice(conn.buffered());
+                                conn.clear();
+                                a = analyse(&seen, &ids).0.unwrap_or(a);
+                            }
+                        }
+                        return Ok(Seen::Answer(a));
+                    }
+                    if !errors.is_empty() {
+                        errors_since.get_or_insert(Instant::now());
+                    }
+                }
+                Fill::Full => {
+                    seen.extend_from_slice(conn.buffered());
+                    conn.clear();
+                }
+                Fill::Closed => return Ok(Seen::Closed),
+                Fill::Timeout => break,
+            }
+        }
+        // A responsive agent that only ever answers errors is not going to
+        // answer this way: three attempts after the first error settle it.
+        if let Some(t) = errors_since {
+            if ids.len() >= 3 && t.elapsed() > Duration::from_millis(2) {
+                let (_, errors) = analyse(&seen, &ids);
+                return Ok(Seen::Errors(errors));
+            }
+        }
+    }
+    let (_, errors) = analyse(&seen, &ids);
+    Ok(if errors.is_empty() { Seen::Nothing(seen) } else { Seen::Errors(errors) })
+}
+
+/// Why no sync mode works: the start-up failure, with what came.
+#[derive(Debug, Clone)]
+pub struct NoSync {
+    pub detail: String,
+    /// The channel closed (the agent may have died).
+    pub closed: bool,
+}
+
+/// Probe a freshly started agent. `budget` bounds the wait for a first
+/// answer (the start-up timeout); the fallbacks get a share of the reply
+/// timeout each.
+pub async fn diagnose(conn: &mut Connection, opts: &ClientOptions, budget: Duration) -> Result<Profile, NoSync> {
+    let first_mark = conn.transcript().mark();
+    let mut profile = Profile::reference();
+    let seen = probe(conn, &SyncMode::REFERENCE, opts, budget, true).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })?;
+    let span = |conn: &Connection| (first_mark, conn.transcript().mark());
+    match seen {
+        Seen::Answer(a) => adopt(conn, &mut profile, &a, SyncMode::REFERENCE, span(conn)),
+        Seen::Closed => return Err(NoSync { detail: "the channel closed when the agent read 0xFF + guest-sync-delimited".into(), closed: true }),
+        Seen::Errors(errors) => {
+            // Responsive, but not to this: try the other ways a client syncs.
+            fallback(conn, opts, &mut profile, &format!("only error replies: {}", show_all(&errors)), first_mark).await?;
+        }
+        Seen::Nothing(bytes) => {
+            fallback(conn, opts, &mut profile, &describe_nothing(&bytes), first_mark).await?;
+        }
+    }
+    verify_and_measure(conn, opts, profile).await
+}
+
+/// The agent died on the 0xFF and was restarted: probe without it.
+pub async fn probe_without_ff(conn: &mut Connection, opts: &ClientOptions, budget: Duration, died_span: (u64, u64)) -> Result<Profile, NoSync> {
+    let mut profile = Profile::reference();
+    profile.findings.push(ProbeFinding {
+        kind: FailureKind::DiesOnFlushByte,
+        capability: Capability::Flush,
+        detail: "the agent exited (or closed the channel) when it read the client's 0xFF before guest-sync-delimited".into(),
+        transcript: died_span,
+    });
+    let mark = conn.transcript().mark();
+    let mode = SyncMode { leading_ff: false, ..SyncMode::REFERENCE };
+    match probe(conn, &mode, opts, budget, true).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })? {
+        Seen::Answer(a) => adopt(conn, &mut profile, &a, mode, (mark, conn.transcript().mark())),
+        Seen::Closed => return Err(NoSync { detail: "the channel closed again, without any 0xFF".into(), closed: true }),
+        other => {
+            let what = match other {
+                Seen::Errors(e) => format!("only error replies: {}", show_all(&e)),
+                Seen::Nothing(b) => describe_nothing(&b),
+                _ => String::new(),
+            };
+            let mode = SyncMode { command: SyncCommand::GuestSync, leading_ff: false, need_sentinel: false, accept_float_ids: false };
+            match probe(conn, &mode, opts, opts.reply_timeout * 4, true).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })? {
+                Seen::Answer(a) => adopt(conn, &mut profile, &a, mode, (mark, conn.transcript().mark())),
+                _ => return Err(NoSync { detail: format!("after a restart, no sync without 0xFF was answered ({what})"), closed: false }),
+            }
+        }
+    }
+    verify_and_measure(conn, opts, profile).await
+}
+
+/// Try, in order: delimited sync without the 0xFF, plain guest-sync with
+/// it, plain guest-sync without it.
+async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Profile, why: &str, first_mark: u64) -> Result<(), NoSync> {
+    let share = (opts.reply_timeout * 4).max(Duration::from_millis(100));
+    let modes = [
+        SyncMode { leading_ff: false, ..SyncMode::REFERENCE },
+        SyncMode { command: SyncCommand::GuestSync, leading_ff: true, need_sentinel: false, accept_float_ids: false },
+        SyncMode { command: SyncCommand::GuestSync, leading_ff: false, need_sentinel: false, accept_float_ids: false },
+    ];
+    for mode in modes {
+        conn.transcript().event(Event::Note { text: format!("start-up probe: trying {}", mode.describe()) });
+        match probe(conn, &mode, opts, share, true).await {
+            Ok(Seen::Answer(a)) => {
+                let span = (first_mark, conn.transcript().mark());
+                if mode.command == SyncCommand::GuestSync {
+                    profile.findings.push(ProbeFinding {
+                        kind: FailureKind::ResyncFailed,
+                        capability: Capability::Sentinel,
+                        detail: format!("0xFF + guest-sync-delimited got no answer ({why}); plain guest-sync works"),
+                        transcript: span,
+                    });
+                } else {
+                    profile.findings.push(ProbeFinding {
+                        kind: FailureKind::ResyncFailed,
+                        capability: Capability::Flush,
+                        detail: format!("guest-sync-delimited preceded by 0xFF got no answer ({why}); without the 0xFF it is answered"),
+                        transcript: span,
+                    });
+                }
+                adopt(conn, profile, &a, mode, span);
+                return Ok(());
+            }
+            Ok(Seen::Closed) => return Err(NoSync { detail: format!("{why}; then the channel closed"), closed: true }),
+            Ok(_) => {}
+            Err(e) => return Err(NoSync { detail: e.to_string(), closed: false }),
+        }
+    }
+    Err(NoSync { detail: why.to_owned(), closed: false })
+}
+
+/// Take an answer: record what is wrong with it and set the mode and id
+/// width that will work.
+fn adopt(conn: &Connection, profile: &mut Profile, a: &Answer, mode: SyncMode, span: (u64, u64)) {
+    let mut mode = mode;
+    let text = escape_bytes(&a.text);
+    let delimited = mode.command == SyncCommand::GuestSyncDelimited;
+    if delimited && mode.need_sentinel && a.sentinel != Placement::Right {
+        let (kind, what) = match a.sentinel {
+            Placement::None => (FailureKind::NoSentinel, "no 0xFF before it"),
+            Placement::After => (FailureKind::LateSentinel, "the 0xFF after the JSON"),
+            Placement::Utf8 => (FailureKind::Utf8Sentinel, "the sentinel UTF-8-encoded (C3 BF)"),
+            _ => (FailureKind::MisplacedSentinel, "the 0xFF not immediately before the JSON"),
+        };
+        profile.findings.push(ProbeFinding {
+            kind,
+            capability: Capability::Sentinel,
+            detail: format!("guest-sync-delimited answered {text} with {what}"),
+            transcript: span,
+        });
+        mode.need_sentinel = false;
+    }
+    match a.how {
+        IdMatch::Exact => {}
+        IdMatch::FloatForm | IdMatch::Rounded | IdMatch::Truncated32 | IdMatch::Stringified => {
+            let kind = match a.how {
+                IdMatch::FloatForm => FailureKind::IdFloatForm,
+                IdMatch::Rounded => FailureKind::IdRounded,
+                IdMatch::Truncated32 => FailureKind::IdTruncated,
+                _ => FailureKind::IdStringified,
+            };
+            profile.findings.push(ProbeFinding {
+                kind,
+                capability: Capability::ExactIds,
+                detail: format!("sync id {} came back as {text}: {}", a.id, a.how.describe()),
+                transcript: span,
+            });
+            match a.how {
+                IdMatch::Rounded | IdMatch::FloatForm => {
+                    profile.id_width = IdWidth::Double53;
+                    mode.accept_float_ids = true;
+                }
+                IdMatch::Truncated32 => profile.id_width = IdWidth::Int32,
+                _ => {}
+            }
+        }
+        IdMatch::Missing | IdMatch::Changed => {}
+    }
+    conn.transcript().event(Event::Note { text: format!("start-up probe: syncing with {}", mode.describe()) });
+    profile.mode = mode;
+}
+
+fn show_all(texts: &[Vec<u8>]) -> String {
+    let shown: Vec<String> = texts.iter().take(3).map(|t| escape_bytes(&t[..t.len().min(160)])).collect();
+    let more = texts.len().saturating_sub(3);
+    format!("{}{}", shown.join(" "), if more > 0 { format!(" (+{more} more)") } else { String::new() })
+}
+
+fn describe_nothing(bytes: &[u8]) -> String {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        "nothing came".into()
+    } else {
+        format!("no reply, only {}", escape_bytes(&bytes[..bytes.len().min(200)]))
+    }
+}
+
+/// With the mode chosen: resync for real, find out how replies are matched,
+/// read guest-info leniently, and measure the pace.
+async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptions, mut profile: Profile) -> Result<Profile, NoSync> {
+    let mut client = opts.clone();
+    profile.apply(&mut client);
+    let policy = ResyncPolicy { first_attempt: Duration::from_millis(5), max_attempt: client.reply_timeout, ..client.resync.clone() };
+    resync(conn, &policy, &client).await.map_err(|e| NoSync { detail: format!("the agent answered a probe but then did not resync with {}: {e}", profile.mode.describe()), closed: false })?;
+
+    // Id echo: a ping with a numeric id.
+    let mark = conn.transcript().mark();
+    let n = client.ids.request_id();
+    let t0 = Instant::now();
+    let ping = crate::wire::Request::new(qga::guest_ping {}, Some(n));
+    let reply = round_trip(conn, &client, &ping.to_wire()).await;
+    let _ = t0;
+    match reply {
+        Some(Reply::Return { id, .. }) => match compare_id(n, id.as_ref()) {
+            IdMatch::Exact => {}
+            IdMatch::Missing => {
+                profile.findings.push(ProbeFinding {
+                    kind: FailureKind::IdNotEchoed,
+                    capability: Capability::IdEcho,
+                    detail: format!("guest-ping with \"id\": {n} was answered without an id"),
+                    transcript: (mark, conn.transcript().mark()),
+                });
+                profile.matching = ReplyMatch::Order;
+            }
+            how => {
+                if !profile.mode.accept_float_ids || how != IdMatch::FloatForm {
+                    let kind = match how {
+                        IdMatch::FloatForm => FailureKind::IdFloatForm,
+                        IdMatch::Rounded => FailureKind::IdRounded,
+                        IdMatch::Truncated32 => FailureKind::IdTruncated,
+                        IdMatch::Stringified => FailureKind::IdStringified,
+                        _ => FailureKind::IdChanged,
+                    };
+                    profile.findings.push(ProbeFinding {
+                        kind,
+                        capability: Capability::IdEcho,
+                        detail: format!("guest-ping with \"id\": {n} came back with {}: {}", id.map_or("no id".into(), |v| v.to_string()), how.describe()),
+                        transcript: (mark, conn.transcript().mark()),
+                    });
+                    profile.matching = ReplyMatch::Order;
+                }
+            }
+        },
+        Some(Reply::Error { .. }) => {
+            // Rejected with a numeric id: does a string id work?
+            let _ = resync(conn, &policy, &client).await;
+            let sid = serde_json::Value::String(format!("qga-harness-{n}"));
+            let ping = crate::wire::Request::with_id_value(qga::guest_ping {}, Some(sid.clone()));
+            if let Some(Reply::Return { .. }) = round_trip(conn, &client, &ping.to_wire()).await {
+                profile.findings.push(ProbeFinding {
+                    kind: FailureKind::NumericIdRejected,
+                    capability: Capability::IdEcho,
+                    detail: format!("guest-ping with \"id\": {n} got an error; with \"id\": {sid} it is answered"),
+                    transcript: (mark, conn.transcript().mark()),
+                });
+                profile.string_ids = true;
+            }
+        }
+        None => {}
+    }
+    profile.apply(&mut client);
+    let _ = resync(conn, &policy, &client).await;
+
+    // guest-info, leniently: a schema slip is the info cases' business.
+    let t0 = Instant::now();
+    let before = conn.transcript().mark();
+    if let Ok(Reply::Return { value, .. }) = execute_value(conn, qga::guest_info {}, &client).await {
+        profile.pace.info_us = t0.elapsed().as_micros() as u64;
+        profile.version = value.get("version").and_then(|v| v.as_str()).map(str::to_owned);
+        profile.supported_commands = value.get("supported_commands").and_then(|v| v.as_array()).map(|cmds| {
+            cmds.iter()
+                .filter(|c| c.get("enabled").and_then(|e| e.as_bool()).unwrap_or(true))
+                .filter_map(|c| c.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+                .collect()
+        });
+        let (bytes, gap) = agent_bytes_and_max_gap(conn, before);
+        profile.pace.info_bytes = bytes;
+        profile.pace.max_gap_us = gap.as_micros() as u64;
+    } else {
+        let _ = resync(conn, &policy, &client).await;
+    }
+
+    // Round trips.
+    let mut rtts = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        if execute_value(conn, qga::guest_ping {}, &client).await.is_ok() {
+            rtts.push(t0.elapsed());
+        } else {
+            let _ = resync(conn, &policy, &client).await;
+        }
+    }
+    rtts.sort();
+    profile.pace.rtt_us = rtts.get(rtts.len() / 2).map_or(0, |d| d.as_micros() as u64);
+    // Input pace: a ping padded to 8 KiB (a valid request).
+    let n = client.ids.request_id();
+    let mut padded = crate::wire::Request::with_id_value(qga::guest_ping {}, Some(client.request_id_value(n))).to_wire();
+    padded.splice(1..1, std::iter::repeat_n(b' ', 8 << 10));
+    let t0 = Instant::now();
+    if round_trip(conn, &client, &padded).await.is_some() {
+        profile.pace.padded_us = t0.elapsed().as_micros() as u64;
+    }
+    let _ = resync(conn, &policy, &client).await;
+    profile.pace.factor = pace_factor(&profile.pace);
+    conn.transcript().event(Event::Note {
+        text: format!(
+            "start-up probe: ping {} us, guest-info {} us ({} bytes, longest pause {} us), 8 KiB request {} us: pace factor {:.1}",
+            profile.pace.rtt_us, profile.pace.info_us, profile.pace.info_bytes, profile.pace.max_gap_us, profile.pace.padded_us, profile.pace.factor
+        ),
+    });
+    Ok(profile)
+}
+
+/// How many times slower than a brisk agent (qemu-ga: ping in tens of µs,
+/// an 8 KiB request in well under a millisecond): the larger of the round
+/// trip against 1 ms and the 8 KiB request against 10 ms, at least 1, at
+/// most 50.
+pub fn pace_factor(p: &Pace) -> f64 {
+    let rtt = p.rtt_us as f64 / 1000.0;
+    let padded = p.padded_us as f64 / 10_000.0;
+    let gaps = p.max_gap_us as f64 / 2000.0;
+    rtt.max(padded).max(gaps).clamp(1.0, 50.0)
+}
+
+/// Bytes read from the agent since `mark`, and the longest pause between
+/// two reads after the first.
+fn agent_bytes_and_max_gap(conn: &Connection, mark: u64) -> (u64, Duration) {
+    use crate::transcript::{Direction, Record};
+    let mut bytes = 0;
+    let mut gap = Duration::ZERO;
+    let mut last = None;
+    for e in conn.transcript().entries(mark, None) {
+        if let Record::Bytes { dir: Direction::FromAgent, data } = &e.record {
+            bytes += data.len() as u64;
+            if let Some(prev) = last {
+                gap = gap.max(e.at.saturating_sub(prev));
+            }
+            last = Some(e.at);
+        }
+    }
+    (bytes, gap)
+}
+
+/// Send `bytes` (one request) and read one reply, with the paced deadline.
+async fn round_trip(conn: &mut Connection, client: &ClientOptions, bytes: &[u8]) -> Option<Reply> {
+    conn.send(bytes, Instant::now() + client.send_timeout * 4).await.ok()?;
+    super::read_reply(conn, client.reply_deadline(), client, "probe").await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn analyse_names_the_sentinel_placement_and_id_form() {
+        let ids = [6923800783752001i64];
+        let (a, _) = analyse(b"\xff{\"return\": 6923800783752001}\n", &ids);
+        let a = a.unwrap();
+        assert_eq!((a.sentinel, a.how), (Placement::Right, IdMatch::Exact));
+        let (a, _) = analyse(b"{\"return\": 6923800783752000.0}\n", &ids);
+        let a = a.unwrap();
+        assert_eq!((a.sentinel, a.how), (Placement::None, IdMatch::Rounded));
+        let (a, _) = analyse(b"{\"return\": 6923800783752001}\xff\n", &ids);
+        assert_eq!(a.unwrap().sentinel, Placement::After);
+        let (a, _) = analyse(b"\xc3\xbf{\"return\": 6923800783752001}\n", &ids);
+        assert_eq!(a.unwrap().sentinel, Placement::Utf8);
+        let (a, errors) = analyse(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}}\n\xff{\"return\": 5}\n", &ids);
+        assert!(a.is_none());
+        assert_eq!(errors.len(), 1);
+        let truncated = [(1i64 << 32) + 77];
+        let (a, _) = analyse(b"\xff{\"return\": 77}\n", &truncated);
+        assert_eq!(a.unwrap().how, IdMatch::Truncated32);
+    }
+
+    #[test]
+    fn pace_factor_is_one_for_a_brisk_agent() {
+        assert_eq!(pace_factor(&Pace { rtt_us: 40, padded_us: 300, max_gap_us: 20, ..Default::default() }), 1.0);
+        assert!(pace_factor(&Pace { rtt_us: 8000, ..Default::default() }) >= 8.0);
+        assert_eq!(pace_factor(&Pace { padded_us: 10_000_000, ..Default::default() }), 50.0);
+    }
+}
