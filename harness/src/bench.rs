@@ -6,12 +6,15 @@
 //!   syscalls on the same fd (the floor);
 //! - resync latency: 0xFF + guest-sync-delimited until our reply;
 //! - start-up: a fresh session (channel, spawn, connect, first answered
-//!   sync) vs. a minimal client doing the same with blocking syscalls.
+//!   sync) vs. a minimal client doing the same with blocking syscalls (in a
+//!   blocking task, so the runtime and Ctrl-C keep running; the agent is
+//!   spawned, killed and reaped by the agent process module, as always).
 
 use crate::AgentArgs;
 use clap::Args;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use qapi::qga;
+use qga_harness::agent::process::{AgentProcess, StderrTo};
 use qga_harness::client::{execute, resync};
 use qga_harness::session::{Session, SessionConfig};
 use qga_harness::transcript::Transcript;
@@ -110,7 +113,7 @@ async fn measure(config: SessionConfig, args: &BenchArgs) -> Result<(), String> 
         let (s, _) = Session::start(config.clone(), Transcript::default()).await.map_err(|e| e.to_string())?;
         starts.push(t.elapsed());
         s.shutdown().await;
-        floors.push(raw_startup(&config)?);
+        floors.push(startup_floor(&config).await?);
     }
 
     let (raw, harness, resyncs, starts, floors) = (stats(raw), stats(harness), stats(resyncs), stats(starts), stats(floors));
@@ -165,25 +168,35 @@ fn raw_round_trip(fd: RawFd, request: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Spawn the agent with std::process and a blocking sync loop, no harness
-/// layers: the floor for start-up time on this transport.
+/// Start-up floor, off the runtime thread: [`raw_startup`] in a blocking
+/// task, so that timers and Ctrl-C keep running while it waits (Ctrl-C's
+/// handler kills the agent's group through the process registry).
+pub async fn startup_floor(config: &SessionConfig) -> Result<Duration, String> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || raw_startup(&config)).await.map_err(|e| format!("start-up measurement: {e}"))?
+}
+
+/// Spawn the agent and run a blocking sync loop, no harness layers: the
+/// floor for start-up time on this transport, from spawn to the first
+/// answered sync. The agent is an [`AgentProcess`] like any other (own
+/// process group, parent-death signal, registered for Ctrl-C, group killed
+/// and reaped when it is dropped here), with stderr to /dev/null and a
+/// transcript that keeps nothing, so that the floor pays for neither.
+///
+/// This blocks the calling thread until the agent answers or the start-up
+/// timeout passes: from async code use [`startup_floor`]. The agent's
+/// parent-death signal is tied to the calling thread, which outlives it.
 pub fn raw_startup(config: &SessionConfig) -> Result<Duration, String> {
     let statedir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut transport = Transport::open(config.transport).map_err(|e| e.to_string())?;
     let uses_path = config.template.uses_path();
     let argv = config.template.expand(transport.agent_path().filter(|_| uses_path), statedir.path());
     let duplex = transport.take_duplex().map_err(|e| e.to_string())?;
-    let mut cmd = std::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]).stderr(std::process::Stdio::null());
-    if !uses_path {
-        let fd = transport.agent_stdio().ok_or("no stdio")?.try_clone_to_owned().map_err(|e| e.to_string())?;
-        cmd.stdin(fd.try_clone().map_err(|e| e.to_string())?).stdout(fd);
-    } else {
-        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
-    }
+    let stdio = if uses_path { None } else { Some(transport.agent_stdio().ok_or("no stdio")?) };
     let sync = qga_harness::client::resync::sync_request_bytes(1);
+    let quiet = Transcript::new(qga_harness::transcript::Caps { bytes: 0, entries: 0 });
     let t = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let agent = AgentProcess::spawn_with(argv, stdio, Some(statedir), quiet, StderrTo::Null).map_err(|e| e.to_string())?;
     let deadline = t + config.startup_timeout;
     let result = (|| {
         let stream;
@@ -225,7 +238,9 @@ pub fn raw_startup(config: &SessionConfig) -> Result<Duration, String> {
             }
         }
     })();
-    let _ = child.kill();
-    let _ = child.wait();
+    // SIGKILL to the group, reaped, statedir removed; then the channel.
+    drop(agent);
+    drop(duplex);
+    drop(transport);
     result
 }

@@ -485,10 +485,22 @@ mod tests {
         })
     }
 
+    /// A socketpair with the smallest send buffer, as a serial line has.
+    /// With the default one (~208 KiB), the kernel wakes a blocked writer
+    /// only when the reader has drained three quarters of it: at 64 bytes a
+    /// millisecond, that is seconds without any progress at the fd.
+    fn narrow_pair() -> (Connection, std::os::unix::net::UnixStream, Transport) {
+        let (c, peer, t) = pair();
+        // SAFETY: the fd is the connection's, alive for this call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(c.raw_fd()) };
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SndBuf, &1).unwrap();
+        (c, peer, t)
+    }
+
     #[tokio::test]
     async fn a_slow_reader_passes_with_a_stall_timeout_and_fails_without() {
         const TOTAL: usize = 256 << 10;
-        let (mut c, peer, _t) = pair();
+        let (mut c, peer, _t) = narrow_pair();
         c.set_send_stall(Some(Duration::from_millis(250)));
         let reader = slow_reader(peer, 64, TOTAL);
         let start = Instant::now();
@@ -497,7 +509,7 @@ mod tests {
         assert_eq!(reader.join().unwrap(), TOTAL);
 
         // The same reader, with today's fixed deadline.
-        let (mut c, peer, _t) = pair();
+        let (mut c, peer, _t) = narrow_pair();
         let _reader = slow_reader(peer, 64, TOTAL);
         let err = c.send(&vec![b' '; TOTAL], Instant::now() + Duration::from_millis(250)).await.unwrap_err();
         assert!(matches!(err, SendError::Timeout { .. }), "{err}");

@@ -194,8 +194,10 @@ impl AgentArgs {
             Some(t) => AgentTemplate::parse(t).map_err(|e| e.to_string())?,
             None => reference_agent(self.transport)?,
         };
-        if self.transport == TransportKind::UnixListen && !template.uses_path() {
-            return Err("--transport unix-listen needs {path} in the agent template".into());
+        // Before looking for the program: the hint helps even when it is
+        // not installed here.
+        if let Some(problem) = qga_harness::agent::template::transport_problem(&template, self.transport) {
+            return Err(problem);
         }
         if !program_exists(template.program()) {
             return Err(format!("agent program not found: {}", template.program()));
@@ -234,6 +236,52 @@ fn program_exists(program: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Our stdout (or stderr) was closed by its reader (`qga-harness list |
+/// head`): end the way a plain Unix tool does, killed by SIGPIPE, quietly,
+/// after killing every agent (nothing else runs destructors on this path).
+fn exit_on_broken_pipe() -> ! {
+    qga_harness::agent::process::kill_all();
+    // SAFETY: plain libc calls; the process ends here.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(128 + libc::SIGPIPE);
+}
+
+/// True for the panic that `print!`/`println!` (and `eprint!`) raise when
+/// the reader of that stream has gone: "failed printing to stdout: Broken
+/// pipe (os error 32)".
+fn is_broken_pipe_panic(message: &str) -> bool {
+    (message.starts_with("failed printing to stdout") || message.starts_with("failed printing to stderr"))
+        && (message.contains("Broken pipe") || message.contains(&format!("os error {}", libc::EPIPE)))
+}
+
+/// Writes to stdout or stderr do not check for a closed pipe (Rust ignores
+/// SIGPIPE, so `print!` panics on EPIPE instead). SIGPIPE's default action
+/// is not restored: it would also kill the harness when it writes to an
+/// agent's socket that the agent closed. Instead, that one panic ends the
+/// process quietly, from whatever command printed.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if is_broken_pipe_panic(message) {
+            exit_on_broken_pipe();
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -244,8 +292,10 @@ fn main() -> ExitCode {
         }
     };
     if let Cmd::RefAgent { args } = cli.command {
+        // The reference agent's stdout may be its channel: left as it was.
         return qga_fixtures::run(args);
     }
+    quiet_on_broken_pipe();
     // One thread: the agent's parent-death signal is tied to the thread that
     // spawned it, and a single-threaded runtime keeps round trips short.
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -368,15 +418,22 @@ fn report_cmd(args: ReportArgs) -> ExitCode {
 }
 
 fn list(args: ListArgs) -> ExitCode {
+    use std::io::Write;
     let (cases, _) = match args.select.cases() {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
-    for c in &cases {
-        println!("{:<24} {:<6} {}", c.id, c.level, c.title);
+    let mut out = std::io::stdout().lock();
+    let mut written = cases.iter().try_for_each(|c| writeln!(out, "{:<24} {:<6} {}", c.id, c.level, c.title));
+    written = written.and_then(|()| writeln!(out, "{} cases", cases.len())).and_then(|()| out.flush());
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit_on_broken_pipe(),
+        Err(e) => {
+            eprintln!("qga-harness: cannot write the list: {e}");
+            ExitCode::from(EXIT_HARNESS)
+        }
     }
-    println!("{} cases", cases.len());
-    ExitCode::SUCCESS
 }
 
 async fn run(args: RunArgs) -> ExitCode {

@@ -142,7 +142,9 @@ impl Session {
         };
         self.transcript.event(Event::Note { text: format!("the agent exited ({status}) during the start-up probe: restarting it to probe without 0xFF") });
         let span = (mark, self.transcript.mark());
-        self.start_agent().await?;
+        // On a fresh channel: the old one still holds our later attempts,
+        // 0xFF and all, which would kill the new agent too.
+        self.fresh_channel().await?;
         let conn = self.conn.as_mut().ok_or(SessionError::NoAgent)?;
         match diagnose::probe_without_ff(conn, &client, budget, span).await {
             Ok(p) => Ok(p),
@@ -170,17 +172,22 @@ impl Session {
     /// resync. After a case that wedged or ran out of time, this keeps its
     /// leftovers (a half-written burst, a backlog) out of the next case.
     pub async fn renew(&mut self) -> Result<Resynced, SessionError> {
+        self.fresh_channel().await?;
+        self.wait_ready().await
+    }
+
+    /// Kill the agent, open a new channel and start a new agent on it.
+    async fn fresh_channel(&mut self) -> Result<(), SessionError> {
         if let Some(mut old) = self.agent.take() {
             old.kill().await;
         }
         self.conn = None;
         let kind = self.transport.kind();
         self.transport = Transport::open(kind).map_err(|source| SessionError::Transport { kind, source })?;
-        self.transcript.event(Event::Note { text: format!("a fresh {kind} channel for the next case") });
+        self.transcript.event(Event::Note { text: format!("a fresh {kind} channel") });
         self.deny = DenyList::new();
         self.open_connection()?;
-        self.start_agent().await?;
-        self.wait_ready().await
+        self.start_agent().await
     }
 
     /// The session's client (set up from the start-up profile).

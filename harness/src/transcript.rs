@@ -749,7 +749,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
 
         /// Whatever is recorded under whatever caps: memory stays under the
         /// caps, the accounts add up, and every span between two marks
@@ -811,6 +811,21 @@ mod tests {
         assert_eq!(back.len(), 2);
         assert_eq!(back[0].record, entries[0].record);
         assert_eq!(back[1].record, entries[1].record);
+    }
+
+    #[test]
+    fn markers_round_trip_and_old_documents_still_read() {
+        let t = Transcript::new(Caps { bytes: 4, entries: 100 });
+        t.bytes(Direction::ToAgent, b"abcdefgh");
+        let entries = t.entries(0, None);
+        assert!(matches!(entries[0].record, Record::Event(Event::Truncated { stream: Some(Stream::ToAgent), bytes: 7, .. })), "{entries:?}");
+        let json = serde_json::to_string(&entries).unwrap();
+        assert!(json.contains(r#""kind":"truncated""#) && json.contains(r#""stream":"to-agent""#), "{json}");
+        let back: Vec<Entry> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.iter().map(|e| (e.seq, &e.record)).collect::<Vec<_>>(), entries.iter().map(|e| (e.seq, &e.record)).collect::<Vec<_>>());
+        let old: Entry = serde_json::from_str(r#"{"seq":3,"at":5,"kind":"truncated","cap":16384}"#).unwrap();
+        assert_eq!(old.record, Record::Event(Event::Truncated { cap: 16384, stream: None, entries: 0, bytes: 0, through: None }));
+        assert!(render_entries(&[old]).contains("truncated at 16384 bytes"));
     }
 
     #[test]

@@ -312,3 +312,93 @@ fn run_json_matches_the_published_schema() {
     doc["results"][0]["outcome"] = serde_json::json!("GREAT");
     assert!(!validator.is_valid(&doc));
 }
+
+/// A pipe whose write end becomes a child's stdout, with the smallest
+/// buffer the kernel allows (one page), so that a child writing more than
+/// that blocks until the reader reads or goes.
+fn small_pipe() -> (std::fs::File, std::os::fd::OwnedFd) {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    // SAFETY: fcntl on a pipe fd we own.
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&w), libc::F_SETPIPE_SZ, 4096) };
+    (std::fs::File::from(r), w)
+}
+
+#[test]
+fn list_into_a_reader_that_stops_after_one_line_ends_quietly() {
+    use std::io::Read;
+    let (mut reader, w) = small_pipe();
+    let child = std::process::Command::new(HARNESS)
+        .arg("list")
+        .stdout(std::process::Stdio::from(w))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // One line, a byte at a time (no read-ahead), then the reader goes:
+    // the listing is longer than the pipe holds, so a write fails.
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while reader.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    assert!(!line.is_empty());
+    drop(reader);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe") && !stderr.contains("backtrace"), "{stderr}");
+    // Ended the way `cat | head` does: by SIGPIPE, quietly.
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
+#[test]
+fn run_whose_stdout_is_gone_ends_quietly() {
+    // The reader is gone before the harness writes its first line.
+    let (reader, w) = small_pipe();
+    drop(reader);
+    let out = std::process::Command::new(HARNESS)
+        .args(["run", "--transport", "socketpair", "--case", "sync/1"])
+        .stdout(std::process::Stdio::from(w))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
+#[test]
+fn a_template_that_cannot_work_over_the_transport_is_a_usage_error_with_a_hint() {
+    for (agent, transport, hint) in [
+        // {path} over socketpair, which has no path.
+        ("my-agent --chardev {path}", "socketpair", "--transport socketpair has no channel path to put in {path}"),
+        // qemu-ga's method against the transport, in its spellings.
+        ("qemu-ga -m unix-listen -p {path} -t {statedir}", "pty", "qemu-ga's -m unix-listen listens on a socket: use --transport unix-listen"),
+        ("qemu-ga --method unix-listen -p {path} -t {statedir}", "pty", "use --transport unix-listen"),
+        ("/usr/sbin/qemu-ga -m=unix-listen -p {path} -t {statedir}", "socketpair", "use --transport unix-listen"),
+        ("qemu-ga -m isa-serial -p {path} -t {statedir}", "unix-listen", "use --transport pty"),
+        ("qemu-ga -m virtio-serial -p {path} -t {statedir}", "unix-listen", "use --transport pty"),
+        ("qemu-ga -m isa-serial -p {path} -t {statedir}", "socketpair", "qemu-ga's -p {path} needs a channel path"),
+        ("qemu-ga -m isa-serial -t {statedir}", "pty", "add -p {path}"),
+    ] {
+        // Every command that starts agents checks it, before anything runs.
+        for cmd in ["run", "bench", "fuzz"] {
+            harness()
+                .args([cmd, "--agent", agent, "--transport", transport])
+                .timeout(Duration::from_secs(10))
+                .assert()
+                .code(3)
+                .stderr(predicate::str::contains(hint));
+        }
+    }
+    // The README's three ways pass the check (and fail later only if qemu-ga
+    // is not installed, as "agent program not found").
+    for (method, transport) in [("isa-serial", "pty"), ("virtio-serial", "pty"), ("unix-listen", "unix-listen")] {
+        let out = harness()
+            .args(["run", "--agent", &format!("/nonexistent/qemu-ga -m {method} -p {{path}} -t {{statedir}}"), "--transport", transport])
+            .timeout(Duration::from_secs(10))
+            .assert()
+            .code(3);
+        assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("agent program not found"));
+    }
+}

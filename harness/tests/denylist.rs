@@ -8,21 +8,9 @@ mod common;
 
 use assert_cmd::Command;
 use common::HARNESS;
+use qga_harness::wire::denylist::DENIED_PREFIXES;
 use std::path::Path;
 use std::time::Duration;
-
-/// The names the recorded stream is checked for.
-const DENIED: &[&str] = &[
-    "guest-shutdown",
-    "guest-suspend-",
-    "guest-fsfreeze-",
-    "guest-fstrim",
-    "guest-set-",
-    "guest-exec",
-    "guest-file-",
-    "guest-ssh-",
-    "guest-network-",
-];
 
 /// One attempt: its steps (TOML inline tables), and a harmless prefix of the
 /// command that must have reached the agent (proving the stream was stopped
@@ -65,8 +53,8 @@ fn attempts() -> Vec<Attempt> {
         Attempt { title: "split over 2 writes", steps: vec![raw(br#"{"execute":"guest-shut"#), raw(br#"down"}"#)], reached: Some(b"guest-shut") },
         Attempt {
             title: "split over 3 writes",
-            steps: vec![raw(br#"{"execute":"guest-fs"#), raw(b"freeze-fr"), raw(br#"eeze"}"#)],
-            reached: Some(b"guest-fsfreeze-fr"),
+            steps: vec![raw(br#"{"execute":"guest-"#), raw(b"fsfree"), raw(br#"ze-freeze"}"#)],
+            reached: Some(b"guest-fsfree"),
         },
         Attempt { title: "split over 40 writes", steps: split(long, 40), reached: Some(b"guest-shutd") },
         Attempt {
@@ -88,10 +76,10 @@ fn attempts() -> Vec<Attempt> {
         Attempt {
             title: "last of a pipelined batch, completed by the next write",
             steps: vec![
-                r#"{ batch = [ { command = "guest-ping" }, { command = "guest-info" }, { raw = '{"execute":"guest-set-ti' } ] }"#.into(),
-                raw(br#"me","arguments":{}}"#),
+                r#"{ batch = [ { command = "guest-ping" }, { command = "guest-info" }, { raw = '{"execute":"guest-se' } ] }"#.into(),
+                raw(br#"t-time","arguments":{}}"#),
             ],
-            reached: Some(b"guest-set-ti"),
+            reached: Some(b"guest-se"),
         },
         Attempt {
             title: "inside a pipelined batch",
@@ -112,13 +100,15 @@ fn case_file(attempts: &[Attempt]) -> String {
     let mut out = String::from("section = \"deny\"\ndescription = \"Destructive commands the harness must never let through.\"\n");
     for (i, a) in attempts.iter().enumerate() {
         out.push_str(&format!(
-            "\n[[case]]\nid = \"deny/{}\"\ntitle = \"Denied command, {}\"\nlevel = \"MUST\"\n\
+            "\n[[case]]\nid = \"deny/{}\"\ntitle = 'Denied command, {}'\nlevel = \"MUST\"\n\
              requirement = \"The harness refuses to send a denied command.\"\nsource = \"harness deny-list\"\nsteps = [\n",
             i + 1,
             a.title
         ));
+        // A pause after each write, so the agent has read what went out
+        // before a refusal ends the case (and the engine kills the agent).
         for s in &a.steps {
-            out.push_str(&format!("  {s},\n"));
+            out.push_str(&format!("  {s},\n  {{ pause = {{ ms = 5 }} }},\n"));
         }
         out.push_str("]\n");
     }
@@ -188,7 +178,7 @@ fn destructive_commands_never_reach_the_agent() {
                 .timeout(Duration::from_secs(60))
                 .output()
                 .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stdout = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
             if out.status.code() != Some(2) {
                 problems.push(format!("{what}: exit {:?}, not 2\n{stdout}", out.status.code()));
             }
@@ -209,7 +199,7 @@ fn destructive_commands_never_reach_the_agent() {
             if !read.contains("guest-sync-delimited") {
                 problems.push(format!("{what}: the record lacks even the start-up sync: {}", String::from_utf8_lossy(&recorded)));
             }
-            if let Some(name) = DENIED.iter().find(|n| read.contains(*n)) {
+            if let Some(name) = DENIED_PREFIXES.iter().find(|n| read.contains(*n)) {
                 problems.push(format!("{what}: THE AGENT READ {name}: {}", String::from_utf8_lossy(&recorded)));
             }
             if let Some(prefix) = attempt.reached {

@@ -48,6 +48,15 @@ pub enum SpawnError {
     Io { program: String, source: std::io::Error },
 }
 
+/// Where an agent's stderr goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StderrTo {
+    /// Into the transcript, as `Stderr` events (up to a cap).
+    Transcript,
+    /// /dev/null: for measurements that must not pay for a reader thread.
+    Null,
+}
+
 /// A running (or exited, not yet dropped) agent.
 #[derive(Debug)]
 pub struct AgentProcess {
@@ -72,6 +81,20 @@ impl AgentProcess {
         statedir: Option<TempDir>,
         transcript: Transcript,
     ) -> Result<AgentProcess, SpawnError> {
+        AgentProcess::spawn_with(argv, stdio, statedir, transcript, StderrTo::Transcript)
+    }
+
+    /// [`AgentProcess::spawn`], choosing where stderr goes. The parent-death
+    /// signal is tied to the calling thread: call it from a thread that
+    /// outlives the agent (the runtime's, or a blocking task that drops the
+    /// agent before it returns).
+    pub fn spawn_with(
+        argv: Vec<String>,
+        stdio: Option<BorrowedFd<'_>>,
+        statedir: Option<TempDir>,
+        transcript: Transcript,
+        stderr: StderrTo,
+    ) -> Result<AgentProcess, SpawnError> {
         static SUBREAPER: Once = Once::new();
         SUBREAPER.call_once(|| {
             // SAFETY: prctl with integer arguments has no memory effects.
@@ -91,7 +114,10 @@ impl AgentProcess {
                 cmd.stdout(Stdio::null());
             }
         }
-        cmd.stderr(Stdio::piped());
+        cmd.stderr(match stderr {
+            StderrTo::Transcript => Stdio::piped(),
+            StderrTo::Null => Stdio::null(),
+        });
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
@@ -371,6 +397,18 @@ mod tests {
         assert!(r.is_err());
         let pgid = rx.recv().unwrap();
         assert!(live_in_group(pgid).is_empty());
+    }
+
+    #[test]
+    fn stderr_can_go_to_null() {
+        let t = Transcript::default();
+        let mut p = AgentProcess::spawn_with(sh("echo noise >&2; exit 0"), None, None, t.clone(), StderrTo::Null).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while p.is_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(p.exit_status(), Some("exit status 0"));
+        assert!(!t.render(0, None).contains("agent stderr"), "{}", t.render(0, None));
     }
 
     #[test]

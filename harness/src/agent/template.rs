@@ -8,7 +8,11 @@
 //!   on). Without it the agent serves on its stdin/stdout.
 //! - `{statedir}`: a fresh, empty directory for this agent instance, removed
 //!   when the instance is gone (qemu-ga's `-t`, which must exist).
+//!
+//! [`transport_problem`] catches a template that cannot work over the chosen
+//! transport (a set-up error, reported before anything runs).
 
+use crate::transport::TransportKind;
 use std::path::Path;
 
 /// A parsed agent command template.
@@ -67,6 +71,88 @@ impl AgentTemplate {
     }
 }
 
+/// Why `template` cannot work over `transport`, as a message with a hint,
+/// or None. The generic checks: socketpair has no path to put in `{path}`,
+/// and unix-listen needs one. For qemu-ga (a word named `qemu-ga`), its
+/// method (`-m X`, `-mX`, `-m=X`, `--method X`, `--method=X`) must match
+/// the transport, and it needs `-p {path}`: it has no stdio mode, and
+/// without a path it opens the machine's own device.
+pub fn transport_problem(template: &AgentTemplate, transport: TransportKind) -> Option<String> {
+    let qemu_ga = template.words.iter().position(|w| Path::new(w).file_name().is_some_and(|n| n == "qemu-ga"));
+    if let Some(at) = qemu_ga {
+        if let Some(p) = qemu_ga_problem(&template.words[at + 1..], template.uses_path(), transport) {
+            return Some(p);
+        }
+    }
+    match transport {
+        TransportKind::Socketpair if template.uses_path() => Some(
+            "--transport socketpair has no channel path to put in {path} (the agent gets the socket as its stdin and stdout): \
+             drop {path} from the template, or use --transport pty or --transport unix-listen"
+                .into(),
+        ),
+        TransportKind::UnixListen if !template.uses_path() => Some("--transport unix-listen needs {path} in the agent template".into()),
+        _ => None,
+    }
+}
+
+/// qemu-ga's options (`args`, after its program word) against the transport.
+fn qemu_ga_problem(args: &[String], uses_path: bool, transport: TransportKind) -> Option<String> {
+    let method = qemu_ga_option(args, "-m", "--method");
+    let has_config = qemu_ga_option(args, "-c", "--config").is_some();
+    let serial = |m: &str| m == "isa-serial" || m == "virtio-serial";
+    match (method.as_deref(), transport) {
+        (Some("unix-listen"), TransportKind::Pty | TransportKind::Socketpair) => {
+            Some("qemu-ga's -m unix-listen listens on a socket: use --transport unix-listen".into())
+        }
+        (Some(m), TransportKind::UnixListen) if serial(m) => Some(format!(
+            "qemu-ga's -m {m} opens -p as a serial device, but --transport unix-listen expects the agent to listen on a socket there: \
+             use --transport pty, or -m unix-listen"
+        )),
+        (Some("vsock-listen"), _) => Some(
+            "qemu-ga's -m vsock-listen listens on a vsock port, and the harness has no vsock transport: \
+             use -m unix-listen with --transport unix-listen, or -m isa-serial with --transport pty"
+                .into(),
+        ),
+        (_, TransportKind::Socketpair) if uses_path => Some(
+            "qemu-ga's -p {path} needs a channel path, and --transport socketpair has none (qemu-ga has no stdin/stdout mode): \
+             use --transport pty with -m isa-serial or virtio-serial, or --transport unix-listen with -m unix-listen"
+                .into(),
+        ),
+        (m, _) if !uses_path && !has_config => Some(format!(
+            "qemu-ga without -p {{path}} opens its default channel (the machine's own {} device), not the harness's: add -p {{path}}{}",
+            m.filter(|m| m != &"virtio-serial").unwrap_or("virtio-serial"),
+            if transport == TransportKind::Socketpair { " and use --transport pty (qemu-ga has no stdin/stdout mode)" } else { "" }
+        )),
+        _ => None,
+    }
+}
+
+/// The value of a getopt-style option: `-m X`, `-mX`, `-m=X` (which qemu-ga
+/// itself would read as `=X`, but the intent is plain), `--method X`,
+/// `--method=X`. The last one wins, as with getopt.
+fn qemu_ga_option(args: &[String], short: &str, long: &str) -> Option<String> {
+    let mut value = None;
+    let mut i = 0;
+    while i < args.len() {
+        let w = args[i].as_str();
+        if w == "--" {
+            break;
+        }
+        if w == short || w == long {
+            value = args.get(i + 1).cloned();
+            i += 2;
+            continue;
+        }
+        if let Some(v) = w.strip_prefix(long).and_then(|r| r.strip_prefix('=')) {
+            value = Some(v.to_owned());
+        } else if let Some(v) = w.strip_prefix(short).filter(|r| !r.is_empty() && !w.starts_with("--")) {
+            value = Some(v.strip_prefix('=').unwrap_or(v).to_owned());
+        }
+        i += 1;
+    }
+    value
+}
+
 impl std::fmt::Display for AgentTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&shell_words::join(&self.words))
@@ -123,5 +209,57 @@ mod tests {
             Err(TemplateError::UnknownPlaceholder("{pth}".into()))
         );
         assert!(AgentTemplate::parse(r#"agent --json '{"a": 1}'"#).is_ok());
+    }
+
+    fn problem(template: &str, transport: TransportKind) -> Option<String> {
+        transport_problem(&AgentTemplate::parse(template).unwrap(), transport)
+    }
+
+    #[test]
+    fn path_with_socketpair_is_a_problem() {
+        let p = problem("my-agent --chardev {path}", TransportKind::Socketpair).unwrap();
+        assert!(p.contains("socketpair has no channel path") && p.contains("{path}"), "{p}");
+        assert_eq!(problem("my-agent", TransportKind::Socketpair), None);
+        assert_eq!(problem("my-agent --chardev {path}", TransportKind::Pty), None);
+        assert_eq!(problem("my-agent", TransportKind::Pty), None);
+    }
+
+    #[test]
+    fn unix_listen_needs_a_path() {
+        assert!(problem("my-agent", TransportKind::UnixListen).unwrap().contains("needs {path}"));
+        assert_eq!(problem("my-agent --listen {path}", TransportKind::UnixListen), None);
+    }
+
+    #[test]
+    fn qemu_ga_method_must_match_the_transport() {
+        use TransportKind::*;
+        // The README's three ways are fine.
+        assert_eq!(problem("qemu-ga -m isa-serial -p {path} -t {statedir}", Pty), None);
+        assert_eq!(problem("/usr/sbin/qemu-ga -m virtio-serial -p {path} -t {statedir}", Pty), None);
+        assert_eq!(problem("qemu-ga -m unix-listen -p {path} -t {statedir}", UnixListen), None);
+        assert_eq!(problem("qemu-ga --method=unix-listen --path={path}", UnixListen), None);
+        // unix-listen over anything else, in every spelling.
+        for t in ["qemu-ga -m unix-listen -p {path}", "qemu-ga --method unix-listen -p {path}", "qemu-ga -m=unix-listen -p {path}", "qemu-ga -munix-listen -p {path}", "sudo /usr/sbin/qemu-ga --method=unix-listen -p {path}"] {
+            for k in [Pty, Socketpair] {
+                assert_eq!(problem(t, k).as_deref(), Some("qemu-ga's -m unix-listen listens on a socket: use --transport unix-listen"), "{t} over {k}");
+            }
+        }
+        // Serial methods over unix-listen.
+        for m in ["isa-serial", "virtio-serial"] {
+            let p = problem(&format!("qemu-ga -m {m} -p {{path}} -t {{statedir}}"), UnixListen).unwrap();
+            assert!(p.contains(&format!("-m {m}")) && p.contains("use --transport pty"), "{p}");
+        }
+        // -p {path} over socketpair.
+        let p = problem("qemu-ga -m isa-serial -p {path}", Socketpair).unwrap();
+        assert!(p.starts_with("qemu-ga's -p {path} needs a channel path") && p.contains("--transport pty"), "{p}");
+        // No -p: it would open the machine's own device.
+        let p = problem("qemu-ga -m isa-serial -t {statedir}", Pty).unwrap();
+        assert!(p.contains("isa-serial device") && p.contains("add -p {path}"), "{p}");
+        assert!(problem("qemu-ga -t {statedir}", Socketpair).unwrap().contains("virtio-serial device"));
+        assert_eq!(problem("qemu-ga -c /etc/my.conf", Pty), None, "a config file may give the path");
+        assert!(problem("qemu-ga -m vsock-listen -p 3:1234", Pty).unwrap().contains("no vsock transport"));
+        // Not qemu-ga: -m means nothing to us.
+        assert_eq!(problem("other-agent -m unix-listen --tty {path}", Pty), None);
+        assert_eq!(problem("qemu-ga-like -m unix-listen -p {path}", Pty), None);
     }
 }

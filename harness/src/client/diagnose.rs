@@ -44,6 +44,12 @@ pub enum Capability {
     ExactIds,
     /// Replies echo the request's id.
     IdEcho,
+    /// guest-sync (libvirt's sync) is answered with its id.
+    GuestSync,
+    /// Error replies carry a QAPI error class.
+    ErrorClass,
+    /// Replies that are not delimited carry no raw 0xFF.
+    CleanReplies,
 }
 
 impl Capability {
@@ -54,6 +60,9 @@ impl Capability {
             Capability::Flush => "flush",
             Capability::ExactIds => "id-range",
             Capability::IdEcho => "id-echo",
+            Capability::GuestSync => "sync",
+            Capability::ErrorClass => "errors",
+            Capability::CleanReplies => "sentinel",
         }
     }
 
@@ -61,7 +70,7 @@ impl Capability {
     /// The others run with the client adapted (narrower ids, replies
     /// matched by order).
     pub fn blocks(self) -> bool {
-        matches!(self, Capability::Sentinel | Capability::Flush)
+        matches!(self, Capability::Sentinel | Capability::Flush | Capability::GuestSync)
     }
 }
 
@@ -118,6 +127,7 @@ impl Profile {
         opts.ids.width = self.id_width;
         opts.matching = self.matching;
         opts.string_ids = self.string_ids;
+        opts.skip_stray_ff = !self.has(Capability::CleanReplies);
     }
 }
 
@@ -455,13 +465,28 @@ async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptions, mut pro
     let policy = ResyncPolicy { first_attempt: Duration::from_millis(5), max_attempt: client.reply_timeout, ..client.resync.clone() };
     resync(conn, &policy, &client).await.map_err(|e| NoSync { detail: format!("the agent answered a probe but then did not resync with {}: {e}", profile.mode.describe()), closed: false })?;
 
+    // Let anything the sync provoked besides its reply (a duplicate, a
+    // late sentinel) arrive and go, so it is not taken for the ping's reply.
+    settle(conn, &client).await;
     // Id echo: a ping with a numeric id.
     let mark = conn.transcript().mark();
     let n = client.ids.request_id();
     let t0 = Instant::now();
     let ping = crate::wire::Request::new(qga::guest_ping {}, Some(n));
-    let reply = round_trip(conn, &client, &ping.to_wire()).await;
     let _ = t0;
+    let reply = match conn.send(&ping.to_wire(), Instant::now() + client.send_timeout * 4).await {
+        Ok(()) => crate::engine::observe::next_reply(conn, client.reply_deadline(), client.max_reply_len).await.ok(),
+        Err(_) => None,
+    };
+    if let Some(o) = reply.as_ref().filter(|o| o.before.contains(&SENTINEL)) {
+        profile.findings.push(ProbeFinding {
+            kind: FailureKind::StraySentinel,
+            capability: Capability::CleanReplies,
+            detail: format!("guest-ping after a delimited sync was answered {}{}: a raw 0xFF on a reply that is not delimited", escape_bytes(&o.before), escape_bytes(&o.text)),
+            transcript: (mark, conn.transcript().mark()),
+        });
+    }
+    let reply = reply.and_then(|o| o.reply.ok());
     match reply {
         Some(Reply::Return { id, .. }) => match compare_id(n, id.as_ref()) {
             IdMatch::Exact => {}
@@ -512,6 +537,43 @@ async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptions, mut pro
     }
     profile.apply(&mut client);
     let _ = resync(conn, &policy, &client).await;
+    settle(conn, &client).await;
+
+    // guest-sync, libvirt's sync: answered with exactly its id?
+    let mark = conn.transcript().mark();
+    let id = client.ids.sync_id();
+    let what = match execute_value(conn, qga::guest_sync { id }, &client).await {
+        Ok(reply) if super::resync::is_sync_reply(&reply, id, &client.mode) => None,
+        Ok(Reply::Return { value, .. }) => Some((FailureKind::IdChanged, format!("guest-sync {{\"id\": {id}}} returned {value}: {}", compare_id(id, Some(&value)).describe()))),
+        Ok(Reply::Error { class, desc, .. }) => Some((FailureKind::UnexpectedError, format!("guest-sync {{\"id\": {id}}} got an error: {class}: {}", escape_bytes(desc.as_bytes())))),
+        Err(e) => Some((FailureKind::NoReply, format!("guest-sync {{\"id\": {id}}}: {e}"))),
+    };
+    if let Some((kind, detail)) = what {
+        profile.findings.push(ProbeFinding { kind, capability: Capability::GuestSync, detail, transcript: (mark, conn.transcript().mark()) });
+        let _ = resync(conn, &policy, &client).await;
+    }
+    settle(conn, &client).await;
+
+    // An unknown command: is the error reply's class one QAPI has?
+    let mark = conn.transcript().mark();
+    let n = client.ids.request_id();
+    let req = format!("{{\"execute\": \"qga-harness-probe-no-such-command\", \"id\": {}}}\n", client.request_id_value(n));
+    if conn.send(req.as_bytes(), Instant::now() + client.send_timeout).await.is_ok() {
+        if let Ok(o) = crate::engine::observe::next_reply(conn, client.reply_deadline(), client.max_reply_len).await {
+            let finding = match &o.reply {
+                Err(why) if why.contains("class") => Some((FailureKind::ErrorWithoutClass, format!("an unknown command got {}: {why}", escape_bytes(&o.text)))),
+                Ok(Reply::Error { class, .. }) if !crate::wire::message::QAPI_ERROR_CLASSES.contains(&class.as_str()) => {
+                    Some((FailureKind::ErrorClassNotQapi, format!("an unknown command got error class {}, which QAPI does not define", escape_bytes(class.as_bytes()))))
+                }
+                _ => None,
+            };
+            if let Some((kind, detail)) = finding {
+                profile.findings.push(ProbeFinding { kind, capability: Capability::ErrorClass, detail, transcript: (mark, conn.transcript().mark()) });
+            }
+        }
+    }
+    let _ = resync(conn, &policy, &client).await;
+    settle(conn, &client).await;
 
     // guest-info, leniently: a schema slip is the info cases' business.
     let t0 = Instant::now();
@@ -572,6 +634,13 @@ pub fn pace_factor(p: &Pace) -> f64 {
     let padded = p.padded_us as f64 / 10_000.0;
     let gaps = p.max_gap_us as f64 / 2000.0;
     rtt.max(padded).max(gaps).clamp(1.0, 50.0)
+}
+
+/// Wait until the agent has been quiet for a few milliseconds (bounded),
+/// and drop what came.
+async fn settle(conn: &mut Connection, client: &ClientOptions) {
+    let quiet = Duration::from_millis(3).max(client.idle_timeout / 50);
+    let _ = conn.drain(quiet, Instant::now() + quiet * 10).await;
 }
 
 /// Bytes read from the agent since `mark`, and the longest pause between

@@ -66,6 +66,10 @@ pub async fn read_reply(conn: &mut Connection, deadline: Deadline, opts: &Client
                 conn.consume(end);
                 return parsed.map_err(|e| ClientError::Malformed { text, reason: e.reason });
             }
+            Scan::Sentinel { at } if opts.skip_stray_ff && conn.buffered()[..at].iter().all(u8::is_ascii_whitespace) => {
+                conn.consume(at + 1);
+                continue;
+            }
             Scan::Sentinel { .. } => return Err(ClientError::UnexpectedSentinel),
             Scan::Garbage { end } => {
                 let text = crate::transcript::escape_bytes(&conn.buffered()[..end.min(200)]);

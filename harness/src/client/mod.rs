@@ -93,6 +93,9 @@ pub struct ClientOptions {
     /// Request ids are sent as JSON strings (for an agent that rejects
     /// numeric ids).
     pub string_ids: bool,
+    /// Skip raw 0xFF bytes in front of replies (for an agent found to put
+    /// them on every reply; the cases about sentinels still grade it).
+    pub skip_stray_ff: bool,
     /// How long to wait for the reply to one command.
     pub reply_timeout: Duration,
     /// How long a write may block (an agent that does not read).
@@ -117,6 +120,7 @@ impl Default for ClientOptions {
             ids: Ids::default(),
             matching: ReplyMatch::IdEcho,
             string_ids: false,
+            skip_stray_ff: false,
             idle_timeout: Duration::from_millis(250),
             max_reply_len: 1 << 20,
             resync: ResyncPolicy::default(),

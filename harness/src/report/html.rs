@@ -10,15 +10,25 @@
 //! bytes were already rendered as `\xHH` text by the transcript.
 
 use crate::engine::{CaseResult, RunResult};
-use crate::transcript::{escape_bytes, Direction, Entry, Record};
+use crate::transcript::{describe, escape_bytes, Direction, Entry, Event, Record};
 
 use std::fmt::Write;
 use std::path::Path;
 
-/// Wire-log rows shown per case page; the rest is summarised.
-const MAX_LOG_ROWS: usize = 2000;
-/// Bytes shown per wire-log row.
+/// Wire-log rows shown per case page: the first and the last entries...
+const HEAD_ROWS: usize = 500;
+const TAIL_ROWS: usize = 500;
+/// ...and of the failure span up to this many more: the agent's bytes and
+/// the harness events first, then our own writes, each as its head and tail
+/// when there are too many. What is left out is counted in a row where it
+/// was (run.json has every entry the transcript kept).
+const SPAN_ROWS: usize = 3000;
+/// Bytes shown per wire-log row...
 const MAX_ROW_BYTES: usize = 256;
+/// ...except for the agent's bytes in the failure span (the evidence),
+/// which get up to this much per row, within a page budget.
+const SPAN_ROW_BYTES: usize = 8192;
+const SPAN_PAGE_BYTES: usize = 512 * 1024;
 
 /// Agent text for HTML: control characters as `\xHH` first (a version
 /// string may carry BEL or ESC), then markup escaped.
@@ -27,9 +37,10 @@ fn esc(text: &str) -> String {
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px;font-size:13px}\
-td.PASS{background:#9e9}td.FAIL{background:#f88}td.NON-STRICT{background:#fd8}td.INFO{background:#9cf}td.UNSUPPORTED{background:#ddd}\
+td.PASS{background:#9e9}td.FAIL{background:#f88}td.NON-STRICT{background:#fd8}td.INFO{background:#9cf}td.UNSUPPORTED{background:#ddd}td.BLOCKED{background:#ccc}\
 td.TIMEOUT{background:#f6a}td.ERROR{background:#c6f}tr.section th{background:#eee;text-align:left}td.mono,pre{font-family:monospace;white-space:pre-wrap;word-break:break-all}\
-tr.to td{background:#eef}tr.from td{background:#efe}tr.event td{background:#ffd}";
+tr.to td{background:#eef}tr.from td{background:#efe}tr.event td{background:#ffd}tr.gap td{background:#fee;font-style:italic}\
+tr.span td:first-child{border-left:4px solid #c00}";
 
 fn page(title: &str, body: &str) -> String {
     format!("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n{body}</body></html>\n", esc(title))
@@ -107,16 +118,20 @@ fn index(runs: &[RunResult]) -> String {
     }
     b.push_str("</tbody></table>\n<h2>Runs</h2>\n");
     for (i, r) in runs.iter().enumerate() {
-        let counts: Vec<String> = super::counts(&r.results).into_iter().filter(|(_, n)| *n > 0).map(|(o, n)| format!("{n} {o}")).collect();
+        // PASS alone counts as passed; every other outcome is shown by name.
+        let tally = super::markdown::Tally::new(&r.results, false);
+        let counts: Vec<String> = super::counts(&r.results).into_iter().filter(|(_, n)| *n > 0).map(|(o, n)| format!("<td class=\"{o}\">{n} {o}</td>", o = o.as_str())).collect();
         let _ = write!(
             b,
-            "<h3>Run {}: {}</h3><p>agent <code>{}</code>, transport {}, {:.3} s: {}</p><p>Recovery resync times:</p>{}\n",
+            "<h3>Run {}: {}</h3><p>agent <code>{}</code>, transport {}, {:.3} s, {} cases: {}.</p><table class=\"counts\"><tr>{}</tr></table><p>Passed counts PASS only; NON-STRICT (a SHOULD violated) fails a run only under --strict.</p><p>Recovery resync times:</p>{}\n",
             i + 1,
             esc(&column_title(r)),
             esc(&r.agent),
             esc(&r.transport),
             r.elapsed.as_secs_f64(),
-            counts.join(", "),
+            tally.total,
+            esc(&tally.sentence()),
+            counts.concat(),
             resync_chart(r)
         );
     }
@@ -127,35 +142,96 @@ fn hex(data: &[u8]) -> String {
     data.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
 }
 
-fn wire_log(entries: &[Entry]) -> String {
+fn is_marker(e: &Entry) -> bool {
+    matches!(e.record, Record::Event(Event::Truncated { .. }))
+}
+
+/// Which entries get a row: the head, the tail, transcript markers, and of
+/// the failure span `from..to` the agent's bytes and events, then our
+/// writes, within [`SPAN_ROWS`].
+fn shown_rows(entries: &[Entry], span: Option<(u64, u64)>) -> Vec<bool> {
+    let n = entries.len();
+    let mut show: Vec<bool> = (0..n).map(|i| i < HEAD_ROWS || i + TAIL_ROWS >= n || is_marker(&entries[i])).collect();
+    if let Some((from, to)) = span {
+        let in_span = |e: &Entry| e.seq >= from && e.seq < to;
+        let theirs: Vec<usize> = (0..n).filter(|&i| !show[i] && in_span(&entries[i]) && !matches!(entries[i].record, Record::Bytes { dir: Direction::ToAgent, .. })).collect();
+        let ours: Vec<usize> = (0..n).filter(|&i| !show[i] && in_span(&entries[i]) && matches!(entries[i].record, Record::Bytes { dir: Direction::ToAgent, .. })).collect();
+        let mut budget = SPAN_ROWS;
+        for group in [theirs, ours] {
+            let take = group.len().min(budget);
+            budget -= take;
+            // Its head and its tail.
+            for &i in group.iter().take(take / 2).chain(group.iter().skip(group.len() - (take - take / 2))) {
+                show[i] = true;
+            }
+        }
+    }
+    show
+}
+
+fn wire_log(entries: &[Entry], span: Option<(u64, u64)>) -> String {
     let mut b = String::from("<table class=\"wire\"><thead><tr><th>#</th><th>time (ms)</th><th>dir</th><th>hex</th><th>text</th></tr></thead><tbody>\n");
-    for e in entries.iter().take(MAX_LOG_ROWS) {
+    let show = shown_rows(entries, span);
+    let in_span = |seq: u64| span.is_some_and(|(from, to)| seq >= from && seq < to);
+    let mut span_bytes_left = SPAN_PAGE_BYTES;
+    let (mut hidden, mut hidden_bytes) = (0usize, 0usize);
+    let gap_row = |b: &mut String, hidden: &mut usize, hidden_bytes: &mut usize| {
+        if *hidden > 0 {
+            let _ = write!(
+                b,
+                "<tr class=\"gap\"><td colspan=\"5\">… {} entr{} / {} byte(s) not shown here (run.json has them) …</td></tr>\n",
+                hidden,
+                if *hidden == 1 { "y" } else { "ies" },
+                hidden_bytes
+            );
+            (*hidden, *hidden_bytes) = (0, 0);
+        }
+    };
+    for (e, shown) in entries.iter().zip(show) {
+        if !shown {
+            hidden += 1;
+            if let Record::Bytes { data, .. } = &e.record {
+                hidden_bytes += data.len();
+            }
+            continue;
+        }
+        gap_row(&mut b, &mut hidden, &mut hidden_bytes);
         let at = e.at.as_secs_f64() * 1e3;
+        let span_class = if in_span(e.seq) { " span" } else { "" };
         match &e.record {
             Record::Bytes { dir, data } => {
                 let (class, arrow) = match dir {
                     Direction::ToAgent => ("to", "&gt;&gt; to agent"),
                     Direction::FromAgent => ("from", "&lt;&lt; from agent"),
                 };
-                let shown = &data[..data.len().min(MAX_ROW_BYTES)];
+                let limit = if *dir == Direction::FromAgent && in_span(e.seq) && span_bytes_left > 0 {
+                    SPAN_ROW_BYTES.min(span_bytes_left).max(MAX_ROW_BYTES)
+                } else {
+                    MAX_ROW_BYTES
+                };
+                let shown = &data[..data.len().min(limit)];
+                if limit > MAX_ROW_BYTES {
+                    span_bytes_left = span_bytes_left.saturating_sub(shown.len());
+                }
                 let more = if data.len() > shown.len() { format!(" … ({} more bytes)", data.len() - shown.len()) } else { String::new() };
                 let _ = write!(
                     b,
-                    "<tr class=\"{class}\"><td>{}</td><td>{at:.3}</td><td>{arrow}</td><td class=\"mono\">{}{more}</td><td class=\"mono\">{}{more}</td></tr>\n",
+                    "<tr class=\"{class}{span_class}\"><td>{}</td><td>{at:.3}</td><td>{arrow}</td><td class=\"mono\">{}{more}</td><td class=\"mono\">{}{more}</td></tr>\n",
                     e.seq,
                     hex(shown),
                     esc(&escape_bytes(shown))
                 );
             }
+            Record::Event(ev @ Event::Truncated { .. }) => {
+                let _ = write!(b, "<tr class=\"gap{span_class}\"><td>{}</td><td>{at:.3}</td><td>harness</td><td colspan=\"2\">{}</td></tr>\n", e.seq, esc(&describe(ev)));
+            }
             Record::Event(ev) => {
                 let text = serde_json::to_string(ev).unwrap_or_default();
-                let _ = write!(b, "<tr class=\"event\"><td>{}</td><td>{at:.3}</td><td>harness</td><td colspan=\"2\" class=\"mono\">{}</td></tr>\n", e.seq, esc(&text));
+                let _ = write!(b, "<tr class=\"event{span_class}\"><td>{}</td><td>{at:.3}</td><td>harness</td><td colspan=\"2\" class=\"mono\">{}</td></tr>\n", e.seq, esc(&text));
             }
         }
     }
-    if entries.len() > MAX_LOG_ROWS {
-        let _ = write!(b, "<tr><td colspan=\"5\">truncated: {} more entries (see run.json)</td></tr>", entries.len() - MAX_LOG_ROWS);
-    }
+    gap_row(&mut b, &mut hidden, &mut hidden_bytes);
     b.push_str("</tbody></table>");
     b
 }
@@ -192,7 +268,10 @@ fn case_page(r: &RunResult, c: &CaseResult) -> String {
         rec.detail.as_ref().map_or(String::new(), |d| format!(" ({})", esc(d)))
     );
     b.push_str("<h2>Wire log</h2>");
-    b.push_str(&wire_log(&c.transcript));
+    if c.failure.is_some() {
+        b.push_str("<p>Rows of the failure's transcript span are marked at the left.</p>");
+    }
+    b.push_str(&wire_log(&c.transcript, c.failure.as_ref().map(|f| f.transcript)));
     page(&format!("{} {}", c.id, c.outcome), &b)
 }
 
@@ -219,5 +298,64 @@ mod tests {
         }
         assert_eq!(esc("<script>&\"\u{7}"), "&lt;script&gt;&amp;\"\\x07");
         assert_eq!(hex(b"\xff{"), "ff 7b");
+    }
+
+    /// A framing/8-like case: a megabyte of our own writes (more rows and
+    /// bytes than a page shows), then the agent's replies, then recovery.
+    /// The replies are the evidence: they must be on the page.
+    #[test]
+    fn agent_replies_survive_a_megabyte_of_our_writes() {
+        use crate::transcript::{Caps, Transcript};
+        let t = Transcript::new(Caps::default());
+        let from = t.mark();
+        t.event(Event::Note { text: "case framing/8".into() });
+        let request = b"{\"execute\":\"guest-sync\",\"arguments\":{\"id\":1}}\n".repeat(64);
+        for _ in 0..(1 << 20) / request.len() + 1 {
+            t.bytes(Direction::ToAgent, &request);
+        }
+        // Replies arrive in small reads, more rows than a page shows.
+        for i in 0..5000 {
+            t.bytes(Direction::FromAgent, format!("{{\"return\": {i}}}\n").as_bytes());
+        }
+        let to = t.mark();
+        t.bytes(Direction::ToAgent, b"\xff{\"execute\":\"guest-sync-delimited\"}");
+        t.bytes(Direction::FromAgent, b"\xff{\"return\": 777}\n");
+        let entries = t.entries(from, None);
+        let html = wire_log(&entries, Some((from, to)));
+        // Within the span the agent's rows win over ours: its head and tail.
+        for i in [0, 1, 1499, 3500, 4998, 4999] {
+            assert!(html.contains(&format!("{{\"return\": {i}}}\\n")), "reply {i} not shown");
+        }
+        assert!(html.matches("&lt;&lt; from agent").count() >= 3000);
+        // The recovery at the end (the tail) is shown.
+        assert!(html.contains("{\"return\": 777}"));
+        // What is left out is said where it was, with the transcript's own marker.
+        assert!(html.contains("not shown here (run.json has them)"), "no gap row");
+        assert!(html.contains("to-agent entries /") && html.contains("not kept"), "no transcript marker row");
+        assert!(html.len() < 8 << 20, "{}", html.len());
+    }
+
+    #[test]
+    fn index_counts_only_pass_as_passed() {
+        let run = crate::report::markdown::tests::run_with(&["PASS", "INFO", "UNSUPPORTED", "NON-STRICT", "FAIL"]);
+        let html = index(std::slice::from_ref(&run));
+        assert!(html.contains("5 cases: 1 passed, 1 failing (1 FAIL), 3 neither (1 NON-STRICT, 1 INFO, 1 UNSUPPORTED)."), "{html}");
+        for o in ["PASS", "INFO", "UNSUPPORTED", "NON-STRICT", "FAIL"] {
+            assert!(html.contains(&format!("<td class=\"{o}\">1 {o}</td>")), "{o}");
+        }
+    }
+
+    #[test]
+    fn agent_bytes_in_the_span_are_shown_whole() {
+        use crate::transcript::Transcript;
+        let t = Transcript::default();
+        t.bytes(Direction::FromAgent, &[b'a'; 1000]);
+        let from = t.mark();
+        t.bytes(Direction::FromAgent, &[b'b'; 1000]);
+        let to = t.mark();
+        let html = wire_log(&t.entries(0, None), Some((from, to)));
+        assert!(html.contains(&"b".repeat(1000)));
+        assert!(!html.contains(&"a".repeat(257)) && html.contains("744 more bytes"));
+        assert_eq!(html.matches("class=\"from span\"").count(), 1);
     }
 }

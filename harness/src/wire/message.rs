@@ -194,6 +194,9 @@ pub fn compare_id(sent: i64, echoed: Option<&Value>) -> IdMatch {
     }
 }
 
+/// QAPI's error classes (qapi/error.json's QapiErrorClass).
+pub const QAPI_ERROR_CLASSES: &[&str] = &["GenericError", "CommandNotFound", "DeviceNotActive", "DeviceNotFound", "KVMMissingCap"];
+
 /// Compare two JSON ids (string ids included): numbers by value.
 pub fn ids_equal(a: &Value, b: &Value) -> bool {
     match (a.as_i64(), b.as_i64(), a.as_f64(), b.as_f64()) {
