@@ -134,7 +134,8 @@ impl Connection {
         &self.transcript
     }
 
-    /// The channel's fd, for the benchmark's raw floor only.
+    /// The channel's fd, for the benchmark's raw floor only. Bytes written
+    /// to it bypass the send guard (the benchmark writes a fixed guest-ping).
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         self.stream.as_raw_fd()
     }

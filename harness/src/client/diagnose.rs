@@ -674,16 +674,16 @@ mod tests {
 
     #[test]
     fn analyse_names_the_sentinel_placement_and_id_form() {
-        let ids = [6923800783752001i64];
-        let (a, _) = analyse(b"\xff{\"return\": 6923800783752001}\n", &ids);
+        let ids = [18014398509481985i64];
+        let (a, _) = analyse(b"\xff{\"return\": 18014398509481985}\n", &ids);
         let a = a.unwrap();
         assert_eq!((a.sentinel, a.how), (Placement::Right, IdMatch::Exact));
-        let (a, _) = analyse(b"{\"return\": 6923800783752000.0}\n", &ids);
+        let (a, _) = analyse(b"{\"return\": 18014398509481984.0}\n", &ids);
         let a = a.unwrap();
         assert_eq!((a.sentinel, a.how), (Placement::None, IdMatch::Rounded));
-        let (a, _) = analyse(b"{\"return\": 6923800783752001}\xff\n", &ids);
+        let (a, _) = analyse(b"{\"return\": 18014398509481985}\xff\n", &ids);
         assert_eq!(a.unwrap().sentinel, Placement::After);
-        let (a, _) = analyse(b"\xc3\xbf{\"return\": 6923800783752001}\n", &ids);
+        let (a, _) = analyse(b"\xc3\xbf{\"return\": 18014398509481985}\n", &ids);
         assert_eq!(a.unwrap().sentinel, Placement::Utf8);
         let (a, errors) = analyse(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}}\n\xff{\"return\": 5}\n", &ids);
         assert!(a.is_none());

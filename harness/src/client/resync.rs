@@ -178,7 +178,10 @@ pub async fn resync(conn: &mut Connection, policy: &ResyncPolicy, opts: &ClientO
                 State::AfterSentinel => match scan(buf) {
                     Scan::Value { start, end } => {
                         if Reply::parse(&buf[start..end]).is_ok_and(|r| is_sync_reply(&r, id, &mode)) {
-                            conn.consume(end);
+                            // Without the sentinel rule, a 0xFF the agent
+                            // puts after the reply (late) goes with it.
+                            let trailing = if mode.need_sentinel { 0 } else { buf[end..].iter().take_while(|&&b| b == SENTINEL || b.is_ascii_whitespace()).count() };
+                            conn.consume(end + trailing);
                             return Ok(Resynced {
                                 id,
                                 attempts,

@@ -17,7 +17,7 @@ pub mod request;
 
 use crate::case::step::{Expect, GarbageKind, IdCheck, Send, Signal, Step};
 use crate::case::{pattern, Case};
-use crate::client::{execute_value, resync, Capability, ClientOptions, Profile, ResyncPolicy};
+use crate::client::{execute_skipping, resync, Capability, ClientOptions, Profile, ResyncPolicy};
 use crate::connection::SendError;
 use crate::session::{Session, SessionConfig, SessionError};
 use crate::transcript::{Entry, Event, Transcript};
@@ -554,7 +554,7 @@ async fn recover(session: &mut Session, grading: &Grading, eo: &EngineOptions, a
     // Each command after a sync of its own: recovery proves the channel
     // comes back and answers each command with its own reply; a duplicate
     // or trailing byte the case's defect makes is the cases' to grade.
-    match execute_value(conn, qga::guest_ping {}, &opts).await {
+    match execute_skipping(conn, qga::guest_ping {}, &opts, 4).await {
         Ok(Reply::Return { .. }) => {}
         Ok(Reply::Error { class, desc, .. }) => return fail(format!("guest-ping after resync: error reply {class}: {desc}")),
         Err(e) => return fail(format!("guest-ping after resync: {e}")),
@@ -564,7 +564,7 @@ async fn recover(session: &mut Session, grading: &Grading, eo: &EngineOptions, a
             return fail(format!("resync before guest-sync: {e}"));
         }
         let id = opts.ids.sync_id();
-        match execute_value(conn, qga::guest_sync { id }, &opts).await {
+        match execute_skipping(conn, qga::guest_sync { id }, &opts, 4).await {
             Ok(reply) if crate::client::resync::is_sync_reply(&reply, id, &opts.mode) => {}
             Ok(reply) => return fail(format!("guest-sync after resync: expected return {id}, got {reply:?}")),
             Err(e) => return fail(format!("guest-sync after resync: {e}")),
@@ -576,7 +576,7 @@ async fn recover(session: &mut Session, grading: &Grading, eo: &EngineOptions, a
         if let Err(e) = resync(conn, &opts.resync, &opts).await {
             return fail(format!("resync before guest-info: {e}"));
         }
-        match execute_value(conn, qga::guest_info {}, &opts).await {
+        match execute_skipping(conn, qga::guest_info {}, &opts, 4).await {
             Ok(Reply::Return { .. }) => {}
             Ok(Reply::Error { class, desc, .. }) => return fail(format!("guest-info after resync: error reply {class}: {desc}")),
             Err(e) => return fail(format!("guest-info after resync: {e}")),
@@ -633,6 +633,7 @@ async fn write(ctx: &mut Ctx<'_>, bytes: &[u8], chunk: Option<usize>, delay_us: 
         // Each chunk gets its own deadline, and the connection extends it
         // while the agent keeps taking bytes: a slow reader is not a dead one.
         let conn = ctx.session.conn().map_err(harness)?;
+        conn.set_send_stall(Some(send_timeout));
         if let Err(e) = conn.send(piece, Instant::now() + send_timeout).await {
             return Err(send_failed(ctx, e));
         }

@@ -176,9 +176,9 @@ pub fn compare_id(sent: i64, echoed: Option<&Value>) -> IdMatch {
     }
     if let Some(f) = v.as_f64() {
         // serde_json reads `6923800783752000.0` and `1e3` as f64.
-        if f.fract() == 0.0 && f.abs() < 9.3e18 && f as i64 == sent && (f as i64) as f64 == f {
-            // Exactly the value, in float form.
-            return if (sent as f64) as i64 == sent { IdMatch::FloatForm } else { IdMatch::Rounded };
+        // Exactly the value, in float form (i128: no saturation at 2^63).
+        if f.fract() == 0.0 && f.abs() < 1e19 && f as i128 == sent as i128 {
+            return IdMatch::FloatForm;
         }
         if f == sent as f64 {
             return IdMatch::Rounded;
@@ -234,12 +234,13 @@ mod tests {
     #[test]
     fn id_policy_names_how_an_id_changed() {
         use serde_json::json;
-        let big = 6923800783752001i64; // odd, above 2^53: not a double
+        let big = 18014398509481985i64; // 2^54 + 1: not a double
         assert_eq!(compare_id(5, Some(&json!(5))), IdMatch::Exact);
         assert_eq!(compare_id(5, None), IdMatch::Missing);
         assert_eq!(compare_id(6923800783752000, Some(&serde_json::from_str("6923800783752000.0").unwrap())), IdMatch::FloatForm);
         assert_eq!(compare_id(1000, Some(&serde_json::from_str("1e3").unwrap())), IdMatch::FloatForm);
-        assert_eq!(compare_id(big, Some(&serde_json::from_str("6923800783752000.0").unwrap())), IdMatch::Rounded);
+        assert_eq!(compare_id(big, Some(&serde_json::from_str("18014398509481984.0").unwrap())), IdMatch::Rounded);
+        assert_eq!(compare_id(i64::MAX, Some(&serde_json::from_str("9.2233720368547758e+18").unwrap())), IdMatch::Rounded);
         assert_eq!(compare_id(-5038234901108228097, Some(&serde_json::from_str("-5.0382349011082281e+18").unwrap())), IdMatch::Rounded);
         assert_eq!(compare_id((1 << 32) + 5, Some(&json!(5))), IdMatch::Truncated32);
         assert_eq!(compare_id(1 << 31, Some(&json!(-2147483648i64))), IdMatch::Truncated32);
