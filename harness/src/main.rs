@@ -114,6 +114,10 @@ struct ListArgs {
 struct RunArgs {
     #[command(flatten)]
     agent: AgentArgs,
+    /// Seed of every random id the run sends (default: random, printed and
+    /// recorded in the JSON): the same seed sends the same requests.
+    #[arg(long)]
+    seed: Option<u64>,
     #[command(flatten)]
     select: Selection,
     /// Treat NON-STRICT (a SHOULD violated) as failing.
@@ -460,7 +464,8 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     let transcript = args.agent.transcript();
-    let result = run_cases(config, &cases, transcript, &EngineOptions::default()).await;
+    let eo = EngineOptions { seed: args.seed.unwrap_or_else(rand::random), ..EngineOptions::default() };
+    let result = run_cases(config, &cases, transcript, &eo).await;
     let comparison = baseline.as_ref().map(|b| b.compare(&result.results, args.strict));
     print!("{}", report::render_terminal(&result, comparison.as_ref(), args.strict, args.transcript));
     if let Some(path) = &args.json {
@@ -504,6 +509,11 @@ async fn run(args: RunArgs) -> ExitCode {
             eprintln!("qga-harness: cannot write {}: {e}", path.display());
             return ExitCode::from(EXIT_HARNESS);
         }
+    }
+    // An agent that could not be run at all is one error, not a verdict
+    // per case.
+    if result.startup_error.is_some() {
+        return ExitCode::from(EXIT_HARNESS);
     }
     // Which outcomes count: those the baseline does not expect, or all.
     let unexpected: Vec<Outcome> = match &comparison {

@@ -132,7 +132,9 @@ impl Session {
         let budget = self.config.startup_timeout;
         let client = self.config.client.clone();
         let conn = self.conn.as_mut().ok_or(SessionError::NoAgent)?;
-        let failed = match diagnose::diagnose(conn, &client, budget).await {
+        let agent = &mut self.agent;
+        let mut gone = || agent.as_mut().is_none_or(|a| a.exit_status().is_some());
+        let failed = match diagnose::diagnose(conn, &client, budget, &mut gone).await {
             Ok(p) => return Ok(p),
             Err(e) => e,
         };
@@ -146,7 +148,9 @@ impl Session {
         // 0xFF and all, which would kill the new agent too.
         self.fresh_channel().await?;
         let conn = self.conn.as_mut().ok_or(SessionError::NoAgent)?;
-        match diagnose::probe_without_ff(conn, &client, budget, span).await {
+        let agent = &mut self.agent;
+        let mut gone = || agent.as_mut().is_none_or(|a| a.exit_status().is_some());
+        match diagnose::probe_without_ff(conn, &client, budget, span, &mut gone).await {
             Ok(p) => Ok(p),
             Err(e) => {
                 self.check_alive("answering a sync")?;

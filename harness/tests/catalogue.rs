@@ -89,6 +89,7 @@ fn cell(o: Outcome) -> &'static str {
         Outcome::NonStrict => "n",
         Outcome::Info => "i",
         Outcome::Unsupported => "u",
+        Outcome::Blocked => "B",
         Outcome::Fail => "F",
         Outcome::Timeout => "T",
         Outcome::Error => "E",
@@ -133,7 +134,7 @@ fn every_mutant_fails_and_every_must_case_bites() {
     for (i, (name, kind, _)) in agents.iter().enumerate() {
         out.push_str(&format!("{i:>3} {name} ({kind:?})\n"));
     }
-    out.push_str("cells: . PASS  n NON-STRICT  i INFO  u UNSUPPORTED  F FAIL  T TIMEOUT  E ERROR\n");
+    out.push_str("cells: . PASS  n NON-STRICT  i INFO  u UNSUPPORTED  B BLOCKED  F FAIL  T TIMEOUT  E ERROR\n");
     println!("{out}");
 
     let mut problems = Vec::new();

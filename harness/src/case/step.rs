@@ -207,6 +207,11 @@ pub struct Pause {
 pub struct Repeat {
     pub times: usize,
     pub steps: Vec<Step>,
+    /// Start no further round after this many milliseconds (scaled by the
+    /// agent's pace; at least one round runs): a case that repeats a load
+    /// to catch an intermittent defect bounds its own load on a slow agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_ms: Option<u64>,
 }
 
 fn yes() -> bool {

@@ -229,7 +229,7 @@ fn analyse(buf: &[u8], ids: &[i64]) -> (Option<Answer>, Vec<Vec<u8>>) {
 /// answers one of them, errors come, or `budget` runs out. Attempt waits
 /// start at a millisecond (qemu-ga's isa-serial drops input that arrives
 /// before it opens the tty) and double up to the reply timeout.
-async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, budget: Duration, probe_ids: bool) -> std::io::Result<Seen> {
+async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, budget: Duration, probe_ids: bool, gone: &mut dyn FnMut() -> bool) -> std::io::Result<Seen> {
     let start = Instant::now();
     let end = start + budget;
     let mut ids = Vec::new();
@@ -238,6 +238,10 @@ async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, bud
     let mut errors_since = None;
     conn.clear();
     while Instant::now() < end {
+        // A dead agent answers nothing; no need to wait out the budget.
+        if gone() {
+            return Ok(Seen::Closed);
+        }
         let id = if probe_ids { opts.ids.probe_id() } else { opts.ids.sync_id() };
         ids.push(id);
         match conn.send_discarding(&super::resync::sync_request_bytes_for(mode, id), end.min(Instant::now() + opts.send_timeout)).await {
@@ -303,27 +307,28 @@ pub struct NoSync {
 /// Probe a freshly started agent. `budget` bounds the wait for a first
 /// answer (the start-up timeout); the fallbacks get a share of the reply
 /// timeout each.
-pub async fn diagnose(conn: &mut Connection, opts: &ClientOptions, budget: Duration) -> Result<Profile, NoSync> {
+/// `gone` says whether the agent process has exited.
+pub async fn diagnose(conn: &mut Connection, opts: &ClientOptions, budget: Duration, gone: &mut dyn FnMut() -> bool) -> Result<Profile, NoSync> {
     let first_mark = conn.transcript().mark();
     let mut profile = Profile::reference();
-    let seen = probe(conn, &SyncMode::REFERENCE, opts, budget, true).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })?;
+    let seen = probe(conn, &SyncMode::REFERENCE, opts, budget, true, gone).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })?;
     let span = |conn: &Connection| (first_mark, conn.transcript().mark());
     match seen {
         Seen::Answer(a) => adopt(conn, &mut profile, &a, SyncMode::REFERENCE, span(conn)),
         Seen::Closed => return Err(NoSync { detail: "the channel closed when the agent read 0xFF + guest-sync-delimited".into(), closed: true }),
         Seen::Errors(errors) => {
             // Responsive, but not to this: try the other ways a client syncs.
-            fallback(conn, opts, &mut profile, &format!("only error replies: {}", show_all(&errors)), first_mark).await?;
+            fallback(conn, opts, &mut profile, &format!("only error replies: {}", show_all(&errors)), first_mark, gone).await?;
         }
         Seen::Nothing(bytes) => {
-            fallback(conn, opts, &mut profile, &describe_nothing(&bytes), first_mark).await?;
+            fallback(conn, opts, &mut profile, &describe_nothing(&bytes), first_mark, gone).await?;
         }
     }
     verify_and_measure(conn, opts, profile).await
 }
 
 /// The agent died on the 0xFF and was restarted: probe without it.
-pub async fn probe_without_ff(conn: &mut Connection, opts: &ClientOptions, budget: Duration, died_span: (u64, u64)) -> Result<Profile, NoSync> {
+pub async fn probe_without_ff(conn: &mut Connection, opts: &ClientOptions, budget: Duration, died_span: (u64, u64), gone: &mut dyn FnMut() -> bool) -> Result<Profile, NoSync> {
     let mut profile = Profile::reference();
     profile.findings.push(ProbeFinding {
         kind: FailureKind::DiesOnFlushByte,
@@ -333,7 +338,7 @@ pub async fn probe_without_ff(conn: &mut Connection, opts: &ClientOptions, budge
     });
     let mark = conn.transcript().mark();
     let mode = SyncMode { leading_ff: false, ..SyncMode::REFERENCE };
-    match probe(conn, &mode, opts, budget, true).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })? {
+    match probe(conn, &mode, opts, budget, true, gone).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })? {
         Seen::Answer(a) => adopt(conn, &mut profile, &a, mode, (mark, conn.transcript().mark())),
         Seen::Closed => return Err(NoSync { detail: "the channel closed again, without any 0xFF".into(), closed: true }),
         other => {
@@ -343,7 +348,7 @@ pub async fn probe_without_ff(conn: &mut Connection, opts: &ClientOptions, budge
                 _ => String::new(),
             };
             let mode = SyncMode { command: SyncCommand::GuestSync, leading_ff: false, need_sentinel: false, accept_float_ids: false };
-            match probe(conn, &mode, opts, opts.reply_timeout * 4, true).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })? {
+            match probe(conn, &mode, opts, opts.reply_timeout * 4, true, gone).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })? {
                 Seen::Answer(a) => adopt(conn, &mut profile, &a, mode, (mark, conn.transcript().mark())),
                 _ => return Err(NoSync { detail: format!("after a restart, no sync without 0xFF was answered ({what})"), closed: false }),
             }
@@ -354,7 +359,7 @@ pub async fn probe_without_ff(conn: &mut Connection, opts: &ClientOptions, budge
 
 /// Try, in order: delimited sync without the 0xFF, plain guest-sync with
 /// it, plain guest-sync without it.
-async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Profile, why: &str, first_mark: u64) -> Result<(), NoSync> {
+async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Profile, why: &str, first_mark: u64, gone: &mut dyn FnMut() -> bool) -> Result<(), NoSync> {
     let share = (opts.reply_timeout * 4).max(Duration::from_millis(100));
     let modes = [
         SyncMode { leading_ff: false, ..SyncMode::REFERENCE },
@@ -363,7 +368,7 @@ async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Pro
     ];
     for mode in modes {
         conn.transcript().event(Event::Note { text: format!("start-up probe: trying {}", mode.describe()) });
-        match probe(conn, &mode, opts, share, true).await {
+        match probe(conn, &mode, opts, share, true, gone).await {
             Ok(Seen::Answer(a)) => {
                 let span = (first_mark, conn.transcript().mark());
                 if mode.command == SyncCommand::GuestSync {

@@ -167,6 +167,23 @@ impl Grading {
         c.resync.max_attempt = c.resync.max_attempt.mul_f64(self.factor);
     }
 
+    /// The agent's output rate measured at start-up (guest-info's reply),
+    /// bytes per second; unknown counts as fast.
+    fn output_rate(&self) -> f64 {
+        let p = &self.profile.pace;
+        if p.info_us == 0 || p.info_bytes == 0 {
+            return f64::INFINITY;
+        }
+        p.info_bytes as f64 / (p.info_us as f64 / 1e6)
+    }
+
+    /// Garbage that the agent can answer (about 40 bytes of error output
+    /// per garbage byte, worst case) within about four seconds.
+    fn garbage_cap(&self) -> usize {
+        let cap = self.output_rate() * 4.0 / 40.0;
+        if cap.is_finite() { (cap as usize).max(128) } else { usize::MAX }
+    }
+
     fn scale(&self, d: Duration) -> Duration {
         d.mul_f64(self.factor)
     }
@@ -728,7 +745,14 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
             // it would stop reading, and the agent, blocked writing, would
             // stop reading our garbage. Afterwards, wait until the agent has
             // worked through it (output quiet for the quiet gap).
-            let bytes = garbage(g.len, g.seed, g.kind);
+            // The agent may answer each garbage byte with an error line: on an
+            // agent that writes slowly, the full length would take minutes to
+            // answer. Keep the answer to a few seconds of its output.
+            let len = g.len.min(ctx.grading.garbage_cap());
+            if len < g.len {
+                ctx.session.transcript().event(Event::Note { text: format!("garbage cut to {len} of {} bytes: the agent writes about {} bytes/s", g.len, ctx.grading.output_rate() as u64) });
+            }
+            let bytes = garbage(len, g.seed, g.kind);
             // The agent may be busy for a while with each chunk (qemu-ga
             // writes an error line per stray byte): more time than for a
             // request, still bounded.
@@ -825,7 +849,13 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
             Ok(())
         }
         Step::Repeat(r) => {
-            for _ in 0..r.times {
+            let began = Instant::now();
+            let budget = r.budget_ms.map(|ms| ctx.grading.scale(Duration::from_millis(ms)));
+            for i in 0..r.times {
+                if i > 0 && budget.is_some_and(|b| began.elapsed() >= b) {
+                    ctx.session.transcript().event(Event::Note { text: format!("repeat: {i} of {} rounds within its budget; the rest skipped", r.times) });
+                    break;
+                }
                 run_steps(ctx, &r.steps).await?;
             }
             Ok(())

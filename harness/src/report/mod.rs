@@ -9,21 +9,65 @@ pub mod markdown;
 use crate::baseline::Comparison;
 use crate::engine::{CaseResult, RunResult};
 use crate::transcript::{escape_bytes, render_entries};
-use crate::verdict::Outcome;
+use crate::verdict::{FailureKind, Outcome};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
 
 /// Version of the JSON document's layout.
-pub const JSON_SCHEMA: &str = "qga-harness/run/1";
+pub const JSON_SCHEMA: &str = "qga-harness/run/2";
 
 /// Count of each outcome.
 pub fn counts(results: &[CaseResult]) -> Vec<(Outcome, usize)> {
     Outcome::ALL.iter().map(|o| (*o, results.iter().filter(|r| r.outcome == *o).count())).collect()
 }
 
-/// One line per case; requirement, expected, actual and transcript for each
-/// case that did not pass; counts; and a closing `N passed, N failed` line.
+/// One distinct defect and the cases that show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub kind: FailureKind,
+    pub summary: &'static str,
+    /// What the start-up probe saw, when it found it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    /// Failing cases with this kind, and their outcomes.
+    pub cases: Vec<(String, Outcome)>,
+    /// Cases BLOCKED because of it.
+    pub blocked: Vec<String>,
+}
+
+/// The run's distinct findings: the start-up probe's, then each failure
+/// kind, each with the cases that show it. A single defect is one finding,
+/// however many cases it touches.
+pub fn findings(run: &RunResult, strict: bool) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    if let Some(p) = &run.profile {
+        for f in &p.findings {
+            let blocked = run
+                .results
+                .iter()
+                .filter(|r| r.outcome == Outcome::Blocked && r.failure.as_ref().is_some_and(|x| x.actual.contains(&f.detail)))
+                .map(|r| r.id.clone())
+                .collect();
+            out.push(Finding { kind: f.kind, summary: f.kind.summary(), probe: Some(f.detail.clone()), cases: Vec::new(), blocked });
+        }
+    }
+    for r in &run.results {
+        if !(r.outcome.is_failing(strict) || r.outcome == Outcome::NonStrict) || r.outcome == Outcome::Blocked {
+            continue;
+        }
+        let kind = r.failure.as_ref().map_or(FailureKind::Other, |f| f.kind);
+        match out.iter_mut().find(|f| f.kind == kind) {
+            Some(f) => f.cases.push((r.id.clone(), r.outcome)),
+            None => out.push(Finding { kind, summary: kind.summary(), probe: None, cases: vec![(r.id.clone(), r.outcome)], blocked: Vec::new() }),
+        }
+    }
+    out
+}
+
+/// One line per case; requirement, expected, actual for each case that did
+/// not pass, with a transcript excerpt once per distinct finding; the
+/// findings; counts; and a closing `N passed, N failed` line.
 pub fn render_terminal(run: &RunResult, cmp: Option<&Comparison>, strict: bool, transcripts: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "agent: {}", escape_bytes(run.agent.as_bytes()));
@@ -31,6 +75,32 @@ pub fn render_terminal(run: &RunResult, cmp: Option<&Comparison>, strict: bool, 
     if let Some(v) = &run.agent_version {
         let _ = writeln!(out, "agent version (guest-info): {}", escape_bytes(v.as_bytes()));
     }
+    let _ = writeln!(out, "seed: {} (--seed {} repeats this run's ids)", run.seed, run.seed);
+    if let Some(e) = &run.startup_error {
+        let _ = writeln!(out, "\nthe agent could not be run: {}", sanitize(&e.message));
+        if !e.stderr.is_empty() {
+            let _ = writeln!(out, "its stderr:");
+            for line in e.stderr.lines().take(20) {
+                let _ = writeln!(out, "  {}", truncate(&sanitize(line), 300));
+            }
+        }
+        if let Some(h) = &e.hint {
+            let _ = writeln!(out, "hint: {h}");
+        }
+        let text = render_entries(&e.transcript);
+        let lines: Vec<&str> = text.lines().collect();
+        let _ = writeln!(out, "transcript ({} entries, last 15):", lines.len());
+        for line in &lines[lines.len().saturating_sub(15)..] {
+            let _ = writeln!(out, "  {}", truncate(line, 300));
+        }
+        let _ = writeln!(out, "\n{} cases not run", run.results.len());
+        let _ = writeln!(out, "0 passed, {} failed", run.results.len());
+        return out;
+    }
+    if let Some(p) = &run.profile {
+        let _ = writeln!(out, "sync: {}; pace factor {:.1} (ping {} us)", p.mode.describe(), p.pace.factor, p.pace.rtt_us);
+    }
+    let mut shown_kinds = std::collections::HashSet::new();
     for r in &run.results {
         let rec = match r.recovery.grade {
             crate::verdict::RecoveryGrade::NotRun => String::new(),
@@ -42,7 +112,10 @@ pub fn render_terminal(run: &RunResult, cmp: Option<&Comparison>, strict: bool, 
                 let _ = writeln!(out, "      requirement: {}", f.requirement);
                 let _ = writeln!(out, "      expected:    {}", f.expected);
                 let _ = writeln!(out, "      actual:      {}", sanitize(&f.actual));
-                let show = transcripts || r.outcome.is_failing(strict);
+                let _ = writeln!(out, "      finding:     {} ({})", f.kind.code(), f.kind.summary());
+                // One transcript excerpt per distinct finding.
+                let first_of_kind = shown_kinds.insert(f.kind);
+                let show = transcripts || (r.outcome.is_failing(strict) && first_of_kind);
                 if show && f.transcript.0 < f.transcript.1 {
                     let entries: Vec<_> = r.transcript.iter().filter(|e| e.seq >= f.transcript.0 && e.seq < f.transcript.1).cloned().collect();
                     let _ = writeln!(out, "      transcript #{}..#{}:", f.transcript.0, f.transcript.1);
@@ -58,6 +131,23 @@ pub fn render_terminal(run: &RunResult, cmp: Option<&Comparison>, strict: bool, 
                         let _ = writeln!(out, "        {}", truncate(line, 300));
                     }
                 }
+            }
+        }
+    }
+    let found = findings(run, strict);
+    if !found.is_empty() {
+        let _ = writeln!(out, "\n{} distinct finding(s):", found.len());
+        for f in &found {
+            let cases: Vec<String> = f.cases.iter().map(|(id, o)| format!("{id} {o}")).collect();
+            let _ = writeln!(out, "  {} — {}", f.kind.code(), f.summary);
+            if let Some(p) = &f.probe {
+                let _ = writeln!(out, "      start-up probe: {}", truncate(&sanitize(p), 300));
+            }
+            if !cases.is_empty() {
+                let _ = writeln!(out, "      cases: {}", cases.join(", "));
+            }
+            if !f.blocked.is_empty() {
+                let _ = writeln!(out, "      blocks: {} case(s)", f.blocked.len());
             }
         }
     }
@@ -113,6 +203,8 @@ pub struct JsonReport<'a> {
     #[serde(flatten)]
     pub run: &'a RunResult,
     pub counts: std::collections::BTreeMap<String, usize>,
+    /// Distinct defects, each with the cases that show it.
+    pub findings: Vec<Finding>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<&'a Comparison>,
 }
@@ -125,6 +217,7 @@ impl<'a> JsonReport<'a> {
             strict,
             run,
             counts: counts(&run.results).into_iter().map(|(o, n)| (o.as_str().to_owned(), n)).collect(),
+            findings: findings(run, strict),
             baseline,
         }
     }
