@@ -21,7 +21,7 @@ async fn replies_within(conn: &mut Connection, window: Duration, opts: &ClientOp
     let deadline = Instant::now() + window;
     let mut out = Vec::new();
     loop {
-        match read_reply(conn, deadline, opts, "anything").await {
+        match read_reply(conn, qga_harness::client::Deadline::fixed(deadline), opts, "anything").await {
             Ok(r) => out.push(r),
             Err(ClientError::Timeout { .. }) => return out,
             Err(e) => panic!("unexpected: {e}"),
