@@ -175,6 +175,8 @@ enum Seen {
     Errors(Vec<Vec<u8>>),
     Nothing(Vec<u8>),
     Closed,
+    /// More output than the resync byte budget, none of it an answer.
+    Flood(u64),
 }
 
 /// Walk `buf` and find the first reply that answers one of `ids`, with its
@@ -258,6 +260,9 @@ async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, bud
                     deadline.progress();
                     seen.extend_from_slice(conn.buffered());
                     conn.clear();
+                    if seen.len() as u64 > opts.resync.byte_budget {
+                        return Ok(Seen::Flood(seen.len() as u64));
+                    }
                     let (answer, errors) = analyse(&seen, &ids);
                     if let Some(mut a) = answer {
                         // A sentinel that comes after the JSON: give it a moment.
@@ -316,12 +321,13 @@ pub async fn diagnose(conn: &mut Connection, opts: &ClientOptions, budget: Durat
     match seen {
         Seen::Answer(a) => adopt(conn, &mut profile, &a, SyncMode::REFERENCE, span(conn)),
         Seen::Closed => return Err(NoSync { detail: "the channel closed when the agent read 0xFF + guest-sync-delimited".into(), closed: true }),
+        Seen::Flood(n) => return Err(NoSync { detail: format!("discarded {n} bytes without finding our reply (byte budget exceeded; is the agent flooding?)"), closed: false }),
         Seen::Errors(errors) => {
             // Responsive, but not to this: try the other ways a client syncs.
-            fallback(conn, opts, &mut profile, &format!("only error replies: {}", show_all(&errors)), first_mark, gone).await?;
+            fallback(conn, opts, &mut profile, &format!("only error replies: {}", show_all(&errors)), first_mark, budget, gone).await?;
         }
         Seen::Nothing(bytes) => {
-            fallback(conn, opts, &mut profile, &describe_nothing(&bytes), first_mark, gone).await?;
+            fallback(conn, opts, &mut profile, &describe_nothing(&bytes), first_mark, budget, gone).await?;
         }
     }
     verify_and_measure(conn, opts, profile).await
@@ -345,6 +351,7 @@ pub async fn probe_without_ff(conn: &mut Connection, opts: &ClientOptions, budge
             let what = match other {
                 Seen::Errors(e) => format!("only error replies: {}", show_all(&e)),
                 Seen::Nothing(b) => describe_nothing(&b),
+                Seen::Flood(n) => format!("{n} bytes of output (byte budget exceeded; is the agent flooding?)"),
                 _ => String::new(),
             };
             let mode = SyncMode { command: SyncCommand::GuestSync, leading_ff: false, need_sentinel: false, accept_float_ids: false };
@@ -359,8 +366,10 @@ pub async fn probe_without_ff(conn: &mut Connection, opts: &ClientOptions, budge
 
 /// Try, in order: delimited sync without the 0xFF, plain guest-sync with
 /// it, plain guest-sync without it.
-async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Profile, why: &str, first_mark: u64, gone: &mut dyn FnMut() -> bool) -> Result<(), NoSync> {
-    let share = (opts.reply_timeout * 4).max(Duration::from_millis(100));
+async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Profile, why: &str, first_mark: u64, budget: Duration, gone: &mut dyn FnMut() -> bool) -> Result<(), NoSync> {
+    // Within the start-up budget's order: a mute agent is told apart from
+    // one that needs another mode without waiting long.
+    let share = (opts.reply_timeout * 4).min(budget / 4).max(Duration::from_millis(20));
     let modes = [
         SyncMode { leading_ff: false, ..SyncMode::REFERENCE },
         SyncMode { command: SyncCommand::GuestSync, leading_ff: true, need_sentinel: false, accept_float_ids: false },
@@ -390,6 +399,7 @@ async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Pro
                 return Ok(());
             }
             Ok(Seen::Closed) => return Err(NoSync { detail: format!("{why}; then the channel closed"), closed: true }),
+            Ok(Seen::Flood(n)) => return Err(NoSync { detail: format!("discarded {n} bytes without finding our reply (byte budget exceeded; is the agent flooding?)"), closed: false }),
             Ok(_) => {}
             Err(e) => return Err(NoSync { detail: e.to_string(), closed: false }),
         }
