@@ -52,18 +52,18 @@ fn run_against_qemu_ga_with_its_baselines() {
 }
 
 #[test]
-fn failing_agent_exits_1_with_requirement_expected_actual_and_transcript() {
+fn agent_that_cannot_start_is_one_message_with_its_output_and_exit_2() {
+    // Not a verdict per case: one message, the transcript's tail, exit 2.
     let out = harness()
-        .args(["run", "--agent", "sh -c 'echo oops; exit 4'", "--transport", "socketpair", "--startup-timeout-ms", "300", "--case", "sync/1"])
+        .args(["run", "--agent", "sh -c 'echo oops; exit 4'", "--transport", "socketpair", "--startup-timeout-ms", "300"])
         .timeout(Duration::from_secs(30))
         .assert()
-        .code(1)
-        .stdout(predicate::str::contains("FAIL        sync/1"))
-        .stdout(predicate::str::contains("requirement: guest-sync {id} is answered"))
-        .stdout(predicate::str::contains("expected:"))
-        .stdout(predicate::str::contains("actual:      the agent exited (exit status 4)"))
+        .code(2)
+        .stdout(predicate::str::contains("the agent could not be run: the agent exited (exit status 4)"))
+        .stdout(predicate::str::contains("101 cases not run"))
+        .stdout(predicate::str::contains("sync/1").not())
         .stdout(predicate::str::contains("<< oops\\n"));
-    assert_eq!(closing(&out.get_output().stdout), (0, 1));
+    assert_eq!(closing(&out.get_output().stdout), (0, 101));
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn json_output_has_verdicts_and_transcript() {
     let out = dir.path().join("run.json");
     harness().args(["run", "--transport", "socketpair", "--case", "sync*/*", "--json"]).arg(&out).timeout(Duration::from_secs(30)).assert().code(0);
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(doc["schema"], "qga-harness/run/1");
+    assert_eq!(doc["schema"], "qga-harness/run/2");
     let results = doc["results"].as_array().unwrap();
     assert!(results.len() >= 15);
     assert!(results.iter().all(|v| v["outcome"] == "PASS" && v["recovery"]["grade"] == "resynced"));
@@ -317,7 +317,8 @@ fn run_json_matches_the_published_schema() {
 /// buffer the kernel allows (one page), so that a child writing more than
 /// that blocks until the reader reads or goes.
 fn small_pipe() -> (std::fs::File, std::os::fd::OwnedFd) {
-    let (r, w) = nix::unistd::pipe().unwrap();
+    // Close-on-exec: a child that inherits the read end never sees EPIPE.
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     // SAFETY: fcntl on a pipe fd we own.
     unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&w), libc::F_SETPIPE_SZ, 4096) };
     (std::fs::File::from(r), w)
