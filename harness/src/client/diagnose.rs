@@ -256,14 +256,17 @@ async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, bud
         wait = (wait * 2).min(opts.reply_timeout);
         loop {
             match conn.fill(deadline.at()).await? {
-                Fill::Data(_) => {
+                Fill::Data(n) => {
                     deadline.progress();
                     seen.extend_from_slice(conn.buffered());
                     conn.clear();
                     if seen.len() as u64 > opts.resync.byte_budget {
                         return Ok(Seen::Flood(seen.len() as u64));
                     }
-                    let (answer, errors) = analyse(&seen, &ids);
+                    // Only the tail can hold something new: a flood must not
+                    // be scanned again from the start on every read.
+                    let from = seen.len().saturating_sub(n + opts.max_reply_len.min(64 << 10));
+                    let (answer, errors) = analyse(&seen[from..], &ids);
                     if let Some(mut a) = answer {
                         // A sentinel that comes after the JSON: give it a moment.
                         if a.sentinel == Placement::None {
