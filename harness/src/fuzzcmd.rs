@@ -97,11 +97,19 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     }
     println!("{command_line}");
 
-    let floor = (args.floor_spawns > 0).then(|| {
-        let mut v: Vec<Duration> = (0..args.floor_spawns).filter_map(|_| crate::bench::raw_startup(&session).ok()).collect();
+    // Off the runtime thread: Ctrl-C and timers keep running meanwhile.
+    let floor = if args.floor_spawns > 0 {
+        let mut v = Vec::new();
+        for _ in 0..args.floor_spawns {
+            if let Ok(d) = crate::bench::startup_floor(&session).await {
+                v.push(d);
+            }
+        }
         v.sort_unstable();
-        v.get(v.len() / 2).copied()
-    });
+        Some(v.get(v.len() / 2).copied())
+    } else {
+        None
+    };
 
     let cfg = FuzzConfig {
         session,

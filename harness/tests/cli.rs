@@ -60,10 +60,10 @@ fn agent_that_cannot_start_is_one_message_with_its_output_and_exit_2() {
         .assert()
         .code(2)
         .stdout(predicate::str::contains("the agent could not be run: the agent exited (exit status 4)"))
-        .stdout(predicate::str::contains("101 cases not run"))
+        .stdout(predicate::str::contains("102 cases not run"))
         .stdout(predicate::str::contains("sync/1").not())
         .stdout(predicate::str::contains("<< oops\\n"));
-    assert_eq!(closing(&out.get_output().stdout), (0, 101));
+    assert_eq!(closing(&out.get_output().stdout), (0, 102));
 }
 
 #[test]

@@ -50,6 +50,8 @@ pub enum Capability {
     ErrorClass,
     /// Replies that are not delimited carry no raw 0xFF.
     CleanReplies,
+    /// One reply per request, not two.
+    OneReply,
 }
 
 impl Capability {
@@ -63,6 +65,7 @@ impl Capability {
             Capability::GuestSync => "sync",
             Capability::ErrorClass => "errors",
             Capability::CleanReplies => "sentinel",
+            Capability::OneReply => "one-reply",
         }
     }
 
@@ -504,6 +507,19 @@ async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptions, mut pro
             transcript: (mark, conn.transcript().mark()),
         });
     }
+    if let Some(o) = reply.as_ref() {
+        // Anything more after the reply, with nothing asked? The same reply
+        // again is a duplicate.
+        let extra = collect_quiet(conn, &client).await;
+        if contains_value(&extra, &o.text) {
+            profile.findings.push(ProbeFinding {
+                kind: FailureKind::DuplicateReply,
+                capability: Capability::OneReply,
+                detail: format!("guest-ping was answered twice: {}", escape_bytes(&o.text)),
+                transcript: (mark, conn.transcript().mark()),
+            });
+        }
+    }
     let reply = reply.and_then(|o| o.reply.ok());
     match reply {
         Some(Reply::Return { id, .. }) => match compare_id(n, id.as_ref()) {
@@ -652,6 +668,47 @@ pub fn pace_factor(p: &Pace) -> f64 {
     let padded = p.padded_us as f64 / 10_000.0;
     let gaps = p.max_gap_us as f64 / 2000.0;
     rtt.max(padded).max(gaps).clamp(1.0, 50.0)
+}
+
+/// What arrives until the agent has been quiet for a few milliseconds
+/// (bounded), taken out of the connection.
+async fn collect_quiet(conn: &mut Connection, client: &ClientOptions) -> Vec<u8> {
+    let quiet = Duration::from_millis(3).max(client.idle_timeout / 50);
+    let end = Instant::now() + quiet * 10;
+    let mut got = conn.buffered().to_vec();
+    conn.clear();
+    loop {
+        let until = end.min(Instant::now() + quiet);
+        match conn.fill(until).await {
+            Ok(Fill::Data(_)) => {
+                got.extend_from_slice(conn.buffered());
+                conn.clear();
+                if got.len() > 1 << 20 {
+                    return got;
+                }
+            }
+            _ => return got,
+        }
+    }
+}
+
+/// Whether `bytes` holds a JSON value whose text is exactly `text`.
+fn contains_value(bytes: &[u8], text: &[u8]) -> bool {
+    let mut at = 0;
+    while at < bytes.len() {
+        match scan(&bytes[at..]) {
+            Scan::Value { start, end } => {
+                if &bytes[at + start..at + end] == text {
+                    return true;
+                }
+                at += end;
+            }
+            Scan::Sentinel { at: i } => at += i + 1,
+            Scan::Garbage { end } => at += end.max(1),
+            Scan::Incomplete { .. } => return false,
+        }
+    }
+    false
 }
 
 /// Wait until the agent has been quiet for a few milliseconds (bounded),
