@@ -201,6 +201,9 @@ pub const QAPI_ERROR_CLASSES: &[&str] = &["GenericError", "CommandNotFound", "De
 pub fn ids_equal(a: &Value, b: &Value) -> bool {
     match (a.as_i64(), b.as_i64(), a.as_f64(), b.as_f64()) {
         (Some(x), Some(y), _, _) => x == y,
+        // An integer and a float: the same value in float form counts.
+        (Some(x), None, _, Some(_)) => compare_id(x, Some(b)).same_value(),
+        (None, Some(y), Some(_), _) => compare_id(y, Some(a)).same_value(),
         (None, None, Some(x), Some(y)) => x == y,
         _ => a == b,
     }
