@@ -37,6 +37,9 @@ impl IdWidth {
 #[derive(Debug, Clone)]
 pub struct Ids {
     rng: Arc<Mutex<rand::rngs::StdRng>>,
+    /// Resync attempts draw from their own stream: how many a resync needs
+    /// depends on timing, and must not shift the ids of the requests after.
+    resync: Arc<Mutex<rand::rngs::StdRng>>,
     /// Width of sync ids (`$fresh`, resync). Request ids are always below
     /// 2^53 as well.
     pub width: IdWidth,
@@ -50,7 +53,11 @@ impl Default for Ids {
 
 impl Ids {
     pub fn seeded(seed: u64) -> Ids {
-        Ids { rng: Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed))), width: IdWidth::Full64 }
+        Ids {
+            rng: Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed))),
+            resync: Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed ^ 0x5EED_5EED_5EED_5EED))),
+            width: IdWidth::Full64,
+        }
     }
 
     /// A new, independent stream for one case: its ids depend only on the
@@ -71,6 +78,11 @@ impl Ids {
     /// A fresh sync id within the agent's width.
     pub fn sync_id(&self) -> i64 {
         self.width.clamp(self.next())
+    }
+
+    /// A fresh id for one resync attempt (its own stream).
+    pub fn resync_id(&self) -> i64 {
+        self.width.clamp(self.resync.lock().unwrap_or_else(|e| e.into_inner()).gen())
     }
 
     /// A fresh request id: below 2^53 (agents that hold numbers as doubles

@@ -150,7 +150,7 @@ pub async fn resync(conn: &mut Connection, policy: &ResyncPolicy, opts: &ClientO
         }
         attempts += 1;
         let mode = opts.mode;
-        let id = opts.ids.sync_id();
+        let id = opts.ids.resync_id();
         // Whatever arrived before our request is stale by definition.
         discarded += conn.clear() as u64;
         discarded += conn.send_discarding(&sync_request_bytes_for(&mode, id), overall.min(Instant::now() + opts.send_timeout)).await? as u64;
