@@ -75,8 +75,16 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     }
     let seed = args.seed.unwrap_or_else(rand::random);
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    // The budgets in effect are part of what reproduces a failure.
+    let budgets = format!(
+        "--reply-timeout-ms {} --resync-budget-ms {} --startup-timeout-ms {}",
+        session.client.reply_timeout.as_millis(),
+        session.client.resync.budget.as_millis(),
+        session.startup_timeout.as_millis()
+    );
+    let replay_flags = format!("{budgets} --seed {seed}");
     let mut command_line = format!(
-        "qga-harness fuzz --agent {} --transport {} --cases {} --seed {seed} --jobs {jobs} --repeat {} --max-faults {}",
+        "qga-harness fuzz --agent {} --transport {} --cases {} --seed {seed} --jobs {jobs} --repeat {} --max-faults {} {budgets}",
         shell_words::quote(&session.template.to_string()),
         session.transport,
         args.schedules,
@@ -127,6 +135,7 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
         out_dir: args.out.clone(),
         shrink_time: Duration::from_millis(args.shrink_time_ms),
         command_line,
+        replay_flags,
     };
     let progress = Arc::new(fuzz::runner::Progress::default());
     let (p2, cfg2) = (progress.clone(), cfg.clone());

@@ -102,6 +102,12 @@ struct ReplayArgs {
     /// Run it this many times (for intermittent failures).
     #[arg(long, default_value_t = 1)]
     repeat: u32,
+    /// Seed of the ids (a fuzz replay file names the one the fuzzer used).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Treat NON-STRICT as failing.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Args)]
@@ -357,15 +363,16 @@ async fn replay(args: ReplayArgs) -> ExitCode {
     let mut failing_runs = 0;
     let mut errors = false;
     for i in 0..args.repeat.max(1) {
-        let result = run_cases(config.clone(), &cases, args.agent.transcript(), &EngineOptions::default()).await;
-        let bad: Vec<_> = result.results.iter().filter(|r| r.outcome.is_failing(false)).collect();
+        let eo = EngineOptions { seed: args.seed.unwrap_or_else(rand::random), ..EngineOptions::default() };
+        let result = run_cases(config.clone(), &cases, args.agent.transcript(), &eo).await;
+        let bad: Vec<_> = result.results.iter().filter(|r| r.outcome.is_failing(args.strict)).collect();
         errors |= bad.iter().any(|r| r.outcome == Outcome::Error);
         if bad.is_empty() {
             println!("run {}: {} case(s) conform", i + 1, result.results.len());
         } else {
             failing_runs += 1;
             if failing_runs == 1 {
-                print!("{}", report::render_terminal(&result, None, false, false));
+                print!("{}", report::render_terminal(&result, None, args.strict, false));
             }
             println!("run {}: {}", i + 1, bad.iter().map(|r| format!("{} {}", r.id, r.outcome)).collect::<Vec<_>>().join(", "));
         }

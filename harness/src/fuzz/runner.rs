@@ -35,6 +35,9 @@ pub struct FuzzConfig {
     pub shrink_time: Duration,
     /// The command line that reproduces the run, for the replay files.
     pub command_line: String,
+    /// What `replay` needs to run a schedule as the fuzzer did: budgets,
+    /// id seed, strictness.
+    pub replay_flags: String,
 }
 
 /// Live counters, for a progress display.
@@ -136,6 +139,10 @@ impl Worker {
         self.rt.block_on(async {
             ensure_session(&mut self.session, &self.config).await?;
             let (session, grading) = self.session.as_mut().expect("just started");
+            // The same id stream `run_cases` gives this case id under this
+            // seed, so `replay --seed` sends the same ids.
+            let ids = session.client().ids.for_case(eo.seed, &case.id);
+            session.client_mut().ids = ids;
             let (r, _) = run_case(session, case, grading, eo).await;
             session.transcript().reset();
             if r.recovery.grade == RecoveryGrade::Wedged {
@@ -190,7 +197,8 @@ pub fn fuzz(cfg: &FuzzConfig, progress: &Progress) -> FuzzReport {
                 }
                 let worker = RefCell::new(w);
                 let shrinking = std::cell::Cell::new(false);
-                let eo = EngineOptions { keep_transcripts: false, ..Default::default() };
+                // Ids from the fuzz seed: the replay file's `--seed` repeats them.
+                let eo = EngineOptions { keep_transcripts: false, seed: cfg.seed, ..Default::default() };
                 // Shrinking is bounded in time as well as in steps: each
                 // step of it runs the schedule against the agent again.
                 let config = Config { cases, failure_persistence: None, max_shrink_iters: 2048, max_shrink_time: cfg.shrink_time.as_millis().min(u128::from(u32::MAX)) as u32, ..Config::default() };
@@ -276,12 +284,13 @@ fn write_replay(cfg: &FuzzConfig, job: usize, schedule: &Schedule, reason: &str,
     };
     let body = toml::to_string(&file).map_err(std::io::Error::other)?;
     let header = format!(
-        "# Found by qga-harness fuzz (seed {}, job {job} of {}).\n# Reproduce: {}\n# Replay:    qga-harness replay {} --repeat {} (same --agent and --transport)\n# Failure:   {}\n\n",
+        "# Found by qga-harness fuzz (seed {}, job {job} of {}).\n# Reproduce: {}\n# Replay:    qga-harness replay {} --repeat {} {} (same --agent and --transport)\n# Failure:   {}\n\n",
         cfg.seed,
         cfg.jobs,
         cfg.command_line,
         path.display(),
         cfg.repeat.max(1),
+        cfg.replay_flags,
         reason.replace('\n', " ")
     );
     crate::report::write_atomic(path, format!("{header}{body}").as_bytes())

@@ -134,6 +134,22 @@ fn index(runs: &[RunResult]) -> String {
             counts.concat(),
             resync_chart(r)
         );
+        if let Some(e) = &r.startup_error {
+            let _ = write!(b, "<p class=\"ERROR\">The agent could not be run: {}</p>", esc(&e.message));
+        }
+        if let Some(p) = &r.profile {
+            let _ = write!(b, "<p>Sync: {}; pace factor {:.1}; seed {}.</p>", esc(&p.mode.describe()), p.pace.factor, r.seed);
+        }
+        let found = super::findings(r, false);
+        if !found.is_empty() {
+            b.push_str("<table class=\"findings\"><thead><tr><th>finding</th><th>what</th><th>cases</th><th>blocks</th></tr></thead><tbody>");
+            for f in &found {
+                let cases: Vec<String> = f.cases.iter().map(|(id, o)| format!("{} {}", esc(id), o)).collect();
+                let probe = f.probe.as_ref().map_or(String::new(), |p| format!("<br><span class=\"mono\">start-up probe: {}</span>", esc(p)));
+                let _ = write!(b, "<tr><td><code>{}</code></td><td>{}{}</td><td>{}</td><td>{}</td></tr>", esc(&f.kind.code()), esc(f.summary), probe, cases.join(", "), f.blocked.len());
+            }
+            b.push_str("</tbody></table>");
+        }
     }
     page("qga-harness conformance matrix", &b)
 }
@@ -250,7 +266,9 @@ fn case_page(r: &RunResult, c: &CaseResult) -> String {
     if let Some(f) = &c.failure {
         let _ = write!(
             b,
-            "<tr><th>expected</th><td class=\"mono\">{}</td></tr><tr><th>actual</th><td class=\"mono\">{}</td></tr><tr><th>transcript</th><td>#{}..#{}</td></tr>",
+            "<tr><th>finding</th><td><code>{}</code> {}</td></tr><tr><th>expected</th><td class=\"mono\">{}</td></tr><tr><th>actual</th><td class=\"mono\">{}</td></tr><tr><th>transcript</th><td>#{}..#{}</td></tr>",
+            esc(&f.kind.code()),
+            esc(f.kind.summary()),
             esc(&f.expected),
             esc(&f.actual),
             f.transcript.0,

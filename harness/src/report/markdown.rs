@@ -119,12 +119,34 @@ pub fn render(run: &RunResult, strict: bool, command: &str) -> String {
         let _ = writeln!(out, "| {o} | {n} | {} |", counts_as(o, strict));
     }
     let _ = writeln!(out, "\nPassed counts PASS only{}.", if strict { "; NON-STRICT fails (--strict)" } else { "; NON-STRICT (a SHOULD violated) fails only under --strict" });
+    if let Some(e) = &run.startup_error {
+        let _ = writeln!(out, "\n**The agent could not be run:** {}", escape(&e.message));
+        if let Some(h) = &e.hint {
+            let _ = writeln!(out, "\nHint: {}", escape(h));
+        }
+    }
+    if let Some(p) = &run.profile {
+        let _ = writeln!(out, "\nSync: {}; pace factor {:.1}; seed {} (`--seed {}` repeats the run's ids).", escape(&p.mode.describe()), p.pace.factor, run.seed, run.seed);
+    }
+    let found = super::findings(run, strict);
+    if !found.is_empty() {
+        let _ = writeln!(out, "\n### Findings\n\n| finding | what | cases | blocks |\n|---|---|---|---|");
+        for f in &found {
+            let mut what = f.summary.to_owned();
+            if let Some(p) = &f.probe {
+                what.push_str(&format!(" (start-up probe: {})", p.chars().take(200).collect::<String>()));
+            }
+            let cases: Vec<String> = f.cases.iter().map(|(id, o)| format!("{id} {o}")).collect();
+            let _ = writeln!(out, "| `{}` | {} | {} | {} |", f.kind.code(), escape(&what), escape(&cases.join(", ")), f.blocked.len());
+        }
+    }
     let notable: Vec<_> = run.results.iter().filter(|r| r.outcome != Outcome::Pass).collect();
     if !notable.is_empty() {
-        let _ = writeln!(out, "\n| case | outcome | what happened |\n|---|---|---|");
+        let _ = writeln!(out, "\n| case | outcome | finding | what happened |\n|---|---|---|---|");
         for r in notable {
             let what = r.failure.as_ref().map_or(String::new(), |f| f.actual.chars().take(200).collect());
-            let _ = writeln!(out, "| {} {} | {} | {} |", escape(&r.id), escape(&r.title), r.outcome, escape(&what));
+            let kind = r.failure.as_ref().map_or(String::new(), |f| format!("`{}`", f.kind.code()));
+            let _ = writeln!(out, "| {} {} | {} | {} | {} |", escape(&r.id), escape(&r.title), r.outcome, kind, escape(&what));
         }
     }
     let _ = writeln!(out, "\nReproduce:\n\n```\n{}\n```", command.replace("```", "'''"));
