@@ -62,16 +62,15 @@ const RESYNC_BREAKING: &[&str] = &[
     "utf8-sentinel",
     "ff-line-start-only",
     "one-read-one-request",
-    // no-id-echo, sentinel-leak and raw-ff-in-reply: the start-up probe
-    // finds them and the client adapts (order matching, skipped 0xFF); the
-    // catalogue grades them, resync no longer breaks on them.
+    // no-id-echo, id-stringified, sentinel-leak, raw-ff-in-reply and
+    // double-reply: the start-up probe finds them and the client adapts
+    // (order matching, skipped 0xFF, skipped second copies); the catalogue
+    // grades them, resync and recovery no longer break on them.
     "no-guest-sync",
     "silent-unknown",
     "exit-on-parse-error",
-    "double-reply",
     "error-without-class",
     "sync-wrong-id",
-    "id-stringified",
     "burst-reply-loss",
 ];
 

@@ -318,6 +318,20 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
             };
             for case in cases {
                 let mut r = skeleton(case);
+                if !case.transports.is_empty() && !case.transports.contains(&transport) {
+                    // Not applicable here whether or not the agent runs.
+                    r.outcome = Outcome::Unsupported;
+                    r.failure = Some(Failure {
+                        kind: FailureKind::NotApplicable,
+                        stage: Stage::Start,
+                        requirement: case.requirement.clone(),
+                        expected: "the case applies".into(),
+                        actual: format!("the case applies only to {:?}", case.transports),
+                        transcript: (start_mark, start_mark),
+                    });
+                    run.results.push(r);
+                    continue;
+                }
                 r.outcome = Outcome::Error;
                 r.failure = Some(Failure {
                     kind: FailureKind::StartupFailed,

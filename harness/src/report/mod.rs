@@ -93,8 +93,9 @@ pub fn render_terminal(run: &RunResult, cmp: Option<&Comparison>, strict: bool, 
         for line in &lines[lines.len().saturating_sub(15)..] {
             let _ = writeln!(out, "  {}", truncate(line, 300));
         }
+        let failed = run.results.iter().filter(|r| r.outcome.is_failing(strict)).count();
         let _ = writeln!(out, "\n{} cases not run", run.results.len());
-        let _ = writeln!(out, "0 passed, {} failed", run.results.len());
+        let _ = writeln!(out, "{} passed, {failed} failed", run.results.len() - failed);
         return out;
     }
     if let Some(p) = &run.profile {
