@@ -52,6 +52,8 @@ pub enum Capability {
     CleanReplies,
     /// One reply per request, not two.
     OneReply,
+    /// guest-ping returns `{}`.
+    EmptyPing,
 }
 
 impl Capability {
@@ -66,6 +68,7 @@ impl Capability {
             Capability::ErrorClass => "errors",
             Capability::CleanReplies => "sentinel",
             Capability::OneReply => "one-reply",
+            Capability::EmptyPing => "info",
         }
     }
 
@@ -636,15 +639,31 @@ async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptions, mut pro
         let _ = resync(conn, &policy, &client).await;
     }
 
-    // Round trips.
+    // Round trips; and guest-ping's return value, which many cases use as
+    // their plain request: it must be `{}`.
     let mut rtts = Vec::new();
+    let mut odd_ping = None;
+    let mark = conn.transcript().mark();
     for _ in 0..5 {
         let t0 = Instant::now();
-        if execute_value(conn, qga::guest_ping {}, &client).await.is_ok() {
+        if let Ok(reply) = execute_value(conn, qga::guest_ping {}, &client).await {
             rtts.push(t0.elapsed());
+            if let Reply::Return { value, .. } = reply {
+                if value != serde_json::json!({}) {
+                    odd_ping.get_or_insert(value);
+                }
+            }
         } else {
             let _ = resync(conn, &policy, &client).await;
         }
+    }
+    if let Some(value) = odd_ping {
+        profile.findings.push(ProbeFinding {
+            kind: FailureKind::WrongReturn,
+            capability: Capability::EmptyPing,
+            detail: format!("guest-ping returned {} instead of {{}}", escape_bytes(value.to_string().as_bytes())),
+            transcript: (mark, conn.transcript().mark()),
+        });
     }
     rtts.sort();
     profile.pace.rtt_us = rtts.get(rtts.len() / 2).map_or(0, |d| d.as_micros() as u64);
