@@ -179,9 +179,16 @@ impl Grading {
 
     /// Garbage that the agent can answer (about 40 bytes of error output
     /// per garbage byte, worst case) within about four seconds.
+    /// Only for an agent measured slow (pace factor above 1), and rounded
+    /// down to a power of two, so that runs against the same agent cut the
+    /// same garbage (a seed repeats the run).
     fn garbage_cap(&self) -> usize {
         let cap = self.output_rate() * 4.0 / 40.0;
-        if cap.is_finite() { (cap as usize).max(128) } else { usize::MAX }
+        if self.factor <= 1.0 || !cap.is_finite() {
+            return usize::MAX;
+        }
+        let cap = (cap as usize).max(128);
+        1 << (usize::BITS - 1 - cap.leading_zeros())
     }
 
     fn scale(&self, d: Duration) -> Duration {
