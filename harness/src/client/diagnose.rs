@@ -527,10 +527,7 @@ async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptions, mut pro
     // class probe below reports it).
     let reply = reply.and_then(|o| match o.reply {
         Ok(r) => Some(r),
-        Err(_) => serde_json::from_slice::<serde_json::Value>(&o.text)
-            .ok()
-            .filter(|v| v.get("error").is_some())
-            .map(|v| Reply::Error { class: String::new(), desc: String::new(), id: v.get("id").cloned() }),
+        Err(_) => Reply::lenient_error(&o.text),
     });
     match reply {
         Some(Reply::Return { id, .. }) => match compare_id(n, id.as_ref()) {
