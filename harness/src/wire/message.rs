@@ -107,8 +107,9 @@ impl Reply {
     pub fn lenient_error(text: &[u8]) -> Option<Reply> {
         let v: Value = serde_json::from_slice(text).ok()?;
         let err = v.get("error").filter(|_| v.get("return").is_none())?;
-        let field = |k: &str| err.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-        Some(Reply::Error { class: field("class"), desc: field("desc"), id: v.get("id").cloned() })
+        let field = |k: &str, default: &str| err.get(k).and_then(Value::as_str).unwrap_or(default).to_owned();
+        // A missing class reads as QAPI's catch-all, GenericError.
+        Some(Reply::Error { class: field("class", "GenericError"), desc: field("desc", ""), id: v.get("id").cloned() })
     }
 
     pub fn id(&self) -> Option<&Value> {
