@@ -782,10 +782,11 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
             }
             let bytes = garbage(len, g.seed, g.kind);
             // The agent may be busy for a while with each chunk (qemu-ga
-            // writes an error line per stray byte): more time than for a
-            // request, still bounded.
-            let send_timeout = ctx.opts().send_timeout * 4;
+            // writes an error line per stray byte, and takes no input while
+            // it writes them): as long as the drain after it may take,
+            // still bounded.
             let drain_cap = ctx.grading.scale(Duration::from_secs(3));
+            let send_timeout = (ctx.opts().send_timeout * 4).max(drain_cap);
             let mut dropped = 0;
             for piece in bytes.chunks(16 * 1024) {
                 let conn = ctx.session.conn().map_err(harness)?;
