@@ -16,7 +16,7 @@
 //! Bytes are recorded when the harness reads them, so a timestamp is when the
 //! harness saw them, a few microseconds after the agent wrote them.
 
-use crate::transcript::{Direction, Event, Transcript};
+use crate::transcript::{Direction, Event, Origin, Transcript};
 use crate::transport::Duplex;
 use std::io;
 use std::time::Duration;
@@ -87,6 +87,11 @@ pub struct Connection {
     /// With `Some`, a write that makes progress gets at least this long
     /// after its last progress, whatever its deadline.
     send_stall: Option<Duration>,
+    /// How writes and reads are recorded: which link this is.
+    out_dir: Direction,
+    in_dir: Direction,
+    /// Where the bytes of the next writes come from (client mode).
+    origin: Option<Origin>,
 }
 
 impl Connection {
@@ -101,7 +106,25 @@ impl Connection {
             guard: None,
             refused: None,
             send_stall: None,
+            out_dir: Direction::ToAgent,
+            in_dir: Direction::FromAgent,
+            origin: None,
         }
+    }
+
+    /// A connection to the client under test (client mode): its bytes are
+    /// recorded as to and from the client.
+    pub fn client_link(stream: Duplex, transcript: Transcript, max_buffered: usize) -> Connection {
+        let mut c = Connection::new(stream, transcript, max_buffered);
+        c.out_dir = Direction::ToClient;
+        c.in_dir = Direction::FromClient;
+        c
+    }
+
+    /// Record later writes as coming from `origin` (None: the harness's own
+    /// client).
+    pub fn set_origin(&mut self, origin: Option<Origin>) {
+        self.origin = origin;
     }
 
     /// Install the guard every later write must pass (replacing any other).
@@ -169,7 +192,7 @@ impl Connection {
 
     /// Move `n` freshly read bytes from the scratch buffer into the input.
     fn take_input(&mut self, n: usize) {
-        self.transcript.bytes(Direction::FromAgent, &self.scratch[..n]);
+        self.transcript.bytes(self.in_dir, &self.scratch[..n]);
         self.buf.extend_from_slice(&self.scratch[..n]);
     }
 
@@ -190,7 +213,8 @@ impl Connection {
             Err(_elapsed) => Ok(Fill::Timeout),
             Ok(Ok(0)) => {
                 self.closed = true;
-                self.transcript.event(Event::Note { text: "channel closed by the agent".into() });
+                let who = if self.in_dir == Direction::FromClient { "client" } else { "agent" };
+                self.transcript.event(Event::Note { text: format!("channel closed by the {who}") });
                 Ok(Fill::Closed)
             }
             Ok(Ok(n)) => {
@@ -294,7 +318,7 @@ impl Connection {
                     if let Some(guard) = self.guard.as_mut() {
                         guard.sent(piece);
                     }
-                    self.transcript.bytes(Direction::ToAgent, piece);
+                    self.transcript.bytes_from(self.out_dir, piece, self.origin);
                     written += n;
                     if let Some(stall) = self.send_stall {
                         deadline = deadline.max(Instant::now() + stall);
@@ -307,14 +331,15 @@ impl Connection {
                 Step::Wrote(Err(e)) => return Err(e.into()),
                 Step::Read(Ok(0)) => self.closed = true,
                 Step::Read(Ok(n)) if discard => {
-                    self.transcript.bytes(Direction::FromAgent, &self.scratch[..n]);
+                    self.transcript.bytes(self.in_dir, &self.scratch[..n]);
                     discarded += n;
                 }
                 Step::Read(Ok(n)) => self.take_input(n),
                 Step::Read(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => self.closed = true,
                 Step::Read(Err(e)) => return Err(e.into()),
                 Step::Deadline => {
-                    self.transcript.event(Event::Timeout { waiting_for: "the agent to take our bytes".into() });
+                    let who = if self.out_dir == Direction::ToClient { "client" } else { "agent" };
+                    self.transcript.event(Event::Timeout { waiting_for: format!("the {who} to take our bytes") });
                     return Err(SendError::Timeout { written, total: bytes.len() });
                 }
             }

@@ -25,7 +25,9 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Which way bytes went.
+/// Which link bytes were on, and which way they went. Agent mode has one
+/// link (the harness's client and the agent); client mode adds the link to
+/// the client under test, with the harness in the middle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
@@ -33,6 +35,34 @@ pub enum Direction {
     ToAgent,
     /// Read by the harness from the agent.
     FromAgent,
+    /// Written by the harness to the client under test (client mode).
+    ToClient,
+    /// Read by the harness from the client under test (client mode).
+    FromClient,
+}
+
+impl Direction {
+    /// The short arrow used in rendered transcripts.
+    pub fn arrow(self) -> &'static str {
+        match self {
+            Direction::ToAgent => ">>",
+            Direction::FromAgent => "<<",
+            Direction::ToClient => "C<",
+            Direction::FromClient => "C>",
+        }
+    }
+}
+
+/// Where bytes written by the harness came from. Bytes read off a link
+/// have no origin: they are what the peer sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// Made up by the harness: a fault (stale reply, garbage, a partial
+    /// request left by "an earlier client").
+    Injected,
+    /// Received on the other link and passed on.
+    Forwarded,
 }
 
 /// Something the harness did or saw that is not channel data.
@@ -92,10 +122,13 @@ impl Stream {
 }
 
 impl From<Direction> for Stream {
+    /// Bytes are budgeted by where they head: agent-bound (to the agent,
+    /// and from the client, which the proxy forwards to it) and
+    /// client-bound (from the agent, and to the client).
     fn from(d: Direction) -> Stream {
         match d {
-            Direction::ToAgent => Stream::ToAgent,
-            Direction::FromAgent => Stream::FromAgent,
+            Direction::ToAgent | Direction::FromClient => Stream::ToAgent,
+            Direction::FromAgent | Direction::ToClient => Stream::FromAgent,
         }
     }
 }
@@ -107,6 +140,8 @@ pub enum Record {
         dir: Direction,
         #[serde(serialize_with = "serialize_bytes_escaped", deserialize_with = "deserialize_bytes_escaped")]
         data: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<Origin>,
     },
     Event(Event),
 }
@@ -265,7 +300,7 @@ struct Inner {
     next_seq: u64,
     kept_bytes: usize,
     dropped_bytes: u64,
-    total: [u64; 2],
+    total: [u64; 4],
 }
 
 /// A shared, bounded recording of one session.
@@ -296,7 +331,7 @@ impl Transcript {
                 next_seq: 0,
                 kept_bytes: 0,
                 dropped_bytes: 0,
-                total: [0, 0],
+                total: [0; 4],
             })),
         }
     }
@@ -310,9 +345,14 @@ impl Transcript {
     /// Record bytes; returns the entry's sequence number (whether or not
     /// the entry is kept: a marker covers it if not).
     pub fn bytes(&self, dir: Direction, data: &[u8]) -> u64 {
+        self.bytes_from(dir, data, None)
+    }
+
+    /// Record bytes the harness wrote, saying where they came from.
+    pub fn bytes_from(&self, dir: Direction, data: &[u8], origin: Option<Origin>) -> u64 {
         let mut t = self.lock();
         t.total[dir as usize] += data.len() as u64;
-        t.record(dir.into(), Record::Bytes { dir, data: data.to_vec() })
+        t.record(dir.into(), Record::Bytes { dir, data: data.to_vec(), origin })
     }
 
     /// Record a harness event; returns its sequence number.
@@ -364,7 +404,7 @@ impl Transcript {
         let t = self.lock();
         let mut out = Vec::new();
         for e in t.entries.range(from..).map(|(_, e)| e) {
-            if let Record::Bytes { dir: Direction::FromAgent, data } = &e.record {
+            if let Record::Bytes { dir: Direction::FromAgent, data, .. } = &e.record {
                 out.extend_from_slice(data);
             }
         }
@@ -392,17 +432,21 @@ impl Transcript {
 }
 
 /// Entries as text, one line each: `#seq time >> bytes` (to the agent),
-/// `<<` (from the agent), `--` (harness event). Every byte escaped.
+/// `<<` (from the agent), `C>` (from the client under test), `C<` (to it),
+/// `--` (harness event); written bytes say if they were injected or
+/// forwarded. Every byte escaped.
 pub fn render_entries(entries: &[Entry]) -> String {
     let mut out = String::new();
     for e in entries {
         let at = e.at.as_secs_f64() * 1e3;
         let _ = match &e.record {
-            Record::Bytes { dir: Direction::ToAgent, data } => {
-                writeln!(out, "#{:<5} {at:>10.3}ms  >> {}", e.seq, escape_bytes(data))
-            }
-            Record::Bytes { dir: Direction::FromAgent, data } => {
-                writeln!(out, "#{:<5} {at:>10.3}ms  << {}", e.seq, escape_bytes(data))
+            Record::Bytes { dir, data, origin } => {
+                let how = match origin {
+                    Some(Origin::Injected) => " (injected)",
+                    Some(Origin::Forwarded) => " (fwd)",
+                    None => "",
+                };
+                writeln!(out, "#{:<5} {at:>10.3}ms  {}{how} {}", e.seq, dir.arrow(), escape_bytes(data))
             }
             Record::Event(ev) => writeln!(out, "#{:<5} {at:>10.3}ms  -- {}", e.seq, describe(ev)),
         };
@@ -479,10 +523,10 @@ impl Inner {
         }
         // Too big for the whole tail: keep its first bytes.
         let (record, cut) = match record {
-            Record::Bytes { dir, mut data } if data.len() > b.tail_bytes => {
+            Record::Bytes { dir, mut data, origin } if data.len() > b.tail_bytes => {
                 let cut = data.len() - b.tail_bytes;
                 data.truncate(b.tail_bytes);
-                (Record::Bytes { dir, data }, cut)
+                (Record::Bytes { dir, data, origin }, cut)
             }
             r => (r, 0),
         };

@@ -750,7 +750,7 @@ fn agent_bytes_and_max_gap(conn: &Connection, mark: u64) -> (u64, Duration) {
     let mut gap = Duration::ZERO;
     let mut last = None;
     for e in conn.transcript().entries(mark, None) {
-        if let Record::Bytes { dir: Direction::FromAgent, data } = &e.record {
+        if let Record::Bytes { dir: Direction::FromAgent, data, .. } = &e.record {
             bytes += data.len() as u64;
             if let Some(prev) = last {
                 gap = gap.max(e.at.saturating_sub(prev));

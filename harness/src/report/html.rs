@@ -215,12 +215,19 @@ fn wire_log(entries: &[Entry], span: Option<(u64, u64)>) -> String {
         let at = e.at.as_secs_f64() * 1e3;
         let span_class = if in_span(e.seq) { " span" } else { "" };
         match &e.record {
-            Record::Bytes { dir, data } => {
+            Record::Bytes { dir, data, origin } => {
                 let (class, arrow) = match dir {
                     Direction::ToAgent => ("to", "&gt;&gt; to agent"),
                     Direction::FromAgent => ("from", "&lt;&lt; from agent"),
+                    Direction::ToClient => ("to", "C&lt; to client"),
+                    Direction::FromClient => ("from", "C&gt; from client"),
                 };
-                let limit = if *dir == Direction::FromAgent && in_span(e.seq) && span_bytes_left > 0 {
+                let arrow = match origin {
+                    Some(crate::transcript::Origin::Injected) => format!("{arrow} (injected)"),
+                    Some(crate::transcript::Origin::Forwarded) => format!("{arrow} (forwarded)"),
+                    None => arrow.to_owned(),
+                };
+                let limit = if matches!(dir, Direction::FromAgent | Direction::FromClient) && in_span(e.seq) && span_bytes_left > 0 {
                     SPAN_ROW_BYTES.min(span_bytes_left).max(MAX_ROW_BYTES)
                 } else {
                     MAX_ROW_BYTES
