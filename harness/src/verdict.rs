@@ -40,6 +40,9 @@ pub enum Outcome {
     Blocked,
     /// A MUST was violated.
     Fail,
+    /// Client mode: the client reported a result that was not the reply to
+    /// its request. The worst grade: its caller acts on wrong data.
+    Wrong,
     /// The case did not finish within its time budget.
     Timeout,
     /// The harness itself failed; says nothing about the agent.
@@ -47,13 +50,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Pass,
         Outcome::NonStrict,
         Outcome::Info,
         Outcome::Unsupported,
         Outcome::Blocked,
         Outcome::Fail,
+        Outcome::Wrong,
         Outcome::Timeout,
         Outcome::Error,
     ];
@@ -72,7 +76,7 @@ impl Outcome {
         match self {
             // BLOCKED fails a run even when the blocking case was not
             // selected: the agent lacks something every client needs.
-            Outcome::Fail | Outcome::Timeout | Outcome::Error | Outcome::Blocked => true,
+            Outcome::Fail | Outcome::Wrong | Outcome::Timeout | Outcome::Error | Outcome::Blocked => true,
             Outcome::NonStrict => strict,
             Outcome::Pass | Outcome::Info | Outcome::Unsupported => false,
         }
@@ -86,6 +90,7 @@ impl Outcome {
             Outcome::Unsupported => "UNSUPPORTED",
             Outcome::Blocked => "BLOCKED",
             Outcome::Fail => "FAIL",
+            Outcome::Wrong => "WRONG",
             Outcome::Timeout => "TIMEOUT",
             Outcome::Error => "ERROR",
         }
@@ -132,6 +137,45 @@ pub struct Recovery {
 impl Recovery {
     pub fn not_run() -> Recovery {
         Recovery { grade: RecoveryGrade::NotRun, resync_time: Duration::ZERO, bytes_discarded: 0, attempts: 0, detail: None }
+    }
+}
+
+/// Client mode: how the client under test came through a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientGrade {
+    /// Every job command reported its own reply, at the first attempt.
+    Recovered,
+    /// Every job command reported its own reply, after the client's own
+    /// retry (a second sync or a repeated command).
+    RecoveredAfterRetry,
+    /// Some command reported an error (or nothing), and no wrong data.
+    CleanError,
+    /// A result that was not the reply to its request.
+    Wrong,
+    /// The client did not exit by the deadline; its process group was killed.
+    Hung,
+    /// The harness or the agent failed, or the report broke the contract:
+    /// says nothing about the client's recovery.
+    Invalid,
+}
+
+impl ClientGrade {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientGrade::Recovered => "recovered",
+            ClientGrade::RecoveredAfterRetry => "recovered-after-retry",
+            ClientGrade::CleanError => "clean-error",
+            ClientGrade::Wrong => "wrong",
+            ClientGrade::Hung => "hung",
+            ClientGrade::Invalid => "invalid",
+        }
+    }
+}
+
+impl fmt::Display for ClientGrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -245,6 +289,28 @@ pub enum FailureKind {
     Refused,
     /// The harness itself failed.
     Harness,
+    /// Client mode: a result reported that was not the reply to its request.
+    ClientWrongResult,
+    /// Client mode: a command failed where recovery was due.
+    ClientNotRecovered,
+    /// Client mode: the client did not finish by the deadline.
+    ClientHung,
+    /// Client mode: the client's report does not follow the contract.
+    ClientBadReport,
+    /// Client mode: the client never sends 0xFF before its sync request.
+    ClientNoFlushByte,
+    /// Client mode: the client syncs with plain guest-sync.
+    ClientPlainSync,
+    /// Client mode: the client does not sync at all before its commands.
+    ClientNoSync,
+    /// Client mode: sync ids that repeat or are easy to guess (fixed,
+    /// reused, 16-bit, the process id).
+    ClientPredictableIds,
+    /// Client mode: after its own timeout the client sends its next
+    /// request without syncing again.
+    ClientNoResyncAfterTimeout,
+    /// Client mode: requests without a trailing newline.
+    ClientNoNewline,
     /// Anything else the case found.
     #[default]
     Other,
@@ -300,6 +366,16 @@ impl FailureKind {
             NotApplicable => "not applicable",
             Refused => "refused: a destructive command",
             Harness => "harness error",
+            ClientWrongResult => "the client reports a result that is not the reply to its request",
+            ClientNotRecovered => "the client does not recover: a command fails where recovery is due",
+            ClientHung => "the client hangs",
+            ClientBadReport => "the client's report does not follow the contract",
+            ClientNoFlushByte => "the client does not send 0xFF before its sync",
+            ClientPlainSync => "the client syncs with guest-sync, not guest-sync-delimited",
+            ClientNoSync => "the client does not sync before its commands",
+            ClientPredictableIds => "the client's sync ids repeat or are easy to guess",
+            ClientNoResyncAfterTimeout => "the client does not resync after its own timeout",
+            ClientNoNewline => "the client's requests have no trailing newline",
             Other => "other",
         }
     }

@@ -95,6 +95,29 @@ impl AgentProcess {
         transcript: Transcript,
         stderr: StderrTo,
     ) -> Result<AgentProcess, SpawnError> {
+        AgentProcess::spawn_inner(argv, stdio, statedir, transcript, stderr, false).map(|(p, _)| p)
+    }
+
+    /// A client under test (client mode): the same process-group handling
+    /// as an agent, with stdin from /dev/null and stdout piped back to the
+    /// harness, which reads the client's report from it.
+    pub fn spawn_reporting(
+        argv: Vec<String>,
+        statedir: Option<TempDir>,
+        transcript: Transcript,
+    ) -> Result<(AgentProcess, std::process::ChildStdout), SpawnError> {
+        let (p, out) = AgentProcess::spawn_inner(argv, None, statedir, transcript, StderrTo::Transcript, true)?;
+        Ok((p, out.expect("stdout was piped")))
+    }
+
+    fn spawn_inner(
+        argv: Vec<String>,
+        stdio: Option<BorrowedFd<'_>>,
+        statedir: Option<TempDir>,
+        transcript: Transcript,
+        stderr: StderrTo,
+        pipe_stdout: bool,
+    ) -> Result<(AgentProcess, Option<std::process::ChildStdout>), SpawnError> {
         static SUBREAPER: Once = Once::new();
         SUBREAPER.call_once(|| {
             // SAFETY: prctl with integer arguments has no memory effects.
@@ -111,7 +134,7 @@ impl AgentProcess {
             }
             None => {
                 cmd.stdin(Stdio::null());
-                cmd.stdout(Stdio::null());
+                cmd.stdout(if pipe_stdout { Stdio::piped() } else { Stdio::null() });
             }
         }
         cmd.stderr(match stderr {
@@ -148,9 +171,10 @@ impl AgentProcess {
                 .name(format!("agent-stderr-{pid}"))
                 .spawn(move || capture_stderr(stderr, t));
         }
+        let stdout = child.stdout.take();
         // `child` is dropped without wait(): reaping is ours (waitpid below).
         drop(child);
-        Ok(AgentProcess { pid, argv, transcript, status: None, group_gone: false, _statedir: statedir })
+        Ok((AgentProcess { pid, argv, transcript, status: None, group_gone: false, _statedir: statedir }, stdout))
     }
 
     /// The agent's pid, which is also its process group id.

@@ -4,7 +4,7 @@
 
 use super::pattern::check_placeholders;
 use super::step::Step;
-use super::{Case, CaseFile};
+use super::{Case, CaseFile, Role};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -87,13 +87,61 @@ pub fn validate(section: &str, case: &Case) -> Result<(), String> {
     if case.steps.is_empty() {
         return Err("field steps: a case needs at least one step".into());
     }
+    match case.role {
+        Role::Agent if !case.job.is_empty() || case.goal.is_some() => {
+            return Err("fields job and goal are for role = \"client\" cases".into());
+        }
+        Role::Client if case.goal.is_none() => {
+            return Err("field goal: a client case says \"recover\" or \"detect\"".into());
+        }
+        Role::Client if case.job.iter().any(|c| c.starts_with("guest-sync")) => {
+            return Err("field job: the client syncs on its own; the job lists commands".into());
+        }
+        _ => {}
+    }
     let mut problem = None;
     Step::visit(&case.steps, &mut |s| {
         if problem.is_none() {
-            problem = check_step(s).err();
+            problem = check_step(s).and_then(|()| check_role(case.role, s)).err();
         }
     });
     problem.map_or(Ok(()), Err)
+}
+
+/// Each role has its own steps: an agent case plays the client, a client
+/// case plays the agent's side of the channel.
+fn check_role(role: Role, step: &Step) -> Result<(), String> {
+    let name = match step {
+        Step::Send(_) => "send",
+        Step::Batch(_) => "batch",
+        Step::Garbage(_) => "garbage",
+        Step::Abandon(_) => "abandon",
+        Step::Kill(_) => "kill",
+        Step::Restart(_) => "restart",
+        Step::Reconnect(_) => "reconnect",
+        Step::Inject(_) => "inject",
+        Step::Expect(_) => "expect",
+        Step::ExpectSilence(_) => "expect-silence",
+        Step::Resync(_) => "resync",
+        Step::Pause(_) => "pause",
+        Step::Repeat(_) => "repeat",
+        Step::Await(_) => "await",
+        Step::Reply(_) => "reply",
+    };
+    let ok = match role {
+        Role::Agent => !matches!(step, Step::Await(_) | Step::Reply(_)),
+        Role::Client => matches!(
+            step,
+            Step::Await(_) | Step::Reply(_) | Step::Inject(_) | Step::Garbage(_) | Step::Kill(_) | Step::Restart(_) | Step::Pause(_)
+        ) || matches!(step, Step::Send(s) if s.raw.is_some() || s.truncate.is_some()),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match role {
+        Role::Agent => format!("{name}: a client-mode step; this case grades the agent (role = \"client\" to grade clients)"),
+        Role::Client => format!("{name}: not a client-mode step (client cases use await, reply, inject, garbage, send with raw or truncate, kill, restart, pause)"),
+    })
 }
 
 fn check_step(step: &Step) -> Result<(), String> {
@@ -139,6 +187,18 @@ fn check_step(step: &Step) -> Result<(), String> {
         Step::Pause(p) if p.ms > 10_000 => return Err("pause: ms is at most 10000".into()),
         Step::ExpectSilence(s) if s.ms > 10_000 => return Err("expect-silence: ms is at most 10000".into()),
         Step::Repeat(r) if r.times == 0 || r.times > 10_000 => return Err("repeat: times must be 1..=10000".into()),
+        Step::Await(a) if a.nth == 0 || a.nth > 1000 => return Err("await: nth must be 1..=1000".into()),
+        Step::Reply(r) => {
+            if r.chunk == Some(0) {
+                return Err("reply: chunk must be at least 1".into());
+            }
+            if r.delay_us > 100_000 || r.delay_ms.is_some_and(|d| d > 10_000) {
+                return Err("reply: delay_us is at most 100000, delay_ms at most 10000".into());
+            }
+            if r.drop && (r.duplicate || r.truncate.is_some() || r.chunk.is_some()) {
+                return Err("reply: drop goes with nothing but restart".into());
+            }
+        }
         _ => {}
     }
     Ok(())

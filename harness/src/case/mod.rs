@@ -44,10 +44,62 @@ pub struct Case {
     /// Budget for the whole case, in milliseconds (default 5000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Who the case grades: the agent (default), or a client under test
+    /// (client mode: the harness is a proxy between the client and an
+    /// agent, and the steps are faults on the agent's side).
+    #[serde(default, skip_serializing_if = "Role::is_agent")]
+    pub role: Role,
+    /// Client mode: the commands the client is asked to run, in order
+    /// (`{job}`; default [`DEFAULT_JOB`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub job: Vec<String>,
+    /// Client mode: what a correct client achieves despite the fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<Goal>,
     pub steps: Vec<Step>,
 }
 
+/// The commands a client under test runs when a case names none.
+pub const DEFAULT_JOB: [&str; 3] = ["guest-ping", "guest-get-time", "guest-info"];
+
+/// The side of the protocol a case grades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    #[default]
+    Agent,
+    Client,
+}
+
+impl Role {
+    pub fn is_agent(&self) -> bool {
+        *self == Role::Agent
+    }
+}
+
+/// Client mode: what the case asks of the client under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Goal {
+    /// Every job command gets its own reply (after the client's own retry
+    /// if need be): the fault is one a correct agent on a real channel can
+    /// produce, so a client must get through it.
+    Recover,
+    /// No wrong data: a clean error is as good as recovering. For faults
+    /// that only a broken agent produces.
+    Detect,
+}
+
 impl Case {
+    /// The job a client under test runs in this case.
+    pub fn client_job(&self) -> Vec<String> {
+        if self.job.is_empty() {
+            DEFAULT_JOB.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.job.clone()
+        }
+    }
+
     /// The section: the id up to its last `/`.
     pub fn section(&self) -> &str {
         self.id.rsplit_once('/').map_or(&self.id, |(s, _)| s)

@@ -31,7 +31,11 @@ pub enum Step {
     /// a no-op on channels that have no connections).
     Reconnect(Empty),
     /// Stale agent-side data: bytes put in front of what the client reads
-    /// next, as if an earlier agent or conversation had left them.
+    /// next, as if an earlier agent or conversation had left them. In
+    /// client mode they are written to the client under test, and `$id`
+    /// stands for the id of the request last awaited (its own id: a stale
+    /// reply it cannot tell from its own by id), `$other-id` for an id it
+    /// never sent.
     Inject(ByteString),
     /// Read replies and check them.
     Expect(Expect),
@@ -43,6 +47,74 @@ pub enum Step {
     Pause(Pause),
     /// Run `steps` `times` times.
     Repeat(Repeat),
+    /// Client mode: forward both ways until the client under test has sent
+    /// a request of this kind (then the next steps act, before the agent's
+    /// reply to it is passed on).
+    Await(Await),
+    /// Client mode: a fault applied to the agent's next reply on its way to
+    /// the client.
+    Reply(ReplyFault),
+}
+
+/// Client mode: which request of the client under test to wait for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Await {
+    /// `sync` (guest-sync or guest-sync-delimited), `command` (any other
+    /// request), or a command name.
+    pub request: String,
+    /// The nth such request from here (default 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub nth: usize,
+}
+
+impl Await {
+    /// Whether a request for `execute` is one this step waits for.
+    pub fn matches(&self, execute: &str) -> bool {
+        let is_sync = execute == "guest-sync" || execute == "guest-sync-delimited";
+        match self.request.as_str() {
+            "sync" => is_sync,
+            "command" => !is_sync,
+            "any" => true,
+            name => name == execute,
+        }
+    }
+}
+
+/// Client mode: what happens to the agent's next reply (the next complete
+/// JSON value it writes, with the 0xFF and whitespace around it) before the
+/// client sees it. Faults combine: `truncate` and `restart` make "the agent
+/// died N bytes into its reply".
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyFault {
+    /// Pass on only the first N bytes; the rest is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate: Option<usize>,
+    /// Write it in pieces of this many bytes...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<usize>,
+    /// ...this many microseconds apart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delay_us: u64,
+    /// Hold it this long before passing it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Hold it until the client's timeout (`{timeout_ms}`) has passed, plus
+    /// a margin: a reply that arrives after the client gave up on it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub past_timeout: bool,
+    /// Never pass it on (silence).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub drop: bool,
+    /// Pass it on twice.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub duplicate: bool,
+    /// SIGKILL the agent once what is passed on has gone out, and start a
+    /// new instance on the same channel (with `truncate`: a restart
+    /// mid-reply).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub restart: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

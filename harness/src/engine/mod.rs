@@ -752,6 +752,8 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
     let quiet = ctx.grading.quiet_gap;
     let first_byte = ctx.grading.scale(FIRST_BYTE_WAIT);
     match step {
+        // The loader keeps client-mode steps out of agent cases.
+        Step::Await(_) | Step::Reply(_) => Err(StepError::Harness(FailureKind::Harness, "a client-mode step in an agent case".into())),
         Step::Send(s) => send(ctx, s).await,
         Step::Batch(sends) => {
             let mut bytes = Vec::new();

@@ -96,6 +96,9 @@ pub fn schedule_case(schedule: &Schedule, id: &str, title: &str) -> Case {
         fresh_agent: false,
         transports: vec![],
         timeout_ms: Some(10_000),
+        role: Default::default(),
+        job: vec![],
+        goal: None,
         steps: schedule.steps(),
     }
 }

@@ -37,7 +37,7 @@ fn esc(text: &str) -> String {
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px;font-size:13px}\
-td.PASS{background:#9e9}td.FAIL{background:#f88}td.NON-STRICT{background:#fd8}td.INFO{background:#9cf}td.UNSUPPORTED{background:#ddd}td.BLOCKED{background:#ccc}\
+td.PASS{background:#9e9}td.FAIL{background:#f88}td.WRONG{background:#d33;color:#fff}td.NON-STRICT{background:#fd8}td.INFO{background:#9cf}td.UNSUPPORTED{background:#ddd}td.BLOCKED{background:#ccc}\
 td.TIMEOUT{background:#f6a}td.ERROR{background:#c6f}tr.section th{background:#eee;text-align:left}td.mono,pre{font-family:monospace;white-space:pre-wrap;word-break:break-all}\
 tr.to td{background:#eef}tr.from td{background:#efe}tr.event td{background:#ffd}tr.gap td{background:#fee;font-style:italic}\
 tr.span td:first-child{border-left:4px solid #c00}";

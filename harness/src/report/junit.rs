@@ -27,7 +27,7 @@ pub fn render(run: &RunResult, strict: bool) -> Result<String, String> {
                 }
                 s
             }
-            Outcome::Fail | Outcome::NonStrict | Outcome::Blocked => TestCaseStatus::non_success(NonSuccessKind::Failure),
+            Outcome::Fail | Outcome::Wrong | Outcome::NonStrict | Outcome::Blocked => TestCaseStatus::non_success(NonSuccessKind::Failure),
             Outcome::Error | Outcome::Timeout => TestCaseStatus::non_success(NonSuccessKind::Error),
         };
         let mut status = status;
