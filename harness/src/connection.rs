@@ -157,6 +157,11 @@ impl Connection {
         &self.transcript
     }
 
+    /// Whether the peer has closed (a socket's end of stream).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
     /// The channel's fd, for the benchmark's raw floor only. Bytes written
     /// to it bypass the send guard (the benchmark writes a fixed guest-ping).
     pub fn raw_fd(&self) -> std::os::fd::RawFd {

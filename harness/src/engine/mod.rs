@@ -11,6 +11,7 @@
 //! - [`observe`]: reading replies with the bytes around them.
 //! - [`denylist`]: commands never sent.
 
+pub mod client_case;
 pub mod denylist;
 pub mod observe;
 pub mod request;
@@ -71,6 +72,24 @@ pub struct CaseResult {
     pub elapsed: Duration,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transcript: Vec<Entry>,
+    /// Client mode: the client's grade and what it reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<crate::proxy::grade::ClientCaseDetail>,
+}
+
+/// Client mode: what was graded, and behind what.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientRunInfo {
+    /// The agent behind the proxy.
+    pub agent: String,
+    pub agent_transport: String,
+    /// `{timeout_ms}` given to the client.
+    pub timeout_ms: u64,
+    /// What the client's own bytes showed, over the whole run.
+    pub habits: Vec<crate::proxy::grade::Habit>,
+    /// Bits of the widest sync id seen (None: no numeric id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_id_bits: Option<u32>,
 }
 
 /// Why the agent could not be run at all: one message, not one per case.
@@ -89,9 +108,16 @@ pub struct StartupError {
     pub transcript: Vec<Entry>,
 }
 
-/// A whole run against one agent on one transport.
+/// A whole run against one agent (or, in client mode, one client) on one
+/// transport.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
+    /// Who was graded. In client mode `agent` is the client's template and
+    /// `client` says what agent stood behind the harness.
+    #[serde(default, skip_serializing_if = "crate::case::Role::is_agent")]
+    pub role: crate::case::Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientRunInfo>,
     pub agent: String,
     pub transport: String,
     /// guest-info's version, if the agent answered it.
@@ -291,6 +317,8 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
     let mut config = config;
     config.client.ids = crate::client::Ids::seeded(eo.seed);
     let mut run = RunResult {
+        role: crate::case::Role::Agent,
+        client: None,
         agent: config.template.to_string(),
         transport: config.transport.to_string(),
         agent_version: None,
@@ -307,50 +335,7 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
     let (mut session, profile) = match Session::start(config, transcript.clone()).await {
         Ok(s) => s,
         Err(e) => {
-            let harness = matches!(e, SessionError::Spawn(_) | SessionError::Transport { .. } | SessionError::NeedsPath);
-            let entries = transcript.entries(start_mark, None);
-            let stderr: Vec<String> = entries
-                .iter()
-                .filter_map(|en| match &en.record {
-                    crate::transcript::Record::Event(Event::Stderr { text }) => Some(text.clone()),
-                    _ => None,
-                })
-                .collect();
-            let err = StartupError {
-                message: e.to_string(),
-                stderr: stderr.join("\n"),
-                hint: startup_hint(&template, transport, &stderr),
-                harness,
-                transcript: entries,
-            };
-            for case in cases {
-                let mut r = skeleton(case);
-                if !case.transports.is_empty() && !case.transports.contains(&transport) {
-                    // Not applicable here whether or not the agent runs.
-                    r.outcome = Outcome::Unsupported;
-                    r.failure = Some(Failure {
-                        kind: FailureKind::NotApplicable,
-                        stage: Stage::Start,
-                        requirement: case.requirement.clone(),
-                        expected: "the case applies".into(),
-                        actual: format!("the case applies only to {:?}", case.transports),
-                        transcript: (start_mark, start_mark),
-                    });
-                    run.results.push(r);
-                    continue;
-                }
-                r.outcome = Outcome::Error;
-                r.failure = Some(Failure {
-                    kind: FailureKind::StartupFailed,
-                    stage: Stage::Start,
-                    requirement: case.requirement.clone(),
-                    expected: "the agent starts and answers a sync".into(),
-                    actual: err.message.clone(),
-                    transcript: (start_mark, start_mark),
-                });
-                run.results.push(r);
-            }
-            run.startup_error = Some(err);
+            fail_startup(&mut run, cases, e, &template, transport, &transcript, start_mark);
             run.elapsed = began.elapsed();
             return run;
         }
@@ -383,6 +368,63 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
     run
 }
 
+/// The agent could not be started: one startup error for the run, and
+/// every applicable case ERROR with it.
+pub(crate) fn fail_startup(
+    run: &mut RunResult,
+    cases: &[Case],
+    e: SessionError,
+    template: &crate::agent::AgentTemplate,
+    transport: crate::transport::TransportKind,
+    transcript: &Transcript,
+    start_mark: u64,
+) {
+    let harness = matches!(e, SessionError::Spawn(_) | SessionError::Transport { .. } | SessionError::NeedsPath);
+    let entries = transcript.entries(start_mark, None);
+    let stderr: Vec<String> = entries
+        .iter()
+        .filter_map(|en| match &en.record {
+            crate::transcript::Record::Event(Event::Stderr { text }) => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    let err = StartupError {
+        message: e.to_string(),
+        stderr: stderr.join("\n"),
+        hint: startup_hint(template, transport, &stderr),
+        harness,
+        transcript: entries,
+    };
+    for case in cases {
+        let mut r = skeleton(case);
+        if !case.transports.is_empty() && !case.transports.contains(&transport) {
+            // Not applicable here whether or not the agent runs.
+            r.outcome = Outcome::Unsupported;
+            r.failure = Some(Failure {
+                kind: FailureKind::NotApplicable,
+                stage: Stage::Start,
+                requirement: case.requirement.clone(),
+                expected: "the case applies".into(),
+                actual: format!("the case applies only to {:?}", case.transports),
+                transcript: (start_mark, start_mark),
+            });
+            run.results.push(r);
+            continue;
+        }
+        r.outcome = Outcome::Error;
+        r.failure = Some(Failure {
+            kind: FailureKind::StartupFailed,
+            stage: Stage::Start,
+            requirement: case.requirement.clone(),
+            expected: "the agent starts and answers a sync".into(),
+            actual: err.message.clone(),
+            transcript: (start_mark, start_mark),
+        });
+        run.results.push(r);
+    }
+    run.startup_error = Some(err);
+}
+
 /// A likely cause of a failed start, from the template and what the agent
 /// said. (Mismatches visible in the template alone are usage errors before
 /// anything starts.)
@@ -401,7 +443,7 @@ fn startup_hint(template: &crate::agent::AgentTemplate, transport: crate::transp
     None
 }
 
-fn skeleton(case: &Case) -> CaseResult {
+pub(crate) fn skeleton(case: &Case) -> CaseResult {
     CaseResult {
         id: case.id.clone(),
         section: case.section().to_owned(),
@@ -414,6 +456,7 @@ fn skeleton(case: &Case) -> CaseResult {
         recovery: Recovery::not_run(),
         elapsed: Duration::ZERO,
         transcript: Vec::new(),
+        client: None,
     }
 }
 
@@ -726,7 +769,7 @@ async fn wait_for_bytes(conn: &mut crate::connection::Connection, n: usize, limi
     Ok(())
 }
 
-fn garbage(len: usize, seed: u64, kind: GarbageKind) -> Vec<u8> {
+pub(crate) fn garbage(len: usize, seed: u64, kind: GarbageKind) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..len)
         .map(|_| match kind {

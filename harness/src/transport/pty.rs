@@ -57,6 +57,11 @@ impl Pty {
         self.slave.as_fd()
     }
 
+    /// The master, for the client-mode proxy's port (which opens its own pty).
+    pub fn take_master_for_proxy(&mut self) -> io::Result<Duplex> {
+        self.take_master()
+    }
+
     pub(super) fn take_master(&mut self) -> io::Result<Duplex> {
         let master = self.master.take().ok_or_else(|| io::Error::other("pty master already taken"))?;
         Duplex::pty(master)

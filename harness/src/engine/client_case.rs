@@ -1,0 +1,477 @@
+//! Client cases: the engine's second composition. The agent session is the
+//! same one agent cases use; in front of it a [`Pump`] gives the client
+//! under test a port of its own, and the case's steps are faults on the
+//! agent's side of the channel. Results are the same [`CaseResult`]s, with
+//! the client's grade beside the outcome, so verdicts, findings, baselines
+//! and every report format work unchanged.
+//!
+//! One case: open a fresh client port; run the steps before the first
+//! `await` (stale bytes "before the first byte", a partial request an
+//! earlier client left in the agent); start the client; run the rest of
+//! the steps while the pump forwards; wait for the client to exit (or kill
+//! it at the deadline: hung); grade from its report and the pump's logs.
+
+use super::{fail_startup, skeleton, CaseResult, ClientRunInfo, EngineOptions, RunResult};
+use crate::case::step::Step;
+use crate::case::{Case, Goal, Role};
+use crate::proxy::contract::{ClientRun, ClientTemplate, ReportLine};
+use crate::proxy::grade::{grade, Evidence, Habit};
+use crate::proxy::{ClientPort, Pump};
+use crate::session::{Session, SessionConfig};
+use crate::transcript::{Event, Transcript};
+use crate::transport::TransportKind;
+use crate::verdict::{ClientGrade, Failure, FailureKind, Level, Outcome, Stage};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Everything a client run needs beyond the cases.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub client: ClientTemplate,
+    /// The port the client is given: unix-listen or pty.
+    pub port: TransportKind,
+    /// `{timeout_ms}`.
+    pub client_timeout: Duration,
+    /// The agent behind the harness, and its channel.
+    pub agent: SessionConfig,
+    /// Time allowed for the client program to start (interpreters are slow).
+    pub startup_allowance: Duration,
+}
+
+/// How often the pump looks up from its wait to see whether the client
+/// has exited (a client that forks can keep its stdout open after exit).
+const EXIT_TICK: Duration = Duration::from_millis(5);
+/// After the client's stdout closes, how long its exit may take to show.
+const EXIT_TICK_CLOSED: Duration = Duration::from_micros(500);
+
+/// A case's budget: the client's start-up, then for each command (and the
+/// sync) room for a timeout and a retry, and the case's own pauses.
+pub fn case_budget(case: &Case, cfg: &ClientConfig) -> Duration {
+    if let Some(ms) = case.timeout_ms {
+        return Duration::from_millis(ms) + cfg.startup_allowance;
+    }
+    let mut paused = Duration::ZERO;
+    Step::visit(&case.steps, &mut |s| {
+        if let Step::Pause(p) = s {
+            paused += Duration::from_millis(p.ms);
+        }
+        if let Step::Reply(r) = s {
+            paused += Duration::from_millis(r.delay_ms.unwrap_or(0));
+        }
+    });
+    let commands = case.client_job().len() as u32 + 1;
+    cfg.startup_allowance + paused + cfg.client_timeout * 3 * commands
+}
+
+/// Run client `cases` against one client program, with one agent behind.
+pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Transcript, eo: &EngineOptions) -> RunResult {
+    let began = Instant::now();
+    let mut agent_cfg = cfg.agent.clone();
+    agent_cfg.client.ids = crate::client::Ids::seeded(eo.seed);
+    let mut run = RunResult {
+        role: Role::Client,
+        client: Some(ClientRunInfo {
+            agent: agent_cfg.template.to_string(),
+            agent_transport: agent_cfg.transport.to_string(),
+            timeout_ms: cfg.client_timeout.as_millis() as u64,
+            habits: Vec::new(),
+            sync_id_bits: None,
+        }),
+        agent: cfg.client.to_string(),
+        transport: cfg.port.to_string(),
+        agent_version: None,
+        supported_commands: None,
+        seed: eo.seed,
+        profile: None,
+        startup_error: None,
+        elapsed: Duration::ZERO,
+        results: Vec::with_capacity(cases.len()),
+    };
+    let start_mark = transcript.mark();
+    let template = agent_cfg.template.clone();
+    let agent_transport = agent_cfg.transport;
+    let (mut session, profile) = match Session::start(agent_cfg, transcript.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            fail_startup(&mut run, cases, e, &template, agent_transport, &transcript, start_mark);
+            run.elapsed = began.elapsed();
+            return run;
+        }
+    };
+    run.agent_version = profile.version.clone();
+    run.supported_commands = profile.supported_commands.clone();
+    run.profile = Some(profile);
+    transcript.reset();
+    for case in cases {
+        let (result, back) = run_client_case(session, case, &cfg, run.supported_commands.as_deref(), eo).await;
+        session = back;
+        run.results.push(result);
+        transcript.reset();
+        // The next client meets an agent with nothing pending: a case's
+        // leftovers (a partial request, a held reply) are the case's own.
+        if session.wait_ready().await.is_err() {
+            if let Err(e) = session.renew().await {
+                transcript.event(Event::Note { text: format!("could not renew the agent: {e}") });
+            }
+        }
+        if let Ok(conn) = session.conn() {
+            let _ = conn.poll_input();
+            conn.clear();
+        }
+        transcript.reset();
+    }
+    session.shutdown().await;
+    if let Some(info) = run.client.as_mut() {
+        (info.habits, info.sync_id_bits) = run_habits(&run.results);
+    }
+    run.elapsed = began.elapsed();
+    run
+}
+
+/// The run's habits: each kind once, with the first case that showed it;
+/// plus a fixed id across cases, and the widest sync id.
+fn run_habits(results: &[CaseResult]) -> (Vec<Habit>, Option<u32>) {
+    let mut out: Vec<Habit> = Vec::new();
+    let mut ids: Vec<(Value, String)> = Vec::new();
+    let mut bits = None;
+    for r in results {
+        let Some(c) = &r.client else { continue };
+        for h in &c.habits {
+            if !out.iter().any(|o| o.kind == h.kind) {
+                out.push(Habit { kind: h.kind, detail: format!("{} (first in {})", h.detail, r.id) });
+            }
+        }
+        for id in &c.sync_ids {
+            if let Some(n) = id.as_i64() {
+                let b = 64 - n.unsigned_abs().leading_zeros();
+                bits = Some(bits.map_or(b, |x: u32| x.max(b)));
+            }
+            if let Some((_, first)) = ids.iter().find(|(x, _)| x == id) {
+                if first != &r.id && !out.iter().any(|o| o.kind == FailureKind::ClientPredictableIds) {
+                    out.push(Habit { kind: FailureKind::ClientPredictableIds, detail: format!("sync id {id} used in {first} and again in {}", r.id) });
+                }
+            } else {
+                ids.push((id.clone(), r.id.clone()));
+            }
+        }
+    }
+    (out, bits)
+}
+
+/// How a step program ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Reached,
+    ClientDone,
+    Deadline,
+}
+
+struct Ctx<'a> {
+    pump: Pump,
+    run: Option<ClientRun>,
+    lines: Vec<ReportLine>,
+    deadline: Instant,
+    /// `$id`: the id of the request last awaited.
+    last_id: Value,
+    rng: rand::rngs::StdRng,
+    exited_at: Option<Instant>,
+    case: &'a Case,
+}
+
+impl Ctx<'_> {
+    /// Whether the client has finished: exited, and its report read.
+    fn client_done(&mut self) -> bool {
+        let Some(run) = self.run.as_mut() else { return false };
+        if run.process.exit_status().is_none() {
+            return false;
+        }
+        let exited = *self.exited_at.get_or_insert_with(Instant::now);
+        // A client whose fork keeps stdout open: its report is what it
+        // wrote before it exited, give or take the pipe.
+        run.stdout_closed || exited.elapsed() > Duration::from_millis(50)
+    }
+
+    /// Pump until `cond` holds, the client is done, or `until`.
+    async fn pump_until(&mut self, until: Instant, cond: &dyn Fn(&Pump) -> bool) -> Flow {
+        let until = until.min(self.deadline);
+        loop {
+            if cond(&self.pump) {
+                return Flow::Reached;
+            }
+            if self.client_done() {
+                return Flow::ClientDone;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return if until >= self.deadline { Flow::Deadline } else { Flow::Reached };
+            }
+            match self.run.as_mut() {
+                Some(run) => {
+                    let tick = if run.stdout_closed { EXIT_TICK_CLOSED } else { EXIT_TICK };
+                    self.pump.turn(until.min(now + tick), run, &mut self.lines).await;
+                }
+                None => {
+                    // Before the client starts: nothing to wait for.
+                    return Flow::Reached;
+                }
+            }
+        }
+    }
+
+    /// Run steps in order; stops early when the client is done or time is up.
+    async fn steps(&mut self, steps: &[Step]) -> Flow {
+        for step in steps {
+            let flow = self.step(step).await;
+            if flow != Flow::Reached {
+                return flow;
+            }
+        }
+        Flow::Reached
+    }
+
+    async fn step(&mut self, step: &Step) -> Flow {
+        match step {
+            Step::Await(a) => {
+                let before = self.pump.client_requests().filter(|r| a.matches(&r.execute)).count();
+                let want = before + a.nth;
+                let a2 = a.clone();
+                let flow = self.pump_until(self.deadline, &move |p: &Pump| p.client_requests().filter(|r| a2.matches(&r.execute)).count() >= want).await;
+                if flow == Flow::Reached {
+                    if let Some(r) = self.pump.client_requests().filter(|r| a.matches(&r.execute)).nth(want - 1) {
+                        self.last_id = r.sync_id.clone().or_else(|| r.id.clone()).unwrap_or(Value::Null);
+                    }
+                }
+                flow
+            }
+            Step::Reply(f) => {
+                self.pump.push_fault(f.clone());
+                Flow::Reached
+            }
+            Step::Inject(bytes) => {
+                let other: i64 = self.rng.gen_range(1 << 20..1 << 31);
+                let expanded = expand(&bytes.0, &self.last_id, other);
+                self.pump.inject(expanded).await;
+                Flow::Reached
+            }
+            Step::Garbage(g) => {
+                self.pump.inject(super::garbage(g.len, g.seed, g.kind)).await;
+                Flow::Reached
+            }
+            Step::Send(s) => {
+                let (bytes, _) = super::request::build(s, self.pump.agent.client());
+                self.pump.harness_request(&bytes).await;
+                Flow::Reached
+            }
+            Step::Kill(_) => {
+                self.pump.kill_agent().await;
+                Flow::Reached
+            }
+            Step::Restart(_) => {
+                self.pump.restart_agent().await;
+                Flow::Reached
+            }
+            Step::Pause(p) => {
+                let until = Instant::now() + Duration::from_millis(p.ms);
+                if self.run.is_none() {
+                    tokio::time::sleep_until(until.min(self.deadline)).await;
+                    return Flow::Reached;
+                }
+                self.pump_until(until, &|_| false).await
+            }
+            Step::Repeat(r) => {
+                for _ in 0..r.times {
+                    let flow = Box::pin(self.steps(&r.steps)).await;
+                    if flow != Flow::Reached {
+                        return flow;
+                    }
+                }
+                Flow::Reached
+            }
+            // The loader keeps agent-mode steps out of client cases.
+            other => {
+                self.pump.invalid.get_or_insert(format!("an agent-mode step in a client case: {other:?}"));
+                let _ = self.case;
+                Flow::Reached
+            }
+        }
+    }
+}
+
+/// `$id` and `$other-id` in injected bytes.
+fn expand(bytes: &[u8], id: &Value, other: i64) -> Vec<u8> {
+    let text_id = id.to_string();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"$other-id") {
+            out.extend_from_slice(other.to_string().as_bytes());
+            i += "$other-id".len();
+        } else if bytes[i..].starts_with(b"$id") {
+            out.extend_from_slice(text_id.as_bytes());
+            i += "$id".len();
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Run one client case; gives the agent session back.
+pub async fn run_client_case(session: Session, case: &Case, cfg: &ClientConfig, supported: Option<&[String]>, eo: &EngineOptions) -> (CaseResult, Session) {
+    let mut r = skeleton(case);
+    let transcript = session.transcript().clone();
+    let from = transcript.mark();
+    let began = Instant::now();
+    let fail_at = |kind: FailureKind, expected: &str, actual: String, to: u64| Failure {
+        kind,
+        stage: Stage::Steps,
+        requirement: case.requirement.clone(),
+        expected: expected.into(),
+        actual,
+        transcript: (from, to),
+    };
+    let job = case.client_job();
+    if case.role != Role::Client {
+        r.outcome = Outcome::Unsupported;
+        r.failure = Some(fail_at(FailureKind::NotApplicable, "a client case", "an agent case: run it with `run`".into(), from));
+        return (r, session);
+    }
+    if let Some(missing) = supported.and_then(|s| job.iter().chain(&case.needs).find(|n| !s.contains(n))) {
+        r.outcome = Outcome::Unsupported;
+        r.failure = Some(fail_at(FailureKind::NotApplicable, "the case applies", format!("the agent behind does not offer {missing}"), from));
+        return (r, session);
+    }
+    transcript.event(Event::Note { text: format!("case {}: {}", case.id, case.title) });
+    let port = match ClientPort::open(cfg.port) {
+        Ok(p) => p,
+        Err(e) => {
+            r.outcome = Outcome::Error;
+            r.failure = Some(fail_at(FailureKind::Harness, "the harness opens the client's port", e.to_string(), transcript.mark()));
+            return (r, session);
+        }
+    };
+    let pump = match Pump::new(port, session, transcript.clone(), cfg.client_timeout) {
+        Ok(p) => p,
+        Err(e) => panic!("a fresh client port always yields its link: {e}"),
+    };
+    let seed = eo.seed ^ crate::client::Ids::seeded(0).for_case(eo.seed, &case.id).sync_id() as u64;
+    let budget = case_budget(case, cfg);
+    let mut ctx = Ctx {
+        pump,
+        run: None,
+        lines: Vec::new(),
+        deadline: Instant::now() + budget,
+        last_id: Value::Null,
+        rng: rand::rngs::StdRng::seed_from_u64(seed),
+        exited_at: None,
+        case,
+    };
+    // Steps before the first await set the scene before the client exists.
+    let split = case.steps.iter().position(|s| matches!(s, Step::Await(_))).unwrap_or(case.steps.len());
+    let (before, after) = case.steps.split_at(split);
+    ctx.steps(before).await;
+    let argv = cfg.client.expand(ctx.pump.client_path(), cfg.client_timeout, &job);
+    match ClientRun::start(argv, transcript.clone()) {
+        Ok(run) => ctx.run = Some(run),
+        Err(e) => {
+            r.outcome = Outcome::Error;
+            r.failure = Some(fail_at(FailureKind::Harness, "the client under test starts", e.to_string(), transcript.mark()));
+            if eo.keep_transcripts {
+                r.transcript = transcript.entries(from, None);
+            }
+            r.elapsed = began.elapsed();
+            return (r, ctx.pump.into_session());
+        }
+    }
+    let mut flow = ctx.steps(after).await;
+    if flow == Flow::Reached {
+        let deadline = ctx.deadline;
+        flow = ctx.pump_until(deadline, &|_| false).await;
+    }
+    let hung = flow == Flow::Deadline;
+    let mut run = ctx.run.take().expect("started");
+    if hung {
+        transcript.event(Event::Timeout { waiting_for: format!("the client to finish case {} within {budget:?}", case.id) });
+    }
+    // Whatever is left of the client's group goes (a fork that outlived it).
+    let exit = run.process.exit_status().map(str::to_owned);
+    run.process.kill().await;
+    // Lines it wrote just before it exited.
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(if hung { 1 } else { 20 }), run.next_line()).await {
+        let seq = transcript.event(crate::proxy::contract::note_for(&line.1));
+        ctx.lines.push(ReportLine { at: line.0, seq, text: line.1 });
+    }
+    ctx.pump.settle();
+    let to = transcript.mark();
+    let graded = grade(&Evidence {
+        job: &job,
+        lines: &ctx.lines,
+        pump: &ctx.pump,
+        exit: exit.clone(),
+        hung,
+        client_pid: run.process.pid(),
+        client_timeout: cfg.client_timeout,
+    });
+    r.outcome = outcome_for(graded.detail.grade, case.goal.unwrap_or(Goal::Recover), case.level);
+    if let Some((kind, actual)) = graded.problem.clone() {
+        if r.outcome != Outcome::Pass {
+            let expected = match case.goal {
+                Some(Goal::Detect) => "no command reports a result that is not the reply to its request (a clean error is fine)",
+                _ => "every job command reports the reply to its own request (after the client's own retry if need be)",
+            };
+            r.failure = Some(fail_at(kind, expected, actual, to));
+        }
+    }
+    r.client = Some(graded.detail);
+    r.elapsed = began.elapsed();
+    if eo.keep_transcripts {
+        r.transcript = transcript.entries(from, None);
+    }
+    (r, ctx.pump.into_session())
+}
+
+/// A client grade as a case outcome, by the case's goal and level.
+pub fn outcome_for(grade: ClientGrade, goal: Goal, level: Level) -> Outcome {
+    let violated = || Outcome::for_violation(level);
+    match grade {
+        ClientGrade::Recovered | ClientGrade::RecoveredAfterRetry => Outcome::Pass,
+        ClientGrade::Invalid => Outcome::Error,
+        // Wrong data is the worst grade: WRONG whatever the goal, unless the
+        // case is only a SHOULD (a fault only a broken agent produces).
+        ClientGrade::Wrong if level == Level::MUST => Outcome::Wrong,
+        ClientGrade::Wrong => violated(),
+        ClientGrade::Hung if level == Level::MUST => Outcome::Timeout,
+        ClientGrade::Hung => violated(),
+        ClientGrade::CleanError => match goal {
+            Goal::Detect => Outcome::Pass,
+            Goal::Recover => violated(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn placeholders_in_injected_bytes() {
+        assert_eq!(expand(b"\xff{\"return\": $id}\n", &json!(42), 7), b"\xff{\"return\": 42}\n");
+        assert_eq!(expand(b"{\"return\": $other-id}", &json!(42), 7), b"{\"return\": 7}");
+        assert_eq!(expand(b"$ida", &Value::Null, 7), b"nulla");
+    }
+
+    #[test]
+    fn grades_map_to_outcomes() {
+        assert_eq!(outcome_for(ClientGrade::Wrong, Goal::Recover, Level::MUST), Outcome::Wrong);
+        assert_eq!(outcome_for(ClientGrade::Wrong, Goal::Detect, Level::SHOULD), Outcome::NonStrict);
+        assert_eq!(outcome_for(ClientGrade::CleanError, Goal::Detect, Level::SHOULD), Outcome::Pass);
+        assert_eq!(outcome_for(ClientGrade::CleanError, Goal::Recover, Level::MUST), Outcome::Fail);
+        assert_eq!(outcome_for(ClientGrade::RecoveredAfterRetry, Goal::Recover, Level::MUST), Outcome::Pass);
+        assert_eq!(outcome_for(ClientGrade::Hung, Goal::Recover, Level::MUST), Outcome::Timeout);
+        assert_eq!(outcome_for(ClientGrade::Invalid, Goal::Recover, Level::MUST), Outcome::Error);
+    }
+}

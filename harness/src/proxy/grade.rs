@@ -1,0 +1,283 @@
+//! Grading a client under test: was each result it reported the reply to
+//! its own request?
+//!
+//! The pump knows, for every request the client sent, which reply the agent
+//! gave to it and what became of that reply on the way (passed on, cut,
+//! dropped, held). A reported `return` for command C is right when it is
+//! the reply to the client's latest request for C sent before the report
+//! line came, and that reply reached the client. Anything else is WRONG:
+//! a stale reply the harness injected, the reply to another request, or a
+//! value the agent never sent. Values compare as the client hands them to
+//! its caller: a client that decodes into typed structs may leave members
+//! out, so a reported object is right when each of its members matches.
+//!
+//! Beside the grade, the client's own bytes say how it syncs (0xFF first?
+//! delimited? what ids?), whether it resyncs after its own timeout, and
+//! whether its requests end in a newline: [`Habit`]s, grouped into findings
+//! over the run.
+
+use super::contract::{parse_line, ReportLine, Reported};
+use super::pump::{Delivery, Pump, SeenRequest, Writer};
+use crate::transcript::escape_bytes;
+use crate::verdict::{ClientGrade, FailureKind};
+use crate::wire::message::ids_equal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+/// What one report line was found to be.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportedResult {
+    pub command: String,
+    /// `right`, `wrong`, `error` or `invalid` (not per the contract).
+    pub status: String,
+    /// The reported value or error, escaped and cut to a readable length.
+    pub value: String,
+    /// For a wrong result: where the value came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A wire-level observation about the client, from its own bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Habit {
+    pub kind: FailureKind,
+    pub detail: String,
+}
+
+/// The client's side of one case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientCaseDetail {
+    pub grade: ClientGrade,
+    pub reported: Vec<ReportedResult>,
+    /// The client's exit status (None: it was killed, hung).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<String>,
+    /// Sync requests and command requests the client sent.
+    pub syncs: usize,
+    pub commands: usize,
+    /// Sync ids it used (as sent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync_ids: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub habits: Vec<Habit>,
+}
+
+/// The verdict for one client run, with the line that explains it.
+#[derive(Debug, Clone)]
+pub struct Graded {
+    pub detail: ClientCaseDetail,
+    /// For anything but a recovery: the failure kind and what happened.
+    pub problem: Option<(FailureKind, String)>,
+}
+
+/// Everything the grade looks at.
+pub struct Evidence<'a> {
+    pub job: &'a [String],
+    pub lines: &'a [ReportLine],
+    pub pump: &'a Pump,
+    pub exit: Option<String>,
+    pub hung: bool,
+    pub client_pid: i32,
+    pub client_timeout: Duration,
+}
+
+const SHOWN: usize = 200;
+
+fn show(v: &Value) -> String {
+    let text = escape_bytes(v.to_string().as_bytes());
+    if text.len() > SHOWN {
+        format!("{}...", &text[..text.char_indices().take_while(|(i, _)| *i < SHOWN).last().map_or(0, |(i, c)| i + c.len_utf8())])
+    } else {
+        text
+    }
+}
+
+/// Whether a reported value is what the client would make of `actual`.
+pub fn consistent(reported: &Value, actual: &Value) -> bool {
+    match (reported, actual) {
+        (Value::Object(a), Value::Object(b)) => a.iter().all(|(k, v)| b.get(k).is_some_and(|w| consistent(v, w))),
+        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| consistent(x, y)),
+        (Value::Number(_), Value::Number(_)) => ids_equal(reported, actual),
+        // A unit result (`()` in a typed client) for an empty object.
+        (Value::Null, Value::Object(b)) => b.is_empty(),
+        _ => reported == actual,
+    }
+}
+
+/// Grade one client run.
+pub fn grade(ev: &Evidence<'_>) -> Graded {
+    let pump = ev.pump;
+    let mut reported = Vec::new();
+    let mut wrong: Option<String> = None;
+    let mut bad_report: Option<String> = None;
+    let mut right_commands: Vec<&str> = Vec::new();
+    let mut first_error: Option<String> = None;
+    for line in ev.lines {
+        let parsed = match parse_line(&line.text) {
+            Ok(p) => p,
+            Err(why) => {
+                bad_report.get_or_insert(format!("report line {:?}: {why}", escape_bytes(line.text.as_bytes())));
+                reported.push(ReportedResult { command: String::new(), status: "invalid".into(), value: escape_bytes(line.text.as_bytes()), note: Some(why) });
+                continue;
+            }
+        };
+        match parsed {
+            Reported::Error { command, error } => {
+                first_error.get_or_insert(format!("{command} reported an error: {}", show(&error)));
+                reported.push(ReportedResult { command, status: "error".into(), value: show(&error), note: None });
+            }
+            Reported::Return { command, value } => {
+                let (ok, note) = judge(pump, &command, &value, line.seq);
+                if ok {
+                    right_commands.push(ev.job.iter().find(|c| **c == command).map_or("", String::as_str));
+                } else {
+                    wrong.get_or_insert(format!("{command} reported {} as its result: {}", show(&value), note.clone().unwrap_or_default()));
+                }
+                reported.push(ReportedResult { command, status: if ok { "right" } else { "wrong" }.into(), value: show(&value), note });
+            }
+        }
+    }
+    let client_reqs: Vec<&SeenRequest> = pump.requests.iter().filter(|r| r.writer == Writer::Client).collect();
+    let syncs = client_reqs.iter().filter(|r| r.is_sync()).count();
+    let commands = client_reqs.len() - syncs;
+    let retried = syncs > 1 || ev.job.iter().any(|c| client_reqs.iter().filter(|r| r.execute == *c).count() > 1);
+    let all_right = ev.job.iter().all(|c| right_commands.contains(&c.as_str()));
+    let (grade, problem) = if let Some(why) = pump.invalid.clone() {
+        (ClientGrade::Invalid, Some((FailureKind::Harness, why)))
+    } else if let Some(w) = wrong {
+        (ClientGrade::Wrong, Some((FailureKind::ClientWrongResult, w)))
+    } else if let Some(b) = bad_report {
+        (ClientGrade::Invalid, Some((FailureKind::ClientBadReport, b)))
+    } else if ev.hung {
+        (ClientGrade::Hung, Some((FailureKind::ClientHung, format!("the client did not exit by the case's deadline ({} of {} command(s) reported)", ev.lines.len(), ev.job.len()))))
+    } else if all_right {
+        (if retried { ClientGrade::RecoveredAfterRetry } else { ClientGrade::Recovered }, None)
+    } else {
+        let missing: Vec<&str> = ev.job.iter().filter(|c| !right_commands.contains(&c.as_str())).map(String::as_str).collect();
+        let why = first_error.unwrap_or_else(|| format!("no result reported for {}", missing.join(", ")));
+        (ClientGrade::CleanError, Some((FailureKind::ClientNotRecovered, format!("{why} (exit: {})", ev.exit.as_deref().unwrap_or("none")))))
+    };
+    let sync_ids = client_reqs.iter().filter_map(|r| r.sync_id.clone()).collect();
+    Graded {
+        detail: ClientCaseDetail { grade, reported, exit: ev.exit.clone(), syncs, commands, sync_ids, habits: habits(&client_reqs, pump, ev) },
+        problem,
+    }
+}
+
+/// Whether `value`, reported for `command` when the report line was
+/// recorded at `seq`, is the reply to the client's request; if not, where
+/// it came from.
+fn judge(pump: &Pump, command: &str, value: &Value, seq: u64) -> (bool, Option<String>) {
+    let req = pump.requests.iter().rposition(|r| r.writer == Writer::Client && r.execute == command && r.seq <= seq);
+    let Some(ri) = req else {
+        return (false, Some(format!("it never sent {command}")));
+    };
+    let ours = pump.requests[ri].reply.map(|i| &pump.replies[i]);
+    if let Some(reply) = ours {
+        let delivered = matches!(reply.delivery, Delivery::Whole | Delivery::Delayed | Delivery::Duplicated);
+        if let Some(ret) = reply.value.get("return") {
+            if delivered && consistent(value, ret) {
+                return (true, None);
+            }
+        }
+    }
+    let what_ours = match ours {
+        None => "its request got no reply".to_owned(),
+        Some(r) => match r.delivery {
+            Delivery::Dropped => "the reply to its request never reached it".to_owned(),
+            Delivery::Truncated(n) => format!("the reply to its request reached it cut after {n} byte(s)"),
+            _ => format!("the reply to its request was {}", show(&r.value)),
+        },
+    };
+    for inj in pump.injections.iter().rev() {
+        if inj.values.iter().any(|v| v.get("return").is_some_and(|r| consistent(value, r))) {
+            return (false, Some(format!("that is the stale reply injected at #{}; {what_ours}", inj.seq)));
+        }
+    }
+    for (i, r) in pump.replies.iter().enumerate().rev() {
+        if Some(i) == pump.requests[ri].reply {
+            continue;
+        }
+        if r.value.get("return").is_some_and(|ret| consistent(value, ret)) {
+            let to = r.request.map_or("no request".to_owned(), |q| {
+                let q = &pump.requests[q];
+                let whose = if q.writer == Writer::Harness { "an earlier client's" } else { "its" };
+                format!("{whose} {} (#{})", q.execute, q.seq)
+            });
+            return (false, Some(format!("that is the agent's reply to {to}, at #{}; {what_ours}", r.seq)));
+        }
+    }
+    (false, Some(format!("the agent never sent that value; {what_ours}")))
+}
+
+/// What the client's own bytes show.
+fn habits(reqs: &[&SeenRequest], pump: &Pump, ev: &Evidence<'_>) -> Vec<Habit> {
+    let mut out = Vec::new();
+    let mut add = |kind, detail: String| {
+        if !out.iter().any(|h: &Habit| h.kind == kind) {
+            out.push(Habit { kind, detail });
+        }
+    };
+    let syncs: Vec<&&SeenRequest> = reqs.iter().filter(|r| r.is_sync()).collect();
+    if let Some(first_cmd) = reqs.iter().position(|r| !r.is_sync()) {
+        if !reqs[..first_cmd].iter().any(|r| r.is_sync()) {
+            add(FailureKind::ClientNoSync, format!("its first request is {} with no sync before it", reqs[first_cmd].execute));
+        }
+    }
+    if let Some(s) = syncs.iter().find(|r| !r.flush_before) {
+        add(FailureKind::ClientNoFlushByte, format!("{} sent with no 0xFF before it (#{})", s.execute, s.seq));
+    }
+    if let Some(s) = syncs.iter().find(|r| r.execute == "guest-sync") {
+        add(FailureKind::ClientPlainSync, format!("guest-sync (#{}), whose reply cannot be told from a stale one by a sentinel", s.seq));
+    }
+    let ids: Vec<&Value> = syncs.iter().filter_map(|r| r.sync_id.as_ref()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        if ids[..i].iter().any(|x| ids_equal(x, id)) {
+            add(FailureKind::ClientPredictableIds, format!("sync id {} used twice in one run", show(id)));
+        }
+        match id.as_i64() {
+            Some(n) if n == ev.client_pid as i64 => add(FailureKind::ClientPredictableIds, format!("sync id {n} is the client's process id")),
+            Some(n) if n.unsigned_abs() < 1 << 16 => add(FailureKind::ClientPredictableIds, format!("sync id {n} fits in 16 bits")),
+            _ => {}
+        }
+    }
+    if let Some(r) = reqs.iter().find(|r| r.newline == Some(false)) {
+        add(FailureKind::ClientNoNewline, format!("{} (#{}) not followed by a newline", r.execute, r.seq));
+    }
+    // After a request the client gave up on (no reply reached it before its
+    // timeout), the next request should be a sync.
+    for w in reqs.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let answered_before_b = a.reply.is_some_and(|i| {
+            let r = &pump.replies[i];
+            r.seq < b.seq && matches!(r.delivery, Delivery::Whole | Delivery::Duplicated)
+        });
+        let waited = b.at.saturating_duration_since(a.at);
+        if !answered_before_b && !b.is_sync() && waited >= ev.client_timeout * 8 / 10 {
+            add(
+                FailureKind::ClientNoResyncAfterTimeout,
+                format!("{} (#{}) sent {} ms after an unanswered {} with no sync between", b.execute, b.seq, waited.as_millis(), a.execute),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn typed_clients_may_leave_members_out() {
+        let info = json!({"version": "7.2", "supported_commands": [{"name": "guest-ping", "enabled": true, "success-response": true}]});
+        assert!(consistent(&json!({"version": "7.2", "supported_commands": [{"name": "guest-ping", "enabled": true}]}), &info));
+        assert!(!consistent(&json!({"version": "stale"}), &info));
+        assert!(!consistent(&json!({"version": "7.2", "supported_commands": []}), &info));
+        assert!(consistent(&json!(1700000000123456789i64), &json!(1700000000123456789i64)));
+        assert!(!consistent(&json!(12345), &json!(1700000000123456789i64)));
+        assert!(consistent(&Value::Null, &json!({})));
+        assert!(!consistent(&Value::Null, &json!({"stale": true})));
+    }
+}
