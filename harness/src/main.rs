@@ -9,7 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use qga_harness::agent::AgentTemplate;
 use qga_harness::baseline::Baseline;
 use qga_harness::case::{load, Case};
-use qga_harness::engine::{run_cases, EngineOptions};
+use qga_harness::case::Role;
+use qga_harness::engine::client_case::{run_client_cases, ClientConfig};
+use qga_harness::engine::{run_cases, EngineOptions, RunResult};
+use qga_harness::proxy::ClientTemplate;
 use qga_harness::report;
 use qga_harness::verdict::Outcome;
 use qga_harness::session::SessionConfig;
@@ -46,6 +49,12 @@ enum Cmd {
     Replay(ReplayArgs),
     /// Merge run JSON files into JUnit, Markdown and an HTML matrix.
     Report(ReportArgs),
+    /// Grade a client: run it against an agent through a fault-injecting
+    /// proxy, with the client cases of the catalogue.
+    Client(ClientArgs),
+    /// Be a client under test: the harness's own reference client,
+    /// following the client contract (the positive control of `client`).
+    Call(CallArgs),
     /// Serve as the in-tree reference agent (the default agent).
     #[command(hide = true, disable_help_flag = true)]
     RefAgent {
@@ -126,13 +135,19 @@ struct RunArgs {
     seed: Option<u64>,
     #[command(flatten)]
     select: Selection,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+#[derive(Args)]
+struct OutputArgs {
     /// Treat NON-STRICT (a SHOULD violated) as failing.
     #[arg(long)]
     strict: bool,
     /// Baseline of known outcomes; the run fails only on regressions.
     #[arg(long)]
     expect: Option<std::path::PathBuf>,
-    /// Write the run (verdicts, recovery metrics, transcripts) as JSON.
+    /// Write the run (verdicts, transcripts) as JSON.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
     /// Write a baseline that expects this run's outcomes.
@@ -145,6 +160,59 @@ struct RunArgs {
     /// junit.xml, summary.md, html/ (index.html and a page per case).
     #[arg(long)]
     report_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// The client under test: a command template with `{path}` (the socket
+    /// or pty to talk to), `{timeout_ms}` and `{job}` (comma-separated
+    /// commands). See the client contract in README.md.
+    #[arg(long)]
+    client: String,
+    /// The port the client is given: a unix socket the harness listens on,
+    /// or a pty whose slave the client opens.
+    #[arg(long, value_enum, default_value_t = TransportKind::UnixListen)]
+    transport: TransportKind,
+    /// The agent behind the harness (default: the in-tree reference agent).
+    #[arg(long)]
+    agent: Option<String>,
+    /// The channel between the harness and that agent.
+    #[arg(long, value_enum, default_value_t = TransportKind::Pty)]
+    agent_transport: TransportKind,
+    /// The client's timeout for one reply, passed as `{timeout_ms}`; cases
+    /// that hold a reply past it wait this long.
+    #[arg(long, default_value_t = 1000)]
+    client_timeout_ms: u64,
+    /// Time allowed for the client program to start, added to every case's
+    /// budget (interpreters start slowly).
+    #[arg(long, default_value_t = 2000)]
+    client_startup_ms: u64,
+    /// Wait from the agent's spawn to its first answered sync, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    startup_timeout_ms: u64,
+    /// Seed of the harness's own ids and injected values.
+    #[arg(long)]
+    seed: Option<u64>,
+    #[command(flatten)]
+    select: Selection,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+#[derive(Args)]
+struct CallArgs {
+    /// The agent's socket (or, with --pty, its serial device).
+    #[arg(long)]
+    path: std::path::PathBuf,
+    /// `path` is a serial device (a pty slave), not a unix socket.
+    #[arg(long)]
+    pty: bool,
+    /// Wait for one reply, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+    /// Commands to run, comma-separated.
+    #[arg(long, default_value = "guest-ping,guest-get-time,guest-info")]
+    job: String,
 }
 
 #[derive(Args)]
@@ -161,6 +229,22 @@ struct ReportArgs {
 }
 
 impl Selection {
+    /// The selected cases of one role (agent cases for `run`, client cases
+    /// for `client`), or a usage error.
+    fn cases_for(&self, role: Role) -> Result<(Vec<Case>, Vec<String>), String> {
+        let (cases, ids) = self.cases()?;
+        let n = cases.len();
+        let mine: Vec<Case> = cases.into_iter().filter(|c| c.role == role).collect();
+        if mine.is_empty() {
+            let (this, other) = match role {
+                Role::Agent => ("agent", "`qga-harness client` runs client cases"),
+                Role::Client => ("client", "`qga-harness run` runs agent cases"),
+            };
+            return Err(format!("no {this} case selected ({n} case(s) of the other role matched: {other})"));
+        }
+        Ok((mine, ids))
+    }
+
     /// The selected cases, or a usage error.
     fn cases(&self) -> Result<(Vec<Case>, Vec<String>), String> {
         let all = match &self.cases {
@@ -319,6 +403,8 @@ fn main() -> ExitCode {
         tokio::spawn(stop_on_signal());
         match cli.command {
             Cmd::Run(args) => run(args).await,
+            Cmd::Client(args) => client_cmd(args).await,
+            Cmd::Call(args) => call(args).await,
             Cmd::List(args) => list(args),
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::Fuzz(args) => fuzzcmd::run(args).await,
@@ -460,31 +546,106 @@ async fn run(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
-    let (cases, all_ids) = match args.select.cases() {
+    let (cases, all_ids) = match args.select.cases_for(Role::Agent) {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
-    let baseline = match &args.expect {
-        None => None,
-        Some(path) => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => return usage(format!("{}: {e}", path.display())),
-            };
-            let ids: Vec<&str> = all_ids.iter().map(String::as_str).collect();
-            match Baseline::parse(&path.display().to_string(), &text, &ids) {
-                Ok(b) => Some(b),
-                Err(e) => return usage(e),
-            }
-        }
+    let baseline = match load_baseline(&args.out, &all_ids) {
+        Ok(b) => b,
+        Err(e) => return usage(e),
     };
     let transcript = args.agent.transcript();
     let eo = EngineOptions { seed: args.seed.unwrap_or_else(rand::random), ..EngineOptions::default() };
     let result = run_cases(config, &cases, transcript, &eo).await;
-    let comparison = baseline.as_ref().map(|b| b.compare(&result.results, args.strict));
-    print!("{}", report::render_terminal(&result, comparison.as_ref(), args.strict, args.transcript));
+    finish(&result, &args.out, baseline.as_ref())
+}
+
+/// `client`: the client cases, with the client under test in front of the
+/// harness and an agent behind it.
+async fn client_cmd(args: ClientArgs) -> ExitCode {
+    let client = match ClientTemplate::parse(&args.client) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    if !program_exists(client.program()) {
+        return usage(format!("client program not found: {}", client.program()));
+    }
+    if args.transport == TransportKind::Socketpair {
+        return usage("a client under test is given a path: use --transport unix-listen or pty");
+    }
+    let agent_args = AgentArgs {
+        agent: args.agent.clone(),
+        transport: args.agent_transport,
+        reply_timeout_ms: None,
+        startup_timeout_ms: args.startup_timeout_ms,
+        resync_budget_ms: None,
+        transcript_cap: 1 << 20,
+    };
+    let agent = match agent_args.session_config() {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let (cases, all_ids) = match args.select.cases_for(Role::Client) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let baseline = match load_baseline(&args.out, &all_ids) {
+        Ok(b) => b,
+        Err(e) => return usage(e),
+    };
+    let cfg = ClientConfig {
+        client,
+        port: args.transport,
+        client_timeout: Duration::from_millis(args.client_timeout_ms),
+        agent,
+        startup_allowance: Duration::from_millis(args.client_startup_ms),
+    };
+    let eo = EngineOptions { seed: args.seed.unwrap_or_else(rand::random), ..EngineOptions::default() };
+    let result = run_client_cases(cfg, &cases, agent_args.transcript(), &eo).await;
+    finish(&result, &args.out, baseline.as_ref())
+}
+
+/// `call`: the reference client as a client under test.
+async fn call(args: CallArgs) -> ExitCode {
+    use qga_harness::connection::Connection;
+    use qga_harness::transport::Duplex;
+    let duplex = if args.pty { Duplex::open_tty(&args.path) } else { Duplex::connect_unix(&args.path).await };
+    let duplex = match duplex {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("qga-harness call: cannot open {}: {e}", args.path.display());
+            return ExitCode::from(EXIT_FAIL);
+        }
+    };
+    let transcript = Transcript::new(qga_harness::transcript::Caps { bytes: 1 << 16, entries: 1000 });
+    let mut conn = Connection::new(duplex, transcript, 1 << 20);
+    let opts = qga_harness::client::ClientOptions::default();
+    let job: Vec<String> = args.job.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let lines = qga_harness::client::program::run_job(&mut conn, &opts, &job, Duration::from_millis(args.timeout_ms)).await;
+    let ok = lines.len() == job.len() && lines.iter().all(|l| l.get("return").is_some());
+    for l in &lines {
+        println!("{l}");
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAIL)
+    }
+}
+
+fn load_baseline(out: &OutputArgs, all_ids: &[String]) -> Result<Option<Baseline>, String> {
+    let Some(path) = &out.expect else { return Ok(None) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let ids: Vec<&str> = all_ids.iter().map(String::as_str).collect();
+    Baseline::parse(&path.display().to_string(), &text, &ids).map(Some)
+}
+
+/// Print, write and gate a run: the one exit policy of `run` and `client`.
+fn finish(result: &RunResult, args: &OutputArgs, baseline: Option<&Baseline>) -> ExitCode {
+    let comparison = baseline.map(|b| b.compare(&result.results, args.strict));
+    print!("{}", report::render_terminal(result, comparison.as_ref(), args.strict, args.transcript));
     if let Some(path) = &args.json {
-        let doc = report::JsonReport::new(&result, comparison.as_ref(), args.strict);
+        let doc = report::JsonReport::new(result, comparison.as_ref(), args.strict);
         let bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
         if let Err(e) = report::write_atomic(path, &bytes) {
             eprintln!("qga-harness: cannot write {}: {e}", path.display());
@@ -492,9 +653,9 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     }
     if let Some(dir) = &args.report_dir {
-        let doc = report::JsonReport::new(&result, comparison.as_ref(), args.strict);
+        let doc = report::JsonReport::new(result, comparison.as_ref(), args.strict);
         let command = std::env::args().map(|a| shell_words::quote(&a).into_owned()).collect::<Vec<_>>().join(" ");
-        let junit = match report::junit::render(&result, args.strict) {
+        let junit = match report::junit::render(result, args.strict) {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("qga-harness: cannot render JUnit: {e}");
@@ -504,14 +665,14 @@ async fn run(args: RunArgs) -> ExitCode {
         for (name, bytes) in [
             ("run.json", serde_json::to_vec_pretty(&doc).unwrap_or_default()),
             ("junit.xml", junit.into_bytes()),
-            ("summary.md", report::markdown::render(&result, args.strict, &command).into_bytes()),
+            ("summary.md", report::markdown::render(result, args.strict, &command).into_bytes()),
         ] {
             if let Err(e) = report::write_atomic(&dir.join(name), &bytes) {
                 eprintln!("qga-harness: cannot write {}: {e}", dir.join(name).display());
                 return ExitCode::from(EXIT_HARNESS);
             }
         }
-        if let Err(e) = report::html::write(&dir.join("html"), std::slice::from_ref(&result)) {
+        if let Err(e) = report::html::write(&dir.join("html"), std::slice::from_ref(result)) {
             eprintln!("qga-harness: cannot write the HTML report: {e}");
             return ExitCode::from(EXIT_HARNESS);
         }

@@ -126,34 +126,55 @@ pub async fn execute_skipping<C: Command>(conn: &mut Connection, cmd: C, opts: &
     let n = opts.ids.request_id();
     let id = opts.request_id_value(n);
     let req = Request::with_id_value(cmd, Some(id.clone()));
-    send_request(conn, &req, opts).await?;
+    exchange(conn, &req, n, id, opts, skips).await
+}
+
+/// [`execute_skipping`] for a command known only by name at run time (a
+/// client job), sent with no arguments.
+pub async fn execute_named(conn: &mut Connection, name: &str, opts: &ClientOptions, skips: usize) -> Result<Reply, ClientError> {
+    let n = opts.ids.request_id();
+    let id = opts.request_id_value(n);
+    let json = serde_json::to_vec(&serde_json::json!({"execute": name, "id": id})).expect("a JSON value serialises");
+    let req = Request { command: "the job's command", id: id.as_i64(), json };
+    exchange(conn, &req, n, id, opts, skips).await
+}
+
+/// Send `req` (whose id is `id`, from integer `n`) and read until its reply.
+async fn exchange(conn: &mut Connection, req: &Request, n: i64, id: Value, opts: &ClientOptions, skips: usize) -> Result<Reply, ClientError> {
+    send_request(conn, req, opts).await?;
     let mut skipped = 0;
     loop {
-    let reply = read_reply(conn, opts.reply_deadline(), opts, C::NAME).await?;
-    let how = if opts.string_ids {
-        if reply.id().is_some_and(|got| ids_equal(got, &id)) { IdMatch::Exact } else if reply.id().is_none() { IdMatch::Missing } else { IdMatch::Changed }
-    } else {
-        compare_id(n, reply.id())
-    };
-    let ours = match (opts.matching, how) {
-        (_, IdMatch::Exact) => true,
-        (_, IdMatch::FloatForm) => opts.mode.accept_float_ids,
-        // Ids are not to be trusted with this agent: order decides.
-        (ReplyMatch::Order, _) => true,
-        _ => false,
-    };
-    if !ours && skipped < skips && opts.matching == ReplyMatch::IdEcho {
-        skipped += 1;
-        continue;
-    }
-    if !ours {
-        return Err(ClientError::WrongId {
-            sent: id.to_string(),
-            got: reply.id().map_or("no id".into(), Value::to_string),
-            how: how.describe(),
-            reply: format!("{reply:?}"),
-        });
-    }
-    return Ok(reply);
+        let reply = read_reply(conn, opts.reply_deadline(), opts, req.command).await?;
+        let how = if opts.string_ids {
+            if reply.id().is_some_and(|got| ids_equal(got, &id)) {
+                IdMatch::Exact
+            } else if reply.id().is_none() {
+                IdMatch::Missing
+            } else {
+                IdMatch::Changed
+            }
+        } else {
+            compare_id(n, reply.id())
+        };
+        let ours = match (opts.matching, how) {
+            (_, IdMatch::Exact) => true,
+            (_, IdMatch::FloatForm) => opts.mode.accept_float_ids,
+            // Ids are not to be trusted with this agent: order decides.
+            (ReplyMatch::Order, _) => true,
+            _ => false,
+        };
+        if !ours && skipped < skips && opts.matching == ReplyMatch::IdEcho {
+            skipped += 1;
+            continue;
+        }
+        if !ours {
+            return Err(ClientError::WrongId {
+                sent: id.to_string(),
+                got: reply.id().map_or("no id".into(), Value::to_string),
+                how: how.describe(),
+                reply: format!("{reply:?}"),
+            });
+        }
+        return Ok(reply);
     }
 }

@@ -10,10 +10,11 @@
 pub mod diagnose;
 pub mod execute;
 pub mod ids;
+pub mod program;
 pub mod resync;
 
 pub use diagnose::{diagnose, Capability, Profile, ProbeFinding};
-pub use execute::{execute, execute_skipping, execute_value, read_reply, send_request, AgentError, ClientError};
+pub use execute::{execute, execute_named, execute_skipping, execute_value, read_reply, send_request, AgentError, ClientError};
 pub use ids::{IdWidth, Ids};
 pub use resync::{resync, ResyncError, ResyncPolicy, Resynced};
 use serde::{Deserialize, Serialize};

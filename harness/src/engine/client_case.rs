@@ -399,8 +399,10 @@ pub async fn run_client_case(session: Session, case: &Case, cfg: &ClientConfig, 
     // Whatever is left of the client's group goes (a fork that outlived it).
     let exit = run.process.exit_status().map(str::to_owned);
     run.process.kill().await;
-    // Lines it wrote just before it exited.
-    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(if hung { 1 } else { 20 }), run.next_line()).await {
+    // Lines it wrote just before it exited (a client whose fork kept its
+    // stdout open has had its group killed: the pipe closes now).
+    while !run.stdout_closed {
+        let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(20), run.next_line()).await else { break };
         let seq = transcript.event(crate::proxy::contract::note_for(&line.1));
         ctx.lines.push(ReportLine { at: line.0, seq, text: line.1 });
     }

@@ -141,6 +141,11 @@ pub struct Pump {
     pub requests: Vec<SeenRequest>,
     pub replies: Vec<SeenReply>,
     pub injections: Vec<Injection>,
+    /// Set when a client request has just been parsed: agent output waits
+    /// until the next turn, so that the case's steps (an inject, a reply
+    /// fault) act before the reply to that request goes on, however fast
+    /// the agent is.
+    gated: bool,
     /// Why the case cannot grade the client (a refused write, a dead agent).
     pub invalid: Option<String>,
     /// The agent link ended (the agent died with nobody restarting it).
@@ -181,6 +186,7 @@ impl Pump {
             requests: Vec::new(),
             replies: Vec::new(),
             injections: Vec::new(),
+            gated: false,
             invalid: None,
             agent_closed: false,
         })
@@ -211,6 +217,10 @@ impl Pump {
     /// report, read in the same wait so that its arrival is ordered against
     /// the bytes.
     pub async fn turn(&mut self, until: Instant, run: &mut super::contract::ClientRun, lines: &mut Vec<super::contract::ReportLine>) -> Turn {
+        if self.gated {
+            self.gated = false;
+            self.from_agent().await;
+        }
         let mut wake = until;
         if let Some(h) = self.held.front() {
             wake = wake.min(h.release);
@@ -299,9 +309,11 @@ impl Pump {
         if bytes.is_empty() {
             return;
         }
-        self.write_agent(&bytes, Origin::Forwarded).await;
+        // Requests are logged before they go on, so that a reply the agent
+        // writes while we are still writing finds its request.
         self.cin.extend_from_slice(&bytes);
         self.parse_requests(Writer::Client);
+        self.write_agent(&bytes, Origin::Forwarded).await;
     }
 
     /// Write to the agent's link (deny-list enforced there).
@@ -329,12 +341,12 @@ impl Pump {
 
     /// A request the harness itself writes to the agent (a case's `send`).
     pub async fn harness_request(&mut self, bytes: &[u8]) {
-        self.write_agent(bytes, Origin::Injected).await;
         // Parsed apart from the client's stream, which it does not belong to.
         let saved = (std::mem::take(&mut self.cin), self.flush_seen);
         self.cin.extend_from_slice(bytes);
         self.parse_requests(Writer::Harness);
         (self.cin, self.flush_seen) = saved;
+        self.write_agent(bytes, Origin::Injected).await;
     }
 
     /// Find complete requests in `cin`.
@@ -359,6 +371,7 @@ impl Pump {
                     let Some(Value::Object(m)) = value else { continue };
                     let Some(execute) = m.get("execute").and_then(Value::as_str) else { continue };
                     let sync_id = if execute.starts_with("guest-sync") { m.get("arguments").and_then(|a| a.get("id")).cloned() } else { None };
+                    self.gated |= writer == Writer::Client;
                     self.requests.push(SeenRequest {
                         seq: self.transcript.mark(),
                         at: Instant::now(),
@@ -404,14 +417,15 @@ impl Pump {
 
     /// Take in what the agent sent and pass it on, a reply at a time.
     async fn from_agent(&mut self) {
-        let Ok(conn) = self.agent.conn() else { return };
-        let _ = conn.poll_input();
-        let bytes = conn.buffered().to_vec();
-        conn.consume(bytes.len());
-        if bytes.is_empty() {
+        if let Ok(conn) = self.agent.conn() {
+            let _ = conn.poll_input();
+            let bytes = conn.buffered().to_vec();
+            conn.consume(bytes.len());
+            self.ain.extend_from_slice(&bytes);
+        }
+        if self.gated || self.ain.is_empty() {
             return;
         }
-        self.ain.extend_from_slice(&bytes);
         while let Some((unit, value)) = self.next_unit() {
             match value {
                 Some(v) => self.reply_unit(unit, v).await,

@@ -71,6 +71,28 @@ impl Duplex {
         Duplex { inner: Inner::Socket(s) }
     }
 
+    /// Connect to a unix socket at `path` (a client's end, e.g. the
+    /// reference client program run as a client under test).
+    pub async fn connect_unix(path: &Path) -> io::Result<Duplex> {
+        Ok(Duplex::socket(UnixStream::connect(path).await?))
+    }
+
+    /// Open a serial device (a pty slave) as a client does: read-write,
+    /// not as the controlling terminal, in raw mode.
+    pub fn open_tty(path: &Path) -> io::Result<Duplex> {
+        use nix::fcntl::{open, OFlag};
+        use nix::sys::stat::Mode;
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        use std::os::fd::FromRawFd;
+        let raw = open(path, OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())?;
+        // SAFETY: `open` just returned this fd; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut t = tcgetattr(&fd)?;
+        cfmakeraw(&mut t);
+        tcsetattr(&fd, SetArg::TCSANOW, &t)?;
+        Duplex::pty(fd)
+    }
+
     /// Wrap a pty master; `fd` must already be non-blocking.
     pub(crate) fn pty(fd: OwnedFd) -> io::Result<Duplex> {
         // SAFETY: the OwnedFd is moved into the AsyncFd, which owns it until it
