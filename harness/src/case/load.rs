@@ -88,8 +88,8 @@ pub fn validate(section: &str, case: &Case) -> Result<(), String> {
         return Err("field steps: a case needs at least one step".into());
     }
     match case.role {
-        Role::Agent if !case.job.is_empty() || case.goal.is_some() => {
-            return Err("fields job and goal are for role = \"client\" cases".into());
+        Role::Agent if !case.job.is_empty() || case.goal.is_some() || !case.checks.is_empty() => {
+            return Err("fields job, goal and checks are for role = \"client\" cases".into());
         }
         Role::Client if case.goal.is_none() => {
             return Err("field goal: a client case says \"recover\" or \"detect\"".into());

@@ -56,11 +56,48 @@ pub struct Case {
     /// Client mode: what a correct client achieves despite the fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goal: Option<Goal>,
+    /// Client mode: habits of the client's own bytes that fail the case
+    /// (at its level) when seen in it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
     pub steps: Vec<Step>,
 }
 
 /// The commands a client under test runs when a case names none.
 pub const DEFAULT_JOB: [&str; 3] = ["guest-ping", "guest-get-time", "guest-info"];
+
+/// Client mode: a wire-level habit a case checks, from the client's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    /// A raw 0xFF before each sync request.
+    FlushByte,
+    /// guest-sync-delimited rather than guest-sync.
+    DelimitedSync,
+    /// Sync ids new per attempt, wider than 16 bits, not the pid.
+    FreshIds,
+    /// A sync before the next request after the client's own timeout.
+    ResyncAfterTimeout,
+    /// A newline after each request.
+    Newline,
+    /// A sync before the first command.
+    Sync,
+}
+
+impl Check {
+    /// The finding a violation of the check is.
+    pub fn kind(self) -> crate::verdict::FailureKind {
+        use crate::verdict::FailureKind as K;
+        match self {
+            Check::FlushByte => K::ClientNoFlushByte,
+            Check::DelimitedSync => K::ClientPlainSync,
+            Check::FreshIds => K::ClientPredictableIds,
+            Check::ResyncAfterTimeout => K::ClientNoResyncAfterTimeout,
+            Check::Newline => K::ClientNoNewline,
+            Check::Sync => K::ClientNoSync,
+        }
+    }
+}
 
 /// The side of the protocol a case grades.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

@@ -104,8 +104,17 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
     run.supported_commands = profile.supported_commands.clone();
     run.profile = Some(profile);
     transcript.reset();
+    // Sync ids the client used so far: `$previous-id`, and the fresh-ids check.
+    let mut earlier: Vec<Value> = Vec::new();
     for case in cases {
-        let (result, back) = run_client_case(session, case, &cfg, run.supported_commands.as_deref(), eo).await;
+        let (result, back) = run_client_case(session, case, &cfg, run.supported_commands.as_deref(), &earlier, eo).await;
+        if let Some(c) = &result.client {
+            // Most recent first: `$previous-id` is the last conversation's.
+            for id in c.sync_ids.iter().rev() {
+                earlier.insert(0, id.clone());
+            }
+            earlier.truncate(4096);
+        }
         session = back;
         run.results.push(result);
         transcript.reset();
@@ -175,6 +184,8 @@ struct Ctx<'a> {
     deadline: Instant,
     /// `$id`: the id of the request last awaited.
     last_id: Value,
+    /// `$previous-id`: the client's last sync id in the case before.
+    previous_id: Option<Value>,
     rng: rand::rngs::StdRng,
     exited_at: Option<Instant>,
     case: &'a Case,
@@ -251,7 +262,8 @@ impl Ctx<'_> {
             }
             Step::Inject(bytes) => {
                 let other: i64 = self.rng.gen_range(1 << 20..1 << 31);
-                let expanded = expand(&bytes.0, &self.last_id, other);
+                let previous = self.previous_id.clone().unwrap_or_else(|| Value::from(self.rng.gen_range(1i64 << 20..1 << 31)));
+                let expanded = expand(&bytes.0, &self.last_id, other, &previous);
                 self.pump.inject(expanded).await;
                 Flow::Reached
             }
@@ -299,13 +311,17 @@ impl Ctx<'_> {
     }
 }
 
-/// `$id` and `$other-id` in injected bytes.
-fn expand(bytes: &[u8], id: &Value, other: i64) -> Vec<u8> {
+/// `$id`, `$other-id` and `$previous-id` in injected bytes.
+fn expand(bytes: &[u8], id: &Value, other: i64, previous: &Value) -> Vec<u8> {
     let text_id = id.to_string();
+    let text_previous = previous.to_string();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i..].starts_with(b"$other-id") {
+        if bytes[i..].starts_with(b"$previous-id") {
+            out.extend_from_slice(text_previous.as_bytes());
+            i += "$previous-id".len();
+        } else if bytes[i..].starts_with(b"$other-id") {
             out.extend_from_slice(other.to_string().as_bytes());
             i += "$other-id".len();
         } else if bytes[i..].starts_with(b"$id") {
@@ -320,7 +336,14 @@ fn expand(bytes: &[u8], id: &Value, other: i64) -> Vec<u8> {
 }
 
 /// Run one client case; gives the agent session back.
-pub async fn run_client_case(session: Session, case: &Case, cfg: &ClientConfig, supported: Option<&[String]>, eo: &EngineOptions) -> (CaseResult, Session) {
+pub async fn run_client_case(
+    session: Session,
+    case: &Case,
+    cfg: &ClientConfig,
+    supported: Option<&[String]>,
+    earlier_ids: &[Value],
+    eo: &EngineOptions,
+) -> (CaseResult, Session) {
     let mut r = skeleton(case);
     let transcript = session.transcript().clone();
     let from = transcript.mark();
@@ -365,6 +388,7 @@ pub async fn run_client_case(session: Session, case: &Case, cfg: &ClientConfig, 
         lines: Vec::new(),
         deadline: Instant::now() + budget,
         last_id: Value::Null,
+        previous_id: earlier_ids.first().cloned(),
         rng: rand::rngs::StdRng::seed_from_u64(seed),
         exited_at: None,
         case,
@@ -416,6 +440,7 @@ pub async fn run_client_case(session: Session, case: &Case, cfg: &ClientConfig, 
         hung,
         client_pid: run.process.pid(),
         client_timeout: cfg.client_timeout,
+        earlier_ids,
     });
     r.outcome = outcome_for(graded.detail.grade, case.goal.unwrap_or(Goal::Recover), case.level);
     if let Some((kind, actual)) = graded.problem.clone() {
@@ -425,6 +450,13 @@ pub async fn run_client_case(session: Session, case: &Case, cfg: &ClientConfig, 
                 _ => "every job command reports the reply to its own request (after the client's own retry if need be)",
             };
             r.failure = Some(fail_at(kind, expected, actual, to));
+        }
+    }
+    // The case's wire-level checks: a habit it names, seen here, fails it.
+    if r.outcome == Outcome::Pass {
+        if let Some(h) = graded.detail.habits.iter().find(|h| case.checks.iter().any(|c| c.kind() == h.kind)) {
+            r.outcome = Outcome::for_violation(case.level);
+            r.failure = Some(fail_at(h.kind, h.kind.summary(), h.detail.clone(), to));
         }
     }
     r.client = Some(graded.detail);
@@ -461,9 +493,10 @@ mod tests {
 
     #[test]
     fn placeholders_in_injected_bytes() {
-        assert_eq!(expand(b"\xff{\"return\": $id}\n", &json!(42), 7), b"\xff{\"return\": 42}\n");
-        assert_eq!(expand(b"{\"return\": $other-id}", &json!(42), 7), b"{\"return\": 7}");
-        assert_eq!(expand(b"$ida", &Value::Null, 7), b"nulla");
+        let p = json!(5);
+        assert_eq!(expand(b"\xff{\"return\": $id}\n", &json!(42), 7, &p), b"\xff{\"return\": 42}\n");
+        assert_eq!(expand(b"{\"return\": $other-id}", &json!(42), 7, &p), b"{\"return\": 7}");
+        assert_eq!(expand(b"$ida $previous-id", &Value::Null, 7, &p), b"nulla 5");
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub fn schedule_case(schedule: &Schedule, id: &str, title: &str) -> Case {
         role: Default::default(),
         job: vec![],
         goal: None,
+        checks: vec![],
         steps: schedule.steps(),
     }
 }

@@ -80,6 +80,8 @@ pub struct Evidence<'a> {
     pub hung: bool,
     pub client_pid: i32,
     pub client_timeout: Duration,
+    /// Sync ids the client used in the cases before this one.
+    pub earlier_ids: &'a [Value],
 }
 
 const SHOWN: usize = 200;
@@ -234,7 +236,10 @@ fn habits(reqs: &[&SeenRequest], pump: &Pump, ev: &Evidence<'_>) -> Vec<Habit> {
     let ids: Vec<&Value> = syncs.iter().filter_map(|r| r.sync_id.as_ref()).collect();
     for (i, id) in ids.iter().enumerate() {
         if ids[..i].iter().any(|x| ids_equal(x, id)) {
-            add(FailureKind::ClientPredictableIds, format!("sync id {} used twice in one run", show(id)));
+            add(FailureKind::ClientPredictableIds, format!("sync id {} used twice in one conversation", show(id)));
+        }
+        if ev.earlier_ids.iter().any(|x| ids_equal(x, id)) {
+            add(FailureKind::ClientPredictableIds, format!("sync id {} was used in an earlier conversation", show(id)));
         }
         match id.as_i64() {
             Some(n) if n == ev.client_pid as i64 => add(FailureKind::ClientPredictableIds, format!("sync id {n} is the client's process id")),
