@@ -486,8 +486,9 @@ fn report_cmd(args: ReportArgs) -> ExitCode {
         // know is refused, not half-read.
         let version = serde_json::from_slice::<serde_json::Value>(&text).ok().and_then(|v| v.get("schema").and_then(|s| s.as_str()).map(str::to_owned));
         match version.as_deref() {
-            Some(report::JSON_SCHEMA) | Some("qga-harness/run/1") => {}
-            Some(other) => return usage(format!("{}: run document of layout {other}; this build reads {} and qga-harness/run/1", path.display(), report::JSON_SCHEMA)),
+            // Later layouts only add members: earlier documents read as they are.
+            Some(report::JSON_SCHEMA) | Some("qga-harness/run/2") | Some("qga-harness/run/1") => {}
+            Some(other) => return usage(format!("{}: run document of layout {other}; this build reads {} and the layouts before it", path.display(), report::JSON_SCHEMA)),
             None => return usage(format!("{}: not a qga-harness run document (no \"schema\" member)", path.display())),
         }
         match serde_json::from_slice::<qga_harness::engine::RunResult>(&text) {

@@ -92,6 +92,27 @@ pub struct ClientRunInfo {
     pub sync_id_bits: Option<u32>,
 }
 
+impl RunResult {
+    /// A short name for what was graded, for a matrix column: the agent's
+    /// version, or for a client run its program and arguments (paths cut to
+    /// their last part, placeholders left out).
+    pub fn subject(&self) -> String {
+        match (&self.client, &self.agent_version) {
+            (Some(_), _) => {
+                let words = shell_words::split(&self.agent).unwrap_or_else(|_| vec![self.agent.clone()]);
+                let short: Vec<String> = words
+                    .iter()
+                    .filter(|w| !w.contains('{'))
+                    .map(|w| if w.starts_with('/') { w.rsplit('/').next().unwrap_or(w).to_owned() } else { w.clone() })
+                    .collect();
+                format!("client {}", short.join(" "))
+            }
+            (None, Some(v)) => v.clone(),
+            (None, None) => self.agent.clone(),
+        }
+    }
+}
+
 /// Why the agent could not be run at all: one message, not one per case.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartupError {

@@ -51,7 +51,7 @@ fn case_file(run: usize, id: &str) -> String {
 }
 
 fn column_title(r: &RunResult) -> String {
-    format!("{} ({})", r.agent_version.as_deref().unwrap_or(&r.agent), r.transport)
+    format!("{} ({})", r.subject(), r.transport)
 }
 
 /// An inline SVG histogram of recovery resync times for one run.
@@ -282,16 +282,31 @@ fn case_page(r: &RunResult, c: &CaseResult) -> String {
             f.transcript.1
         );
     }
-    let rec = &c.recovery;
-    let _ = write!(
-        b,
-        "<tr><th>recovery</th><td>{:?}: resync {:.1} µs, {} attempt(s), {} byte(s) discarded{}</td></tr></table>",
-        rec.grade,
-        rec.resync_time.as_secs_f64() * 1e6,
-        rec.attempts,
-        rec.bytes_discarded,
-        rec.detail.as_ref().map_or(String::new(), |d| format!(" ({})", esc(d)))
-    );
+    if let Some(cl) = &c.client {
+        let _ = write!(b, "<tr><th>client grade</th><td>{}; exit {}; {} sync(s), {} command request(s)</td></tr>", cl.grade, esc(cl.exit.as_deref().unwrap_or("none (killed)")), cl.syncs, cl.commands);
+        for rep in &cl.reported {
+            let _ = write!(
+                b,
+                "<tr><th>reported</th><td class=\"mono\">{} {}: {}{}</td></tr>",
+                esc(&rep.command),
+                esc(&rep.status),
+                esc(&rep.value),
+                rep.note.as_ref().map_or(String::new(), |n| format!(" ({})", esc(n)))
+            );
+        }
+        b.push_str("</table>");
+    } else {
+        let rec = &c.recovery;
+        let _ = write!(
+            b,
+            "<tr><th>recovery</th><td>{:?}: resync {:.1} µs, {} attempt(s), {} byte(s) discarded{}</td></tr></table>",
+            rec.grade,
+            rec.resync_time.as_secs_f64() * 1e6,
+            rec.attempts,
+            rec.bytes_discarded,
+            rec.detail.as_ref().map_or(String::new(), |d| format!(" ({})", esc(d)))
+        );
+    }
     b.push_str("<h2>Wire log</h2>");
     if c.failure.is_some() {
         b.push_str("<p>Rows of the failure's transcript span are marked at the left.</p>");

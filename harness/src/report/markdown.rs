@@ -112,7 +112,26 @@ pub fn render(run: &RunResult, strict: bool, command: &str) -> String {
         tally.neither_count()
     );
     let _ = writeln!(out);
-    let _ = writeln!(out, "Agent `{}` over {}{}", escape(&run.agent), run.transport, run.agent_version.as_ref().map_or(String::new(), |v| format!(", version {}", escape(v))));
+    match &run.client {
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "Client `{}` on a {} port (timeout {} ms), in front of agent `{}` over {}{}",
+                escape(&run.agent),
+                run.transport,
+                c.timeout_ms,
+                escape(&c.agent),
+                c.agent_transport,
+                run.agent_version.as_ref().map_or(String::new(), |v| format!(", version {}", escape(v)))
+            );
+            if !c.habits.is_empty() {
+                let _ = writeln!(out, "\nThe client's own bytes: {}.", escape(&c.habits.iter().map(|h| h.kind.code()).collect::<Vec<_>>().join(", ")));
+            }
+        }
+        None => {
+            let _ = writeln!(out, "Agent `{}` over {}{}", escape(&run.agent), run.transport, run.agent_version.as_ref().map_or(String::new(), |v| format!(", version {}", escape(v))));
+        }
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "| outcome | cases | counts as |\n|---|---|---|");
     for (o, n) in super::counts(&run.results).into_iter().filter(|(_, n)| *n > 0) {
@@ -125,7 +144,7 @@ pub fn render(run: &RunResult, strict: bool, command: &str) -> String {
             let _ = writeln!(out, "\nHint: {}", escape(h));
         }
     }
-    if let Some(p) = &run.profile {
+    if let (Some(p), None) = (&run.profile, &run.client) {
         let _ = writeln!(out, "\nSync: {}; pace factor {:.1}; seed {} (`--seed {}` repeats the run's ids).", escape(&p.mode.describe()), p.pace.factor, run.seed, run.seed);
     }
     let found = super::findings(run, strict);
@@ -146,7 +165,11 @@ pub fn render(run: &RunResult, strict: bool, command: &str) -> String {
         for r in notable {
             let what = r.failure.as_ref().map_or(String::new(), |f| f.actual.chars().take(200).collect());
             let kind = r.failure.as_ref().map_or(String::new(), |f| format!("`{}`", f.kind.code()));
-            let _ = writeln!(out, "| {} {} | {} | {} | {} |", escape(&r.id), escape(&r.title), r.outcome, kind, escape(&what));
+            let outcome = match &r.client {
+                Some(c) => format!("{} ({})", r.outcome, c.grade),
+                None => r.outcome.to_string(),
+            };
+            let _ = writeln!(out, "| {} {} | {} | {} | {} |", escape(&r.id), escape(&r.title), outcome, kind, escape(&what));
         }
     }
     let _ = writeln!(out, "\nReproduce:\n\n```\n{}\n```", command.replace("```", "'''"));
@@ -157,7 +180,7 @@ pub fn render(run: &RunResult, strict: bool, command: &str) -> String {
 pub fn matrix(runs: &[RunResult]) -> String {
     let mut out = String::from("## qga-harness matrix\n\n| case |");
     for r in runs {
-        let _ = write!(out, " {} ({}) |", escape(r.agent_version.as_deref().unwrap_or(&r.agent)), r.transport);
+        let _ = write!(out, " {} ({}) |", escape(&r.subject()), r.transport);
     }
     out.push_str("\n|---|");
     for _ in runs {

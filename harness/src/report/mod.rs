@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 /// Version of the JSON document's layout.
-pub const JSON_SCHEMA: &str = "qga-harness/run/2";
+pub const JSON_SCHEMA: &str = "qga-harness/run/3";
 
 /// Count of each outcome.
 pub fn counts(results: &[CaseResult]) -> Vec<(Outcome, usize)> {
@@ -70,8 +70,17 @@ pub fn findings(run: &RunResult, strict: bool) -> Vec<Finding> {
 /// findings; counts; and a closing `N passed, N failed` line.
 pub fn render_terminal(run: &RunResult, cmp: Option<&Comparison>, strict: bool, transcripts: bool) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "agent: {}", escape_bytes(run.agent.as_bytes()));
-    let _ = writeln!(out, "transport: {}", run.transport);
+    match &run.client {
+        Some(c) => {
+            let _ = writeln!(out, "client: {}", escape_bytes(run.agent.as_bytes()));
+            let _ = writeln!(out, "client's port: {} (timeout {} ms)", run.transport, c.timeout_ms);
+            let _ = writeln!(out, "agent behind the harness: {} over {}", escape_bytes(c.agent.as_bytes()), c.agent_transport);
+        }
+        None => {
+            let _ = writeln!(out, "agent: {}", escape_bytes(run.agent.as_bytes()));
+            let _ = writeln!(out, "transport: {}", run.transport);
+        }
+    }
     if let Some(v) = &run.agent_version {
         let _ = writeln!(out, "agent version (guest-info): {}", escape_bytes(v.as_bytes()));
     }
@@ -98,16 +107,23 @@ pub fn render_terminal(run: &RunResult, cmp: Option<&Comparison>, strict: bool, 
         let _ = writeln!(out, "{} passed, {failed} failed", run.results.len() - failed);
         return out;
     }
-    if let Some(p) = &run.profile {
+    if let (Some(p), None) = (&run.profile, &run.client) {
         let _ = writeln!(out, "sync: {}; pace factor {:.1} (ping {} us)", p.mode.describe(), p.pace.factor, p.pace.rtt_us);
     }
     let mut shown_kinds = std::collections::HashSet::new();
     for r in &run.results {
-        let rec = match r.recovery.grade {
-            crate::verdict::RecoveryGrade::NotRun => String::new(),
-            g => format!("{g:?}").to_lowercase(),
+        let rec = match (&r.client, r.recovery.grade) {
+            (Some(c), _) => c.grade.to_string(),
+            (None, crate::verdict::RecoveryGrade::NotRun) => String::new(),
+            (None, g) => format!("{g:?}").to_lowercase(),
         };
         let _ = writeln!(out, "{:<11} {:<22} {:>9.3}ms  {:<8}  {}", r.outcome.as_str(), r.id, r.elapsed.as_secs_f64() * 1e3, rec, r.title);
+        if let Some(c) = r.client.as_ref().filter(|_| r.outcome != Outcome::Pass) {
+            for rep in &c.reported {
+                let note = rep.note.as_deref().map(|n| format!(" ({})", sanitize(n))).unwrap_or_default();
+                let _ = writeln!(out, "      reported:    {} {} {}{note}", rep.command, rep.status, truncate(&sanitize(&rep.value), 120));
+            }
+        }
         if r.outcome != Outcome::Pass {
             if let Some(f) = &r.failure {
                 let _ = writeln!(out, "      requirement: {}", f.requirement);
@@ -134,6 +150,15 @@ pub fn render_terminal(run: &RunResult, cmp: Option<&Comparison>, strict: bool, 
                 }
             }
         }
+    }
+    if let Some(c) = run.client.as_ref().filter(|c| !c.habits.is_empty()) {
+        let _ = writeln!(out, "\nthe client's own bytes ({} habit(s); cases with `checks` grade them):", c.habits.len());
+        for h in &c.habits {
+            let _ = writeln!(out, "  {} — {}: {}", h.kind.code(), h.kind.summary(), truncate(&sanitize(&h.detail), 200));
+        }
+    }
+    if let Some(bits) = run.client.as_ref().and_then(|c| c.sync_id_bits) {
+        let _ = writeln!(out, "widest sync id: {bits} bits");
     }
     let found = findings(run, strict);
     if !found.is_empty() {
