@@ -143,7 +143,14 @@ pub fn grade(ev: &Evidence<'_>) -> Graded {
     let client_reqs: Vec<&SeenRequest> = pump.requests.iter().filter(|r| r.writer == Writer::Client).collect();
     let syncs = client_reqs.iter().filter(|r| r.is_sync()).count();
     let commands = client_reqs.len() - syncs;
-    let retried = syncs > 1 || ev.job.iter().any(|c| client_reqs.iter().filter(|r| r.execute == *c).count() > 1);
+    // A retry: a job command sent again after the first sync (a probe
+    // before the sync, as qemu-ga-client's ping, is not one), or a sync
+    // sent again with no command since the last (a sync before every
+    // command is a habit, not a retry).
+    let after_sync = client_reqs.iter().position(|r| r.is_sync()).map_or(&client_reqs[..], |i| &client_reqs[i..]);
+    let resent = ev.job.iter().any(|c| after_sync.iter().filter(|r| r.execute == *c).count() > 1);
+    let resynced = after_sync.windows(2).any(|w| w[0].is_sync() && w[1].is_sync());
+    let retried = resent || resynced;
     let all_right = ev.job.iter().all(|c| right_commands.contains(&c.as_str()));
     let (grade, problem) = if let Some(why) = pump.invalid.clone() {
         (ClientGrade::Invalid, Some((FailureKind::Harness, why)))

@@ -146,6 +146,11 @@ pub struct Pump {
     /// fault) act before the reply to that request goes on, however fast
     /// the agent is.
     gated: bool,
+    /// Until the agent sends anything but whitespace in this case, its
+    /// whitespace is the tail of the harness's own sync before the case
+    /// (qemu-ga may write a reply's newline apart from it): not the
+    /// client's to see.
+    leading_ws: bool,
     /// Why the case cannot grade the client (a refused write, a dead agent).
     pub invalid: Option<String>,
     /// The agent link ended (the agent died with nobody restarting it).
@@ -187,6 +192,7 @@ impl Pump {
             replies: Vec::new(),
             injections: Vec::new(),
             gated: false,
+            leading_ws: true,
             invalid: None,
             agent_closed: false,
         })
@@ -255,6 +261,14 @@ impl Pump {
         };
         match got {
             Got::Line(Some((at, text))) => {
+                // What the client wrote before it printed this line is
+                // already in the socket: log it first, so the line is
+                // ordered after the request it reports on.
+                if let Some(conn) = self.client.as_mut() {
+                    if conn.poll_input().is_ok() && !conn.buffered().is_empty() {
+                        self.from_client().await;
+                    }
+                }
                 let seq = self.transcript.event(super::contract::note_for(&text));
                 lines.push(super::contract::ReportLine { at, seq, text });
                 Turn::Moved
@@ -423,6 +437,14 @@ impl Pump {
             conn.consume(bytes.len());
             self.ain.extend_from_slice(&bytes);
         }
+        if self.leading_ws {
+            let ws = self.ain.iter().take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')).count();
+            if ws > 0 {
+                self.ain.drain(..ws);
+                self.transcript.event(Event::Note { text: format!("{ws} byte(s) of whitespace left from before the case dropped") });
+            }
+            self.leading_ws = self.ain.is_empty();
+        }
         if self.gated || self.ain.is_empty() {
             return;
         }
@@ -481,12 +503,16 @@ impl Pump {
     /// Which request `v` answers.
     fn attribute(&mut self, v: &Value) -> Option<usize> {
         let open = |r: &SeenRequest| r.reply.is_none() && !r.lost;
+        // An id is proof enough even for a request thought lost: a request
+        // written just before a restart may be read and answered by the
+        // new agent.
+        let unanswered = |r: &SeenRequest| r.reply.is_none();
         let found = if let Some(id) = v.get("id") {
-            self.requests.iter().rposition(|r| open(r) && r.id.as_ref().is_some_and(|x| ids_equal(x, id)))
+            self.requests.iter().rposition(|r| unanswered(r) && r.id.as_ref().is_some_and(|x| ids_equal(x, id)))
         } else if let Some(n) = v.get("return").filter(|n| n.is_number()) {
             self.requests
                 .iter()
-                .position(|r| open(r) && r.sync_id.as_ref().is_some_and(|x| ids_equal(x, n)))
+                .rposition(|r| unanswered(r) && r.sync_id.as_ref().is_some_and(|x| ids_equal(x, n)))
                 .or_else(|| self.requests.iter().position(|r| open(r) && !r.is_sync()))
         } else if is_parse_error(v) {
             // The agent's answer to a 0xFF or to stale bytes: answers nothing.
@@ -496,6 +522,7 @@ impl Pump {
             self.requests.iter().position(|r| open(r) && !r.is_sync())
         };
         if let Some(i) = found {
+            self.requests[i].lost = false;
             // The agent answers in order: anything before it is lost.
             for r in &mut self.requests[..i] {
                 if r.reply.is_none() {
