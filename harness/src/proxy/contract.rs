@@ -52,7 +52,11 @@ impl ClientTemplate {
             while let Some(open) = rest.find('{') {
                 let Some(close) = rest[open..].find('}') else { break };
                 let p = &rest[open..open + close + 1];
-                if !PLACEHOLDERS.contains(&p) {
+                // Only `{word}` is a placeholder: braces in code a template
+                // carries (an inline script) are left alone.
+                let word = &p[1..p.len() - 1];
+                let looks_like_one = !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+                if looks_like_one && !PLACEHOLDERS.contains(&p) {
                     return Err(format!("unknown placeholder {p} in client template (known: {{path}}, {{timeout_ms}}, {{job}})"));
                 }
                 rest = &rest[open + close + 1..];
@@ -204,6 +208,7 @@ mod tests {
         assert!(ClientTemplate::parse("c --socket {path} -t {timeout_ms} --job {job}").is_ok());
         assert!(ClientTemplate::parse("c").unwrap_err().contains("{path}"));
         assert!(ClientTemplate::parse("c {path} {nope}").unwrap_err().contains("{nope}"));
+        assert!(ClientTemplate::parse(r#"python3 -c 'print({"a": 1})' {path}"#).is_ok());
         let t = ClientTemplate::parse("c --socket={path} {timeout_ms} {job}").unwrap();
         let argv = t.expand(Path::new("/tmp/s"), Duration::from_millis(250), &["guest-ping".into(), "guest-info".into()]);
         assert_eq!(argv, ["c", "--socket=/tmp/s", "250", "guest-ping,guest-info"]);
