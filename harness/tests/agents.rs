@@ -49,7 +49,7 @@ async fn basic_conversation(template: AgentTemplate, transport: TransportKind) {
 }
 
 async fn catalogue(template: AgentTemplate, transport: TransportKind, case_glob: Option<&str>) -> RunResult {
-    let cases: Vec<_> = load::embedded()
+    let cases: Vec<_> = load::embedded_role(qga_harness::case::Role::Agent)
         .unwrap()
         .into_iter()
         .filter(|c| case_glob.is_none_or(|g| globset::Glob::new(g).unwrap().compile_matcher().is_match(&c.id)))

@@ -58,7 +58,7 @@ fn transport_for(case: &qga_harness::case::Case) -> TransportKind {
 
 /// Every case, each over the transport it applies to, in catalogue order.
 fn run_all(extra: &str) -> Vec<qga_harness::engine::CaseResult> {
-    let cases = load::embedded().unwrap();
+    let cases = load::embedded_role(qga_harness::case::Role::Agent).unwrap();
     let mut by_id = std::collections::HashMap::new();
     for t in TransportKind::ALL {
         if cases.iter().any(|c| transport_for(c) == t) {
@@ -75,7 +75,7 @@ fn run_all(extra: &str) -> Vec<qga_harness::engine::CaseResult> {
 }
 
 fn run_one(template: &str, transport: TransportKind, keep: &dyn Fn(&qga_harness::case::Case) -> bool) -> RunResult {
-    let cases: Vec<_> = load::embedded().unwrap().into_iter().filter(|c| keep(c)).collect();
+    let cases: Vec<_> = load::embedded_role(qga_harness::case::Role::Agent).unwrap().into_iter().filter(|c| keep(c)).collect();
     let config = SessionConfig::new(AgentTemplate::parse(template).unwrap(), transport);
     let eo = EngineOptions { keep_transcripts: false, ..Default::default() };
     tokio::runtime::Builder::new_current_thread()
@@ -93,6 +93,7 @@ fn cell(o: Outcome) -> &'static str {
         Outcome::Unsupported => "u",
         Outcome::Blocked => "B",
         Outcome::Fail => "F",
+        Outcome::Wrong => "W",
         Outcome::Timeout => "T",
         Outcome::Error => "E",
     }
@@ -116,7 +117,7 @@ fn every_mutant_fails_and_every_must_case_bites() {
         }
     });
     let results = results.into_inner().unwrap();
-    let cases = load::embedded().unwrap();
+    let cases = load::embedded_role(qga_harness::case::Role::Agent).unwrap();
 
     // The matrix: one row per case, one column per agent.
     let mut out = String::from("\ncase                      lvl   ");

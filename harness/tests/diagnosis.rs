@@ -31,7 +31,7 @@ fn template(extra: &str, transport: TransportKind) -> AgentTemplate {
 }
 
 fn run(extra: &str, transport: TransportKind, filter: &dyn Fn(&str) -> bool, seed: u64, keep: bool) -> RunResult {
-    let cases: Vec<_> = load::embedded().unwrap().into_iter().filter(|c| filter(&c.id)).collect();
+    let cases: Vec<_> = load::embedded_role(qga_harness::case::Role::Agent).unwrap().into_iter().filter(|c| filter(&c.id)).collect();
     let config = SessionConfig::new(template(extra, transport), transport);
     let eo = EngineOptions { keep_transcripts: keep, seed, ..Default::default() };
     tokio::runtime::Builder::new_current_thread()
@@ -110,7 +110,7 @@ fn slow_reading_agent_passes_over_unix() {
 #[test]
 fn a_case_alone_grades_as_in_the_full_run() {
     let agents = ["", "--variant slow-reader", "--bug no-sentinel", "--bug reply-twice", "--bug double-ids"];
-    let ids: Vec<String> = load::embedded().unwrap().into_iter().map(|c| c.id).collect();
+    let ids: Vec<String> = load::embedded_role(qga_harness::case::Role::Agent).unwrap().into_iter().map(|c| c.id).collect();
     let mut problems = Vec::new();
     for extra in agents {
         let full = run(extra, TransportKind::Socketpair, &|_| true, 5, false);
@@ -178,7 +178,7 @@ fn the_same_seed_sends_the_same_requests() {
     let (wa, wb, wc) = (written(&a), written(&b), written(&c));
     // Garbage is not a request: its bytes come from the case's own seed,
     // but a slow agent gets less of it, and "slow" is measured.
-    let garbage: Vec<String> = load::embedded()
+    let garbage: Vec<String> = load::embedded_role(qga_harness::case::Role::Agent)
         .unwrap()
         .into_iter()
         .filter(|c| c.steps.iter().any(|s| matches!(s, qga_harness::case::Step::Garbage(_))))

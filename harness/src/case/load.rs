@@ -24,6 +24,12 @@ pub fn embedded() -> Result<Vec<Case>, LoadError> {
     load_all(EMBEDDED_CASES.iter().map(|(n, t)| (format!("cases/{n}"), (*t).to_owned())))
 }
 
+/// The embedded cases of one role: agent cases for `run`, client cases for
+/// `client`.
+pub fn embedded_role(role: super::Role) -> Result<Vec<Case>, LoadError> {
+    Ok(embedded()?.into_iter().filter(|c| c.role == role).collect())
+}
+
 /// Every `*.toml` in `dir`, or one file.
 pub fn from_path(path: &Path) -> Result<Vec<Case>, LoadError> {
     let err = |e: std::io::Error| LoadError { file: path.display().to_string(), line: 0, message: e.to_string() };
