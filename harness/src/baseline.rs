@@ -129,6 +129,7 @@ mod tests {
             recovery: Recovery::not_run(),
             elapsed: Duration::ZERO,
             transcript: Vec::new(),
+            client: None,
         }
     }
 

@@ -159,7 +159,7 @@ fn written(r: &RunResult) -> Vec<(String, Vec<u8>)> {
                 .transcript
                 .iter()
                 .filter_map(|e| match &e.record {
-                    Record::Bytes { dir: Direction::ToAgent, data } if !is_resync_attempt(data) => Some(data.clone()),
+                    Record::Bytes { dir: Direction::ToAgent, data, .. } if !is_resync_attempt(data) => Some(data.clone()),
                     _ => None,
                 })
                 .flatten()

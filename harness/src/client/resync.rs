@@ -378,7 +378,7 @@ mod tests {
             // The id returned is the one in the (only) request we wrote.
             let sent = conn.transcript().entries(first_seq, None);
             let wrote: Vec<u8> = sent.iter().filter_map(|e| match &e.record {
-                crate::transcript::Record::Bytes { dir: crate::transcript::Direction::ToAgent, data } => Some(data.clone()),
+                crate::transcript::Record::Bytes { dir: crate::transcript::Direction::ToAgent, data, .. } => Some(data.clone()),
                 _ => None,
             }).flatten().collect();
             prop_assert_eq!(wrote, sync_request_bytes(r.id));
