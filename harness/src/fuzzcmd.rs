@@ -55,6 +55,124 @@ pub struct FuzzArgs {
     /// sync, minimal client), before fuzzing; 0 skips it.
     #[arg(long, default_value_t = 10)]
     floor_spawns: usize,
+    /// Fuzz a client instead: this client template (as `client --client`)
+    /// runs against the agent through the proxy, under random schedules of
+    /// agent-side faults. `--transport` is then the agent's channel.
+    #[arg(long)]
+    client: Option<String>,
+    /// With --client: the port the client is given.
+    #[arg(long, value_enum, default_value_t = qga_harness::transport::TransportKind::UnixListen)]
+    client_transport: qga_harness::transport::TransportKind,
+    /// With --client: `{timeout_ms}`.
+    #[arg(long, default_value_t = 200)]
+    client_timeout_ms: u64,
+    /// With --client: time allowed for the client program to start.
+    #[arg(long, default_value_t = 2000)]
+    client_startup_ms: u64,
+}
+
+/// `fuzz --client`: the client campaign.
+async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
+    use qga_harness::engine::client_case::ClientConfig;
+    use qga_harness::fuzz::client::{fuzz_clients, ClientFuzzConfig};
+    let client = match qga_harness::proxy::ClientTemplate::parse(&template) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("qga-harness: {e}");
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    };
+    let agent = match args.agent.session_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("qga-harness: {e}");
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    };
+    if args.schedules == 0 || args.max_faults == 0 || args.client_transport == qga_harness::transport::TransportKind::Socketpair {
+        eprintln!("qga-harness: --cases and --max-faults must be at least 1, and a client port is unix-listen or pty");
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let replay_flags = format!(
+        "--client-timeout-ms {} --client-transport {} --seed {seed} (same --agent and --transport)",
+        args.client_timeout_ms, args.client_transport
+    );
+    let command_line = format!(
+        "qga-harness fuzz --client {} --client-transport {} --client-timeout-ms {} --agent {} --transport {} --cases {} --seed {seed} --jobs {jobs} --max-faults {}",
+        shell_words::quote(&client.to_string()),
+        args.client_transport,
+        args.client_timeout_ms,
+        shell_words::quote(&agent.template.to_string()),
+        agent.transport,
+        args.schedules,
+        args.max_faults
+    );
+    println!("{command_line}");
+    let cfg = ClientFuzzConfig {
+        client: ClientConfig {
+            client,
+            port: args.client_transport,
+            client_timeout: Duration::from_millis(args.client_timeout_ms),
+            agent,
+            startup_allowance: Duration::from_millis(args.client_startup_ms),
+        },
+        schedules: args.schedules,
+        seed,
+        jobs,
+        max_faults: args.max_faults,
+        out_dir: args.out.clone(),
+        shrink_time: Duration::from_millis(args.shrink_time_ms),
+        command_line,
+        replay_flags,
+    };
+    let progress = Arc::new(fuzz::runner::Progress::default());
+    let (p2, cfg2) = (progress.clone(), cfg.clone());
+    let mut work = tokio::task::spawn_blocking(move || fuzz_clients(&cfg2, &p2));
+    let began = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let report = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tick.tick() => eprintln!(
+                "fuzz --client: {} schedules, {:.1}/s, {} failure(s)",
+                progress.schedules.load(Ordering::Relaxed),
+                progress.schedules.load(Ordering::Relaxed) as f64 / began.elapsed().as_secs_f64().max(1e-9),
+                progress.failures.load(Ordering::Relaxed)
+            ),
+        }
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("qga-harness fuzz: {e}");
+            return ExitCode::from(crate::EXIT_HARNESS);
+        }
+    };
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    println!("schedules: {} ({} runs with shrinking) in {:.2} s: {:.1} schedules/s", report.schedules, report.runs, secs, report.schedules as f64 / secs);
+    for e in &report.errors {
+        println!("harness error: {e}");
+    }
+    for f in &report.failures {
+        println!("FAILURE (job {}): {}\n  shrunk to {} steps; replay: qga-harness replay {} --client {}", f.job, f.reason, f.steps, f.replay.display(), shell_words::quote(&template));
+    }
+    println!("{} failure(s) found in {} schedules", report.failures.len(), report.schedules);
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({ "seed": seed, "jobs": jobs, "client": template, "report": report });
+        if let Err(e) = qga_harness::report::write_atomic(path, &serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
+            eprintln!("qga-harness: cannot write {}: {e}", path.display());
+            return ExitCode::from(crate::EXIT_HARNESS);
+        }
+    }
+    if !report.errors.is_empty() {
+        ExitCode::from(crate::EXIT_HARNESS)
+    } else if !report.failures.is_empty() {
+        ExitCode::from(crate::EXIT_FAIL)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn us(d: Duration) -> f64 {
@@ -62,6 +180,9 @@ fn us(d: Duration) -> f64 {
 }
 
 pub async fn run(args: FuzzArgs) -> ExitCode {
+    if let Some(template) = args.client.clone() {
+        return run_client(args, template).await;
+    }
     let session = match args.agent.session_config_with(Duration::from_millis(50), Duration::from_millis(250)) {
         Ok(c) => c,
         Err(e) => {

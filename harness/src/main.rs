@@ -117,6 +117,16 @@ struct ReplayArgs {
     /// Treat NON-STRICT as failing.
     #[arg(long)]
     strict: bool,
+    /// For client cases (a `fuzz --client` replay file): the client under
+    /// test; `--transport` is then the agent's channel.
+    #[arg(long)]
+    client: Option<String>,
+    /// With --client: the port the client is given.
+    #[arg(long, value_enum, default_value_t = TransportKind::UnixListen)]
+    client_transport: TransportKind,
+    /// With --client: `{timeout_ms}`.
+    #[arg(long, default_value_t = 1000)]
+    client_timeout_ms: u64,
 }
 
 #[derive(Args)]
@@ -446,11 +456,32 @@ async fn replay(args: ReplayArgs) -> ExitCode {
         Ok(_) => return usage(format!("{}: no case in the file", args.file.display())),
         Err(e) => return usage(e),
     };
+    let client_cfg = if cases.iter().any(|c| c.role == Role::Client) {
+        let Some(t) = &args.client else {
+            return usage(format!("{}: client cases: give the client under test with --client", args.file.display()));
+        };
+        let client = match ClientTemplate::parse(t) {
+            Ok(c) => c,
+            Err(e) => return usage(e),
+        };
+        Some(ClientConfig {
+            client,
+            port: args.client_transport,
+            client_timeout: Duration::from_millis(args.client_timeout_ms),
+            agent: config.clone(),
+            startup_allowance: Duration::from_millis(2000),
+        })
+    } else {
+        None
+    };
     let mut failing_runs = 0;
     let mut errors = false;
     for i in 0..args.repeat.max(1) {
         let eo = EngineOptions { seed: args.seed.unwrap_or_else(rand::random), ..EngineOptions::default() };
-        let result = run_cases(config.clone(), &cases, args.agent.transcript(), &eo).await;
+        let result = match &client_cfg {
+            Some(c) => run_client_cases(c.clone(), &cases, args.agent.transcript(), &eo).await,
+            None => run_cases(config.clone(), &cases, args.agent.transcript(), &eo).await,
+        };
         let bad: Vec<_> = result.results.iter().filter(|r| r.outcome.is_failing(args.strict)).collect();
         errors |= bad.iter().any(|r| r.outcome == Outcome::Error);
         if bad.is_empty() {

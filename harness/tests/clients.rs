@@ -269,3 +269,49 @@ fn client_usage_errors_exit_3() {
         assert_eq!(out.status.code(), Some(3), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn fuzz_client_finds_a_mutant_and_its_replay_file_reproduces_it() {
+    let fixture = fixture_bin("fixture-client");
+    let dir = tempfile::tempdir().unwrap();
+    // The correct client survives every schedule.
+    let good = format!("{fixture} {{path}} {{timeout_ms}} {{job}}");
+    let out = std::process::Command::new(HARNESS)
+        .args(["fuzz", "--client", &good, "--cases", "60", "--seed", "11", "--jobs", "2", "--client-timeout-ms", "150", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("0 failure(s) found in 60 schedules"), "{text}");
+    // A client that takes the first object after a sentinel is found,
+    // shrunk, and written as a client case file.
+    let bad = format!("{fixture} --bug first-after-sentinel {{path}} {{timeout_ms}} {{job}}");
+    let out = std::process::Command::new(HARNESS)
+        .args(["fuzz", "--client", &bad, "--cases", "200", "--seed", "11", "--jobs", "1", "--client-timeout-ms", "150", "--shrink-time-ms", "10000", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let file = dir.path().join("fuzz-client-seed11-job0.toml");
+    let case = std::fs::read_to_string(&file).unwrap();
+    assert!(case.contains("role = \"client\""), "{case}");
+    // Shrunk: one fault is enough to show it.
+    assert!(case.matches("[[case.steps]]").count() <= 3, "{case}");
+    let out = std::process::Command::new(HARNESS)
+        .args(["replay"])
+        .arg(&file)
+        .args(["--client", &bad, "--client-timeout-ms", "150", "--repeat", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("3 of 3 run(s) failed"), "{text}");
+    // The correct client passes the same file.
+    let out = std::process::Command::new(HARNESS).args(["replay"]).arg(&file).args(["--client", &good, "--client-timeout-ms", "150"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    // Client cases need a client.
+    let out = std::process::Command::new(HARNESS).args(["replay"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+}

@@ -9,7 +9,9 @@
 //!
 //! - [`strategy`]: the schedule strategies (public, for users' own tests).
 //! - [`runner`]: parallel jobs, shrinking, replay files, the summary.
+//! - [`client`]: the same for a client under test (`fuzz --client`).
 
+pub mod client;
 pub mod runner;
 pub mod strategy;
 

@@ -450,7 +450,7 @@ impl Pump {
         }
         while let Some((unit, value)) = self.next_unit() {
             match value {
-                Some(v) => self.reply_unit(unit, v).await,
+                Some((v, end)) => self.reply_unit(unit, v, end).await,
                 None => self.to_client(unit, Origin::Forwarded).await,
             }
         }
@@ -461,7 +461,8 @@ impl Pump {
     /// 0xFF and whitespace before it and the whitespace through its
     /// newline after it), or bytes that are no reply. None: only a partial
     /// reply is left.
-    fn next_unit(&mut self) -> Option<(Vec<u8>, Option<Value>)> {
+    /// A reply comes with where its JSON ends in the unit.
+    fn next_unit(&mut self) -> Option<(Vec<u8>, Option<(Value, usize)>)> {
         if self.ain.is_empty() {
             return None;
         }
@@ -482,7 +483,7 @@ impl Pump {
                         break;
                     }
                 }
-                let value = serde_json::from_slice::<Value>(&self.ain[pre + start..pre + end]).ok();
+                let value = serde_json::from_slice::<Value>(&self.ain[pre + start..pre + end]).ok().map(|v| (v, pre + end));
                 let unit: Vec<u8> = self.ain.drain(..stop).collect();
                 Some((unit, value))
             }
@@ -534,7 +535,7 @@ impl Pump {
     }
 
     /// A reply: attribute it, apply the next fault if it answers a request.
-    async fn reply_unit(&mut self, unit: Vec<u8>, value: Value) {
+    async fn reply_unit(&mut self, unit: Vec<u8>, value: Value, value_end: usize) {
         let request = self.attribute(&value);
         let seq = self.transcript.mark();
         let fault = match request {
@@ -555,7 +556,10 @@ impl Pump {
         let mut bytes = unit;
         if let Some(n) = f.truncate {
             bytes.truncate(n);
-            delivery = Delivery::Truncated(n);
+            // Cutting only the whitespace after the JSON leaves the reply whole.
+            if n < value_end {
+                delivery = Delivery::Truncated(n);
+            }
         }
         if f.drop {
             delivery = Delivery::Dropped;

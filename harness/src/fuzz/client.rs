@@ -1,0 +1,326 @@
+//! Fuzzing clients (`qga-harness fuzz --client`): random schedules of
+//! agent-side faults, each one a correct agent on a real channel can
+//! produce, around a client under test. The property: whatever the
+//! schedule, the client recovers (every job command reports the reply to
+//! its own request, after its own retry if need be). A failing schedule is
+//! shrunk by proptest and written as a client case file that
+//! `qga-harness replay FILE --client TEMPLATE` runs again.
+//!
+//! Faults that only a broken agent produces (a stray reply after the sync
+//! reply, a duplicate) are left out: a client may only be asked to detect
+//! those, which the catalogue's SHOULD cases do.
+
+use super::runner::{Found, FuzzReport, Progress};
+use crate::case::bytes::ByteString;
+use crate::case::step::{Await, Garbage, GarbageKind, ReplyFault, Send, Step};
+use crate::case::{Case, CaseFile, Goal, Role};
+use crate::engine::client_case::{run_client_case, ClientConfig};
+use crate::engine::EngineOptions;
+use crate::session::Session;
+use crate::transcript::{Caps, Transcript};
+use crate::verdict::Level;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use serde_json::Value;
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One fault of a client schedule: the steps that apply it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientFault {
+    pub name: &'static str,
+    pub steps: Vec<Step>,
+}
+
+/// Faults before the client starts, then faults at its requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientSchedule {
+    pub before: Vec<ClientFault>,
+    pub at: Vec<ClientFault>,
+}
+
+impl ClientSchedule {
+    pub fn steps(&self) -> Vec<Step> {
+        self.before.iter().chain(&self.at).flat_map(|f| f.steps.clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.before.len() + self.at.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn bytes(b: &[u8]) -> ByteString {
+    ByteString(b.to_vec())
+}
+
+/// Stale data waiting in the channel: replies, sentinels and halves of
+/// them from an earlier conversation or a dead agent, or noise.
+fn stale_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"{\"return\": $other-id}\n".to_vec()),
+        Just(b"\xFF{\"return\": $other-id}\n".to_vec()),
+        Just(b"{\"return\": {}}\n".to_vec()),
+        Just(b"{\"return\": 1234567890}\n".to_vec()),
+        Just(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error, stray '\\uFFFD'\"}}\n".to_vec()),
+        Just(b"\xFF".to_vec()),
+        Just(b"\xFF{\"return\": 7".to_vec()),
+        Just(b"{\"return\": {\"version\": \"stale".to_vec()),
+    ]
+}
+
+fn before_fault() -> impl Strategy<Value = ClientFault> {
+    prop_oneof![
+        stale_bytes().prop_map(|b| ClientFault { name: "stale-data", steps: vec![Step::Inject(bytes(&b))] }),
+        (1usize..300, any::<u64>()).prop_map(|(len, seed)| ClientFault {
+            name: "garbage",
+            steps: vec![Step::Garbage(Garbage { len, seed, kind: GarbageKind::NoFlush })]
+        }),
+        (1usize..50, 0usize..40).prop_map(|(cut, depth)| {
+            let mut raw = b"{\"execute\": \"guest-sync\", \"arguments\": {\"id\": 1, \"x\": ".to_vec();
+            raw.extend(std::iter::repeat_n(b'[', depth));
+            raw.truncate(cut.max(1).min(raw.len()));
+            let mut s = Send::command("", None);
+            s.command = None;
+            s.raw = Some(ByteString(raw));
+            s.newline = false;
+            ClientFault { name: "partial-request", steps: vec![Step::Send(s)] }
+        }),
+    ]
+}
+
+fn reply_fault() -> impl Strategy<Value = (&'static str, ReplyFault)> {
+    prop_oneof![
+        (1usize..24, 0u64..3000).prop_map(|(chunk, delay_us)| ("split-reply", ReplyFault { chunk: Some(chunk), delay_us, ..Default::default() })),
+        (0usize..24).prop_map(|n| ("restart-mid-reply", ReplyFault { truncate: Some(n), restart: true, ..Default::default() })),
+        Just(("late-reply", ReplyFault { past_timeout: true, ..Default::default() })),
+    ]
+}
+
+fn at_fault() -> impl Strategy<Value = ClientFault> {
+    let sync = (1usize..3, stale_bytes()).prop_map(|(nth, b)| ClientFault {
+        name: "stale-at-sync",
+        steps: vec![Step::Await(Await { request: "sync".into(), nth }), Step::Inject(bytes(&b))],
+    });
+    let reply = (prop_oneof![Just("sync"), Just("command")], 1usize..3, reply_fault()).prop_map(|(request, nth, (name, f))| ClientFault {
+        name,
+        steps: vec![Step::Await(Await { request: request.into(), nth }), Step::Reply(f)],
+    });
+    prop_oneof![sync, reply]
+}
+
+/// Faults after which the client sees no reply to a request and must time
+/// out and retry.
+fn costs_a_timeout(f: &ClientFault) -> bool {
+    matches!(f.name, "restart-mid-reply" | "late-reply")
+}
+
+/// Schedules of at most `max_faults` faults, with at most one that costs
+/// the client a timeout: a client that retries once must get through any
+/// schedule (two in a row would ask for more retries than the protocol
+/// asks of anyone).
+pub fn client_schedule(max_faults: usize) -> impl Strategy<Value = ClientSchedule> {
+    let max = max_faults.max(1);
+    (prop::collection::vec(before_fault(), 0..=max.min(2)), prop::collection::vec(at_fault(), 0..=max))
+        .prop_filter("at least one fault", |(b, a)| !b.is_empty() || !a.is_empty())
+        .prop_filter("at most one timeout", |(_, a)| a.iter().filter(|f| costs_a_timeout(f)).count() <= 1)
+        .prop_map(move |(before, mut at)| {
+            at.truncate(max.saturating_sub(before.len()).max(1));
+            ClientSchedule { before, at }
+        })
+}
+
+/// The case a schedule becomes.
+pub fn client_schedule_case(s: &ClientSchedule, id: &str, title: &str) -> Case {
+    Case {
+        id: id.into(),
+        title: title.into(),
+        level: Level::MUST,
+        requirement: "After any schedule of faults a correct agent on a real channel can produce, every job command reports the reply to its own request.".into(),
+        source: "qga/qapi-schema.json guest-sync-delimited; the mission's resync property for clients (qga-harness fuzz --client)".into(),
+        tags: vec!["fuzz".into()],
+        needs: vec![],
+        fresh_agent: false,
+        transports: vec![],
+        timeout_ms: None,
+        role: Role::Client,
+        job: vec![],
+        goal: Some(Goal::Recover),
+        checks: vec![],
+        steps: s.steps(),
+    }
+}
+
+/// What one client fuzzing campaign needs.
+#[derive(Debug, Clone)]
+pub struct ClientFuzzConfig {
+    pub client: ClientConfig,
+    pub schedules: u32,
+    pub seed: u64,
+    pub jobs: usize,
+    pub max_faults: usize,
+    pub out_dir: PathBuf,
+    pub shrink_time: Duration,
+    /// For the replay file's header.
+    pub command_line: String,
+    pub replay_flags: String,
+}
+
+fn job_rng(seed: u64, job: usize) -> TestRng {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&seed.to_le_bytes());
+    b[8..16].copy_from_slice(&(job as u64).to_le_bytes());
+    b[16..24].copy_from_slice(b"qga-cli!");
+    TestRng::from_seed(RngAlgorithm::ChaCha, &b)
+}
+
+/// Run the campaign: parallel jobs, each with its own agent.
+pub fn fuzz_clients(cfg: &ClientFuzzConfig, progress: &Progress) -> FuzzReport {
+    let began = Instant::now();
+    let report = Mutex::new(FuzzReport::default());
+    let jobs = cfg.jobs.max(1);
+    std::thread::scope(|scope| {
+        for job in 0..jobs {
+            let report = &report;
+            scope.spawn(move || {
+                let cases = cfg.schedules / jobs as u32 + u32::from((job as u32) < cfg.schedules % jobs as u32);
+                if cases == 0 {
+                    return;
+                }
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => return report.lock().unwrap().errors.push(e.to_string()),
+                };
+                let t = Transcript::new(Caps { bytes: 256 * 1024, entries: 20_000 });
+                let session = match rt.block_on(Session::start(cfg.client.agent.clone(), t)) {
+                    Ok((s, _)) => s,
+                    Err(e) => return report.lock().unwrap().errors.push(format!("the agent behind the harness does not start: {e}")),
+                };
+                let state = RefCell::new((Some(session), Vec::<Value>::new()));
+                let eo = EngineOptions { keep_transcripts: false, seed: cfg.seed, ..Default::default() };
+                let config = Config {
+                    cases,
+                    failure_persistence: None,
+                    max_shrink_iters: 512,
+                    max_shrink_time: cfg.shrink_time.as_millis().min(u128::from(u32::MAX)) as u32,
+                    ..Config::default()
+                };
+                let mut runner = TestRunner::new_with_rng(config, job_rng(cfg.seed, job));
+                let shrinking = std::cell::Cell::new(false);
+                let harness_error = RefCell::new(None);
+                let result = runner.run(&client_schedule(cfg.max_faults), |s| {
+                    if !shrinking.get() {
+                        progress.schedules.fetch_add(1, Ordering::Relaxed);
+                    }
+                    progress.runs.fetch_add(1, Ordering::Relaxed);
+                    let case = client_schedule_case(&s, "fuzz-client/1", "fuzzed client schedule");
+                    let mut st = state.borrow_mut();
+                    let session = st.0.take().expect("the session comes back after each case");
+                    let (r, session) = rt.block_on(async {
+                        let earlier = st.1.clone();
+                        let (r, mut session) = run_client_case(session, &case, &cfg.client, None, &earlier, &eo).await;
+                        session.transcript().reset();
+                        if session.wait_ready().await.is_err() {
+                            let _ = session.renew().await;
+                        }
+                        (r, session)
+                    });
+                    st.0 = Some(session);
+                    if let Some(c) = &r.client {
+                        st.1 = c.sync_ids.iter().cloned().chain(st.1.iter().cloned()).take(1024).collect();
+                    }
+                    drop(st);
+                    report.lock().unwrap().runs += 1;
+                    if r.outcome == crate::verdict::Outcome::Error {
+                        let why = r.failure.map(|f| f.actual).unwrap_or_default();
+                        *harness_error.borrow_mut() = Some(why.clone());
+                        return Err(TestCaseError::fail(why));
+                    }
+                    if r.outcome.is_failing(false) {
+                        shrinking.set(true);
+                        let grade = r.client.as_ref().map_or(String::new(), |c| c.grade.to_string());
+                        let actual = r.failure.map(|f| f.actual).unwrap_or_default();
+                        return Err(TestCaseError::fail(format!("{} ({grade}): {actual}", r.outcome)));
+                    }
+                    Ok(())
+                });
+                let mut rep = report.lock().unwrap();
+                match result {
+                    Ok(()) => {}
+                    Err(TestError::Fail(reason, minimal)) => {
+                        if let Some(e) = harness_error.into_inner() {
+                            rep.errors.push(e);
+                            return;
+                        }
+                        progress.failures.fetch_add(1, Ordering::Relaxed);
+                        let path = cfg.out_dir.join(format!("fuzz-client-seed{}-job{job}.toml", cfg.seed));
+                        match write_replay(cfg, job, &minimal, &reason.to_string(), &path) {
+                            Ok(()) => rep.failures.push(Found { job, reason: reason.to_string(), steps: minimal.steps().len(), replay: path }),
+                            Err(e) => rep.errors.push(format!("cannot write {}: {e}", path.display())),
+                        }
+                    }
+                    Err(TestError::Abort(why)) => rep.errors.push(why.to_string()),
+                }
+                if let Some(s) = state.into_inner().0 {
+                    rt.block_on(s.shutdown());
+                }
+            });
+        }
+    });
+    let mut rep = report.into_inner().unwrap();
+    rep.schedules = progress.schedules.load(Ordering::Relaxed);
+    rep.elapsed = began.elapsed();
+    rep
+}
+
+fn write_replay(cfg: &ClientFuzzConfig, job: usize, s: &ClientSchedule, reason: &str, path: &std::path::Path) -> std::io::Result<()> {
+    let title = format!("Fuzzed client schedule, seed {} job {job}, shrunk to {} fault(s)", cfg.seed, s.len());
+    let file = CaseFile {
+        section: "fuzz-client".into(),
+        description: format!("Found by: {}\nFailure: {reason}", cfg.command_line),
+        cases: vec![client_schedule_case(s, "fuzz-client/1", &title)],
+    };
+    let body = toml::to_string(&file).map_err(std::io::Error::other)?;
+    let header = format!(
+        "# Found by qga-harness fuzz --client (seed {}, job {job} of {}).\n# Reproduce: {}\n# Replay:    qga-harness replay {} --client {} {}\n# Failure:   {}\n\n",
+        cfg.seed,
+        cfg.jobs,
+        cfg.command_line,
+        path.display(),
+        shell_words::quote(&cfg.client.client.to_string()),
+        cfg.replay_flags,
+        reason.lines().next().unwrap_or_default()
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::report::write_atomic(path, format!("{header}{body}").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::strategy::ValueTree;
+
+    #[test]
+    fn schedules_are_valid_client_cases_and_round_trip_through_toml() {
+        let mut runner = TestRunner::new_with_rng(Config::default(), job_rng(1, 0));
+        for _ in 0..200 {
+            let s = client_schedule(4).new_tree(&mut runner).unwrap().current();
+            assert!(!s.is_empty() && s.len() <= 4 + 2);
+            assert!(s.at.iter().filter(|f| costs_a_timeout(f)).count() <= 1);
+            let case = client_schedule_case(&s, "fuzz-client/1", "t");
+            crate::case::load::validate("fuzz-client", &case).unwrap();
+            let file = CaseFile { section: "fuzz-client".into(), description: String::new(), cases: vec![case.clone()] };
+            let text = toml::to_string(&file).unwrap();
+            let back = crate::case::load::load_all([("f.toml".to_string(), text)]).unwrap();
+            assert_eq!(back[0].steps, case.steps);
+        }
+    }
+}
