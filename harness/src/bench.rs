@@ -34,6 +34,72 @@ pub struct BenchArgs {
     /// Agent start-ups measured.
     #[arg(long, default_value_t = 30)]
     spawns: usize,
+    /// Measure client mode instead: this client template runs a fault-free
+    /// client case, against a floor client that exits at once (`true`).
+    #[arg(long)]
+    client: Option<String>,
+    /// With --client: the client case measured (a fault-free one).
+    #[arg(long, default_value = "client-wire/4")]
+    client_case: String,
+}
+
+/// `bench --client`: per-case cost of client mode. Three figures from one
+/// run: a client that exits at once, spawned with plain std::process (the
+/// floor); the same client through a whole client case (the floor plus the
+/// harness's per-case work: port, proxy, report reading, reaping); and the
+/// client under test through the same case.
+async fn measure_client(config: SessionConfig, template: &str, args: &BenchArgs) -> Result<(), String> {
+    use qga_harness::engine::client_case::{run_client_case, ClientConfig};
+    use qga_harness::proxy::ClientTemplate;
+    let cases = qga_harness::case::load::embedded().map_err(|e| e.to_string())?;
+    let case = cases.iter().find(|c| c.id == args.client_case).ok_or_else(|| format!("no case {}", args.client_case))?;
+    let n = args.spawns.max(3);
+    let floor_bin = ["/usr/bin/true", "/bin/true"].into_iter().find(|p| std::path::Path::new(p).is_file()).ok_or("no `true` program")?;
+    let mut spawn = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        std::process::Command::new(floor_bin).status().map_err(|e| e.to_string())?;
+        spawn.push(t.elapsed());
+    }
+    let transcript = Transcript::new(qga_harness::transcript::Caps { bytes: 1 << 20, entries: 100_000 });
+    let (mut session, _) = Session::start(config.clone(), transcript).await.map_err(|e| e.to_string())?;
+    let eo = qga_harness::engine::EngineOptions { keep_transcripts: false, seed: 1, ..Default::default() };
+    let per_case = |t: &str| -> Result<ClientConfig, String> {
+        Ok(ClientConfig {
+            client: ClientTemplate::parse(t)?,
+            port: qga_harness::transport::TransportKind::UnixListen,
+            client_timeout: Duration::from_millis(1000),
+            agent: config.clone(),
+            startup_allowance: Duration::from_millis(5000),
+        })
+    };
+    let floor_cfg = per_case(&format!("{floor_bin} {{path}}"))?;
+    let client_cfg = per_case(template)?;
+    let mut floor_case = Vec::new();
+    let mut client_case = Vec::new();
+    for _ in 0..n {
+        for (cfg, out) in [(&floor_cfg, &mut floor_case), (&client_cfg, &mut client_case)] {
+            let (r, back) = run_client_case(session, case, cfg, None, &[], &eo).await;
+            session = back;
+            session.transcript().reset();
+            let _ = session.wait_ready().await;
+            out.push(r.elapsed);
+        }
+    }
+    session.shutdown().await;
+    let (spawn, floor_case, client_case) = (stats(spawn), stats(floor_case), stats(client_case));
+    println!("client: {template}\ncase: {}, {n} runs of each, interleaved", case.id);
+    line("floor client spawn+exit (plain)", &spawn);
+    line("floor client through the case", &floor_case);
+    line("client under test through the case", &client_case);
+    let overhead = floor_case.p50.saturating_sub(spawn.p50);
+    println!(
+        "harness per-case overhead beyond the floor: {:.2} ms at p50 ({:.1}x the floor's spawn; goal <= 5 ms)",
+        overhead.as_secs_f64() * 1e3,
+        us(floor_case.p50) / us(spawn.p50).max(1e-9)
+    );
+    println!("client under test: {:.2} ms per case at p50, {:.2} ms of it beyond the floor case", us(client_case.p50) / 1e3, us(client_case.p50.saturating_sub(floor_case.p50)) / 1e3);
+    Ok(())
 }
 
 struct Stats {
@@ -66,7 +132,11 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         }
     };
     println!("agent: {}\ntransport: {}\niterations: {}, spawns: {}", config.template, config.transport, args.iterations, args.spawns);
-    match measure(config, &args).await {
+    let result = match &args.client {
+        Some(t) => measure_client(config, t, &args).await,
+        None => measure(config, &args).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("qga-harness bench: {e}");
