@@ -203,6 +203,9 @@ struct ClientArgs {
     /// Seed of the harness's own ids and injected values.
     #[arg(long)]
     seed: Option<u64>,
+    /// Channel bytes kept in the transcript.
+    #[arg(long, default_value_t = 1 << 20)]
+    transcript_cap: usize,
     #[command(flatten)]
     select: Selection,
     #[command(flatten)]
@@ -611,12 +614,21 @@ async fn client_cmd(args: ClientArgs) -> ExitCode {
         reply_timeout_ms: None,
         startup_timeout_ms: args.startup_timeout_ms,
         resync_budget_ms: None,
-        transcript_cap: 1 << 20,
+        transcript_cap: args.transcript_cap,
     };
-    let agent = match agent_args.session_config() {
+    let mut agent = match agent_args.session_config() {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
+    if args.agent.is_none() {
+        // Recognisable replies: the reference agent's guest-info carries a
+        // nonce per reply, so no two replies of the agent are alike.
+        let mut words = shell_words::split(&agent.template.to_string()).unwrap_or_default();
+        words.extend(["--variant".into(), "nonce".into()]);
+        if let Ok(t) = AgentTemplate::from_words(words) {
+            agent.template = t;
+        }
+    }
     let (cases, all_ids) = match args.select.cases_for(Role::Client) {
         Ok(c) => c,
         Err(e) => return usage(e),

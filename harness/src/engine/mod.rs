@@ -100,11 +100,18 @@ impl RunResult {
         match (&self.client, &self.agent_version) {
             (Some(_), _) => {
                 let words = shell_words::split(&self.agent).unwrap_or_else(|_| vec![self.agent.clone()]);
-                let short: Vec<String> = words
-                    .iter()
-                    .filter(|w| !w.contains('{'))
-                    .map(|w| if w.starts_with('/') { w.rsplit('/').next().unwrap_or(w).to_owned() } else { w.clone() })
-                    .collect();
+                let mut short: Vec<String> = Vec::new();
+                for (i, w) in words.iter().enumerate() {
+                    let next_is_placeholder = words.get(i + 1).is_some_and(|n| n.contains('{'));
+                    if w.contains('{') || (w.starts_with('-') && next_is_placeholder) {
+                        continue;
+                    }
+                    let base = w.rsplit('/').next().unwrap_or(w);
+                    if i == 0 && base.starts_with("python") {
+                        continue;
+                    }
+                    short.push(base.to_owned());
+                }
                 format!("client {}", short.join(" "))
             }
             (None, Some(v)) => v.clone(),

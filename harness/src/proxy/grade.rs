@@ -186,7 +186,8 @@ fn judge(pump: &Pump, command: &str, value: &Value, seq: u64) -> (bool, Option<S
     };
     let ours = pump.requests[ri].reply.map(|i| &pump.replies[i]);
     if let Some(reply) = ours {
-        let delivered = matches!(reply.delivery, Delivery::Whole | Delivery::Delayed | Delivery::Duplicated);
+        // It reached the client whole, before the client reported it.
+        let delivered = matches!(reply.delivery, Delivery::Whole | Delivery::Delayed | Delivery::Duplicated) && reply.delivered_seq.is_some_and(|d| d <= seq);
         if let Some(ret) = reply.value.get("return") {
             if delivered && consistent(value, ret) {
                 return (true, None);
@@ -265,7 +266,7 @@ fn habits(reqs: &[&SeenRequest], pump: &Pump, ev: &Evidence<'_>) -> Vec<Habit> {
         let (a, b) = (w[0], w[1]);
         let answered_before_b = a.reply.is_some_and(|i| {
             let r = &pump.replies[i];
-            r.seq < b.seq && matches!(r.delivery, Delivery::Whole | Delivery::Duplicated)
+            r.delivered_seq.is_some_and(|d| d < b.seq) && !matches!(r.delivery, Delivery::Truncated(_) | Delivery::Dropped)
         });
         let waited = b.at.saturating_duration_since(a.at);
         if !answered_before_b && !b.is_sync() && waited >= ev.client_timeout * 8 / 10 {

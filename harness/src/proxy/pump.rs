@@ -101,6 +101,9 @@ pub struct SeenReply {
     /// Index in [`Pump::requests`] of the request it answers.
     pub request: Option<usize>,
     pub delivery: Delivery,
+    /// Transcript position once it went on to the client (None: never,
+    /// or not yet).
+    pub delivered_seq: Option<u64>,
 }
 
 /// Stale bytes the harness put in front of the client.
@@ -117,6 +120,8 @@ struct Held {
     release: Instant,
     bytes: Vec<u8>,
     origin: Origin,
+    /// The reply these bytes carry, if any.
+    reply: Option<usize>,
 }
 
 /// The proxy between one client under test and the agent.
@@ -547,8 +552,8 @@ impl Pump {
             self.requests[r].reply = Some(index);
         }
         let Some(f) = fault else {
-            self.replies.push(SeenReply { seq, value, request, delivery: Delivery::Whole });
-            self.to_client(unit, Origin::Forwarded).await;
+            self.replies.push(SeenReply { seq, value, request, delivery: Delivery::Whole, delivered_seq: None });
+            self.to_client_reply(unit, Some(index)).await;
             return;
         };
         self.transcript.event(Event::Fault { detail: format!("on this reply: {}", describe_fault(&f)) });
@@ -574,19 +579,21 @@ impl Pump {
         if hold.is_some() && delivery == Delivery::Whole {
             delivery = Delivery::Delayed;
         }
-        self.replies.push(SeenReply { seq, value, request, delivery });
+        self.replies.push(SeenReply { seq, value, request, delivery, delivered_seq: None });
         if let Some(d) = hold {
             let release = Instant::now() + d;
-            self.held.push_back(Held { release, bytes: bytes.clone(), origin: Origin::Forwarded });
+            self.held.push_back(Held { release, bytes: bytes.clone(), origin: Origin::Forwarded, reply: Some(index) });
         } else if let Some(chunk) = f.chunk {
+            let n = bytes.chunks(chunk).count();
             for (i, piece) in bytes.chunks(chunk).enumerate() {
                 if i > 0 && f.delay_us > 0 {
                     tokio::time::sleep(Duration::from_micros(f.delay_us)).await;
                 }
-                self.to_client(piece.to_vec(), Origin::Forwarded).await;
+                let last = (i + 1 == n).then_some(index);
+                self.to_client_reply(piece.to_vec(), last).await;
             }
         } else if !bytes.is_empty() {
-            self.to_client(bytes, Origin::Forwarded).await;
+            self.to_client_reply(bytes, Some(index)).await;
         }
         if f.restart {
             self.restart_agent().await;
@@ -643,14 +650,30 @@ impl Pump {
 
     /// Client-bound bytes, in order behind anything held.
     async fn to_client(&mut self, bytes: Vec<u8>, origin: Origin) {
+        self.queue_client(bytes, origin, None).await;
+    }
+
+    /// A reply's bytes (or its last piece), noting when it went on.
+    async fn to_client_reply(&mut self, bytes: Vec<u8>, reply: Option<usize>) {
+        self.queue_client(bytes, Origin::Forwarded, reply).await;
+    }
+
+    async fn queue_client(&mut self, bytes: Vec<u8>, origin: Origin, reply: Option<usize>) {
         if bytes.is_empty() {
             return;
         }
         if self.held.is_empty() {
             self.write_client(&bytes, origin).await;
+            self.delivered(reply);
         } else {
             let release = self.held.back().map_or_else(Instant::now, |h| h.release);
-            self.held.push_back(Held { release, bytes, origin });
+            self.held.push_back(Held { release, bytes, origin, reply });
+        }
+    }
+
+    fn delivered(&mut self, reply: Option<usize>) {
+        if let Some(i) = reply {
+            self.replies[i].delivered_seq = Some(self.transcript.mark());
         }
     }
 
@@ -659,6 +682,7 @@ impl Pump {
         while self.held.front().is_some_and(|h| h.release <= Instant::now()) {
             let h = self.held.pop_front().expect("checked");
             self.write_client(&h.bytes, h.origin).await;
+            self.delivered(h.reply);
         }
     }
 
@@ -689,6 +713,7 @@ impl Pump {
     pub async fn release_all(&mut self) {
         while let Some(h) = self.held.pop_front() {
             self.write_client(&h.bytes, h.origin).await;
+            self.delivered(h.reply);
         }
     }
 
