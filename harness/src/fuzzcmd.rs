@@ -158,9 +158,14 @@ async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
     for f in &report.failures {
         println!("FAILURE (job {}): {}\n  shrunk to {} steps; replay: qga-harness replay {} --client {}", f.job, f.reason, f.steps, f.replay.display(), shell_words::quote(&template));
     }
+    let doc = serde_json::json!({ "seed": seed, "jobs": jobs, "client": template, "report": report });
+    finish(&report, args.json.as_deref(), doc)
+}
+
+/// The closing line, the JSON summary and the exit code of a campaign.
+fn finish(report: &fuzz::FuzzReport, json: Option<&std::path::Path>, doc: serde_json::Value) -> ExitCode {
     println!("{} failure(s) found in {} schedules", report.failures.len(), report.schedules);
-    if let Some(path) = &args.json {
-        let doc = serde_json::json!({ "seed": seed, "jobs": jobs, "client": template, "report": report });
+    if let Some(path) = json {
         if let Err(e) = qga_harness::report::write_atomic(path, &serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
             eprintln!("qga-harness: cannot write {}: {e}", path.display());
             return ExitCode::from(crate::EXIT_HARNESS);
@@ -339,19 +344,6 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
             println!("FAILURE (job {}): {}\n  shrunk to {} steps; replay: qga-harness replay {} --repeat {}", f.job, f.reason, f.steps, f.replay.display(), args.repeat);
         }
     }
-    println!("{} failure(s) found in {} schedules", report.failures.len(), report.schedules);
-    if let Some(path) = &args.json {
-        let doc = serde_json::json!({ "seed": seed, "jobs": jobs, "report": report });
-        if let Err(e) = qga_harness::report::write_atomic(path, &serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
-            eprintln!("qga-harness: cannot write {}: {e}", path.display());
-            return ExitCode::from(crate::EXIT_HARNESS);
-        }
-    }
-    if !report.errors.is_empty() {
-        ExitCode::from(crate::EXIT_HARNESS)
-    } else if !report.failures.is_empty() {
-        ExitCode::from(crate::EXIT_FAIL)
-    } else {
-        ExitCode::SUCCESS
-    }
+    let doc = serde_json::json!({ "seed": seed, "jobs": jobs, "report": report });
+    finish(&report, args.json.as_deref(), doc)
 }

@@ -161,11 +161,13 @@ impl Worker {
     }
 }
 
-fn job_rng(seed: u64, job: usize) -> TestRng {
+/// Job `job`'s schedule stream under `seed`; `tag` keeps campaigns of
+/// different kinds (agent, client) apart under one seed.
+pub(crate) fn job_rng(seed: u64, job: usize, tag: &[u8; 8]) -> TestRng {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     bytes[8..16].copy_from_slice(&(job as u64).to_le_bytes());
-    bytes[16..24].copy_from_slice(b"qga-fuzz");
+    bytes[16..24].copy_from_slice(tag);
     TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
 }
 
@@ -206,7 +208,7 @@ pub fn fuzz(cfg: &FuzzConfig, progress: &Progress) -> FuzzReport {
                 // Shrinking is bounded in time as well as in steps: each
                 // step of it runs the schedule against the agent again.
                 let config = Config { cases, failure_persistence: None, max_shrink_iters: 2048, max_shrink_time: cfg.shrink_time.as_millis().min(u128::from(u32::MAX)) as u32, ..Config::default() };
-                let mut runner = TestRunner::new_with_rng(config, job_rng(cfg.seed, job));
+                let mut runner = TestRunner::new_with_rng(config, job_rng(cfg.seed, job, b"qga-fuzz"));
                 let harness_error = RefCell::new(None);
                 let result = runner.run(&schedule(cfg.params.clone()), |s| {
                     if !shrinking.get() {
