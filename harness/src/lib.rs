@@ -25,6 +25,7 @@ pub mod client;
 pub mod connection;
 pub mod engine;
 pub mod fuzz;
+pub mod gate;
 pub mod proxy;
 pub mod report;
 pub mod session;

@@ -486,8 +486,9 @@ async fn replay(args: ReplayArgs) -> ExitCode {
             None => run_cases(config.clone(), &cases, args.agent.transcript(), &eo).await,
         };
         let bad: Vec<_> = result.results.iter().filter(|r| r.outcome.is_failing(args.strict)).collect();
-        errors |= bad.iter().any(|r| r.outcome == Outcome::Error);
-        if bad.is_empty() {
+        let g = qga_harness::gate::gate(&result, None, args.strict);
+        errors |= matches!(g, qga_harness::gate::Gate::HarnessError(_));
+        if g == qga_harness::gate::Gate::Pass {
             println!("run {}: {} case(s) conform", i + 1, result.results.len());
         } else {
             failing_runs += 1;
@@ -730,21 +731,6 @@ fn finish(result: &RunResult, args: &OutputArgs, baseline: Option<&Baseline>) ->
             return ExitCode::from(EXIT_HARNESS);
         }
     }
-    // An agent that could not be run at all is one error, not a verdict
-    // per case.
-    if result.startup_error.is_some() {
-        return ExitCode::from(EXIT_HARNESS);
-    }
-    // Which outcomes count: those the baseline does not expect, or all.
-    let unexpected: Vec<Outcome> = match &comparison {
-        Some(c) => c.regressions.iter().map(|r| r.1).collect(),
-        None => result.results.iter().map(|r| r.outcome).filter(|o| o.is_failing(args.strict)).collect(),
-    };
-    if unexpected.contains(&Outcome::Error) {
-        ExitCode::from(EXIT_HARNESS)
-    } else if !unexpected.is_empty() {
-        ExitCode::from(EXIT_FAIL)
-    } else {
-        ExitCode::SUCCESS
-    }
+    // The one exit policy (also the libtest target's).
+    ExitCode::from(qga_harness::gate::gate(result, baseline, args.strict).exit_code())
 }

@@ -1,0 +1,95 @@
+//! The one exit policy: how a run (or one case of it) gates CI. `run`,
+//! `client`, `replay` and the libtest target (`tests/conformance.rs`) all
+//! decide through [`gate`], so a case that fails `run` fails the same way
+//! under cargo test or nextest.
+
+use crate::baseline::Baseline;
+use crate::engine::{CaseResult, RunResult};
+use crate::verdict::Outcome;
+
+/// What a run means for CI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Conforming, or every outcome as the baseline expects.
+    Pass,
+    /// Conformance failures (or regressions against the baseline): the
+    /// cases and outcomes that count.
+    Fail(Vec<(String, Outcome)>),
+    /// The harness could not judge: the agent could not be run at all, or
+    /// a case ERRORed (the harness failed, not the agent).
+    HarnessError(String),
+}
+
+impl Gate {
+    /// The process exit code of `run` and `client` (0, 1 or 2).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Gate::Pass => 0,
+            Gate::Fail(_) => 1,
+            Gate::HarnessError(_) => 2,
+        }
+    }
+}
+
+/// Gate `results`: against `baseline` when given (only regressions count),
+/// else every failing outcome (NON-STRICT only under `strict`).
+pub fn gate_results(results: &[CaseResult], baseline: Option<&Baseline>, strict: bool) -> Gate {
+    let counting: Vec<(String, Outcome)> = match baseline {
+        Some(b) => b.compare(results, strict).regressions.into_iter().map(|(id, o, _)| (id, o)).collect(),
+        None => results.iter().filter(|r| r.outcome.is_failing(strict)).map(|r| (r.id.clone(), r.outcome)).collect(),
+    };
+    if let Some((id, _)) = counting.iter().find(|(_, o)| *o == Outcome::Error) {
+        let why = results.iter().find(|r| &r.id == id).and_then(|r| r.failure.as_ref()).map_or(String::new(), |f| f.actual.clone());
+        return Gate::HarnessError(format!("{id}: {why}"));
+    }
+    if counting.is_empty() {
+        Gate::Pass
+    } else {
+        Gate::Fail(counting)
+    }
+}
+
+/// Gate a whole run: an agent that could not be run at all is one harness
+/// error, not a verdict per case.
+pub fn gate(run: &RunResult, baseline: Option<&Baseline>, strict: bool) -> Gate {
+    if let Some(e) = &run.startup_error {
+        return Gate::HarnessError(format!("the agent could not be run: {}", e.message));
+    }
+    gate_results(&run.results, baseline, strict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::{Level, Recovery};
+    use std::time::Duration;
+
+    fn r(id: &str, outcome: Outcome) -> CaseResult {
+        CaseResult {
+            id: id.into(),
+            section: "s".into(),
+            title: String::new(),
+            level: Level::MUST,
+            requirement: String::new(),
+            source: String::new(),
+            outcome,
+            failure: None,
+            recovery: Recovery::not_run(),
+            elapsed: Duration::ZERO,
+            transcript: Vec::new(),
+            client: None,
+        }
+    }
+
+    #[test]
+    fn one_policy() {
+        let results = vec![r("a/1", Outcome::Pass), r("a/2", Outcome::Fail), r("a/3", Outcome::NonStrict)];
+        assert_eq!(gate_results(&results, None, false), Gate::Fail(vec![("a/2".into(), Outcome::Fail)]));
+        assert_eq!(gate_results(&results, None, true).exit_code(), 1);
+        let b = Baseline::parse("b", "[outcomes]\n\"a/2\" = \"FAIL\"\n", &["a/1", "a/2", "a/3"]).unwrap();
+        assert_eq!(gate_results(&results, Some(&b), false), Gate::Pass);
+        let errored = vec![r("a/1", Outcome::Error)];
+        assert_eq!(gate_results(&errored, None, false).exit_code(), 2);
+        assert_eq!(gate_results(&[r("a/1", Outcome::Pass)], None, false), Gate::Pass);
+    }
+}
