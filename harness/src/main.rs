@@ -14,7 +14,6 @@ use qga_harness::engine::client_case::{run_client_cases, ClientConfig};
 use qga_harness::engine::{run_cases, EngineOptions, RunResult};
 use qga_harness::proxy::ClientTemplate;
 use qga_harness::report;
-use qga_harness::verdict::Outcome;
 use qga_harness::session::SessionConfig;
 use qga_harness::transcript::Transcript;
 use qga_harness::transport::TransportKind;
