@@ -55,6 +55,10 @@ pub struct FuzzArgs {
     /// sync, minimal client), before fuzzing; 0 skips it.
     #[arg(long, default_value_t = 10)]
     floor_spawns: usize,
+    /// Only shard K of N of the campaign: this machine's jobs take schedule
+    /// streams no other shard of the same --seed takes.
+    #[arg(long)]
+    shard: Option<qga_harness::case::shard::Shard>,
     /// Fuzz a client instead: this client template (as `client --client`)
     /// runs against the agent through the proxy, under random schedules of
     /// agent-side faults. `--transport` is then the agent's channel.
@@ -109,6 +113,10 @@ async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
         args.schedules,
         args.max_faults
     );
+    let command_line = match args.shard {
+        Some(sh) => format!("{command_line} --shard {sh}"),
+        None => command_line,
+    };
     println!("{command_line}");
     let cfg = ClientFuzzConfig {
         client: ClientConfig {
@@ -121,6 +129,7 @@ async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
         schedules: args.schedules,
         seed,
         jobs,
+        shard: args.shard,
         max_faults: args.max_faults,
         out_dir: args.out.clone(),
         shrink_time: Duration::from_millis(args.shrink_time_ms),
@@ -229,6 +238,9 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     if args.no_reconnect {
         command_line.push_str(" --no-reconnect");
     }
+    if let Some(sh) = args.shard {
+        command_line.push_str(&format!(" --shard {sh}"));
+    }
     println!("{command_line}");
 
     // Off the runtime thread: Ctrl-C and timers keep running meanwhile.
@@ -250,6 +262,7 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
         schedules: args.schedules,
         seed,
         jobs,
+        shard: args.shard,
         repeat: args.repeat,
         params: ScheduleParams {
             max_faults: args.max_faults,

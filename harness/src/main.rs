@@ -99,6 +99,11 @@ pub struct Selection {
     /// Select cases with this tag; repeatable.
     #[arg(long = "tag")]
     tags: Vec<String>,
+    /// Only shard K of N (e.g. 2/4) of the selection: a fixed partition by
+    /// case id, so N machines run one run between them (`report` merges
+    /// their JSON back into one).
+    #[arg(long)]
+    shard: Option<qga_harness::case::shard::Shard>,
 }
 
 #[derive(Args)]
@@ -235,6 +240,10 @@ struct ReportArgs {
     /// Output directory.
     #[arg(long)]
     out: std::path::PathBuf,
+    /// Also write each merged run as JSON (run-N.json): shards of one run
+    /// come out as one document.
+    #[arg(long)]
+    json: bool,
     /// Treat NON-STRICT as failing.
     #[arg(long)]
     strict: bool,
@@ -274,6 +283,7 @@ impl Selection {
             .into_iter()
             .filter(|c| self.case_globs.is_empty() || globs.is_match(&c.id))
             .filter(|c| self.tags.is_empty() || c.tags.iter().any(|t| self.tags.contains(t)))
+            .filter(|c| self.shard.is_none_or(|s| s.contains(&c.id)))
             .collect();
         if selected.is_empty() {
             return Err(format!(
@@ -530,6 +540,15 @@ fn report_cmd(args: ReportArgs) -> ExitCode {
             Err(e) => return usage(format!("{}: not a qga-harness run document: {e}", path.display())),
         }
     }
+    let runs = match report::merge_shards(runs) {
+        Ok((runs, notes)) => {
+            for n in notes {
+                eprintln!("qga-harness: {n}");
+            }
+            runs
+        }
+        Err(e) => return usage(e),
+    };
     let command = format!("qga-harness report {}", args.runs.iter().map(|p| shell_words::quote(&p.display().to_string()).into_owned()).collect::<Vec<_>>().join(" "));
     let mut files = Vec::new();
     for (i, run) in runs.iter().enumerate() {
@@ -551,6 +570,15 @@ fn report_cmd(args: ReportArgs) -> ExitCode {
         if let Err(e) = report::write_atomic(&args.out.join(&name), text.as_bytes()) {
             eprintln!("qga-harness: cannot write {name}: {e}");
             return ExitCode::from(EXIT_HARNESS);
+        }
+    }
+    if args.json {
+        for (i, run) in runs.iter().enumerate() {
+            let doc = report::JsonReport::new(run, None, args.strict);
+            if let Err(e) = report::write_atomic(&args.out.join(format!("run-{}.json", i + 1)), &serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
+                eprintln!("qga-harness: cannot write run-{}.json: {e}", i + 1);
+                return ExitCode::from(EXIT_HARNESS);
+            }
         }
     }
     println!("{} run(s) merged into {}", runs.len(), args.out.display());
@@ -591,7 +619,8 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let transcript = args.agent.transcript();
     let eo = EngineOptions { seed: args.seed.unwrap_or_else(rand::random), ..EngineOptions::default() };
-    let result = run_cases(config, &cases, transcript, &eo).await;
+    let mut result = run_cases(config, &cases, transcript, &eo).await;
+    result.shard = args.select.shard;
     finish(&result, &args.out, baseline.as_ref())
 }
 
@@ -645,7 +674,8 @@ async fn client_cmd(args: ClientArgs) -> ExitCode {
         startup_allowance: Duration::from_millis(args.client_startup_ms),
     };
     let eo = EngineOptions { seed: args.seed.unwrap_or_else(rand::random), ..EngineOptions::default() };
-    let result = run_client_cases(cfg, &cases, agent_args.transcript(), &eo).await;
+    let mut result = run_client_cases(cfg, &cases, agent_args.transcript(), &eo).await;
+    result.shard = args.select.shard;
     finish(&result, &args.out, baseline.as_ref())
 }
 

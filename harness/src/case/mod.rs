@@ -10,6 +10,7 @@
 pub mod bytes;
 pub mod load;
 pub mod pattern;
+pub mod shard;
 pub mod step;
 
 use crate::transport::TransportKind;

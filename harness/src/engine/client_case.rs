@@ -72,6 +72,7 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
     agent_cfg.client.ids = crate::client::Ids::seeded(eo.seed);
     let mut run = RunResult {
         role: Role::Client,
+        shard: None,
         client: Some(ClientRunInfo {
             agent: agent_cfg.template.to_string(),
             agent_transport: agent_cfg.transport.to_string(),

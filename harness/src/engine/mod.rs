@@ -146,6 +146,9 @@ pub struct RunResult {
     pub role: crate::case::Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientRunInfo>,
+    /// The shard of the catalogue this run covers (`--shard K/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::case::shard::Shard>,
     pub agent: String,
     pub transport: String,
     /// guest-info's version, if the agent answered it.
@@ -347,6 +350,7 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
     let mut run = RunResult {
         role: crate::case::Role::Agent,
         client: None,
+        shard: None,
         agent: config.template.to_string(),
         transport: config.transport.to_string(),
         agent_version: None,

@@ -165,6 +165,8 @@ pub struct ClientFuzzConfig {
     pub schedules: u32,
     pub seed: u64,
     pub jobs: usize,
+    /// As [`super::FuzzConfig::shard`].
+    pub shard: Option<crate::case::shard::Shard>,
     pub max_faults: usize,
     pub out_dir: PathBuf,
     pub shrink_time: Duration,
@@ -182,11 +184,14 @@ pub fn fuzz_clients(cfg: &ClientFuzzConfig, progress: &Progress) -> FuzzReport {
     let began = Instant::now();
     let report = Mutex::new(FuzzReport::default());
     let jobs = cfg.jobs.max(1);
+    let streams = super::runner::streams(cfg.shard, jobs);
+    report.lock().unwrap().streams = streams.clone();
     std::thread::scope(|scope| {
-        for job in 0..jobs {
+        for (local, &stream) in streams.iter().enumerate() {
             let report = &report;
+            let job = stream as usize;
             scope.spawn(move || {
-                let cases = cfg.schedules / jobs as u32 + u32::from((job as u32) < cfg.schedules % jobs as u32);
+                let cases = cfg.schedules / jobs as u32 + u32::from((local as u32) < cfg.schedules % jobs as u32);
                 if cases == 0 {
                     return;
                 }
@@ -214,6 +219,7 @@ pub fn fuzz_clients(cfg: &ClientFuzzConfig, progress: &Progress) -> FuzzReport {
                 let result = runner.run(&client_schedule(cfg.max_faults), |s| {
                     if !shrinking.get() {
                         progress.schedules.fetch_add(1, Ordering::Relaxed);
+                        report.lock().unwrap().schedule_digests.push(super::runner::digest(&s));
                     }
                     progress.runs.fetch_add(1, Ordering::Relaxed);
                     let case = client_schedule_case(&s, "fuzz-client/1", "fuzzed client schedule");

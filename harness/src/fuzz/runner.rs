@@ -24,6 +24,9 @@ pub struct FuzzConfig {
     pub schedules: u32,
     pub seed: u64,
     pub jobs: usize,
+    /// The campaign's shard (`--shard K/N`): its jobs take the schedule
+    /// streams K-1, K-1+N, ... of the seed, so N shards never share one.
+    pub shard: Option<crate::case::shard::Shard>,
     /// Run each schedule this many times; it fails if any run fails (for
     /// intermittent defects).
     pub repeat: u32,
@@ -73,6 +76,25 @@ pub struct FuzzReport {
     pub failures: Vec<Found>,
     /// Harness errors (not failures of the agent).
     pub errors: Vec<String>,
+    /// The schedule streams this campaign ran (one per job, by the global
+    /// job number of its shard).
+    pub streams: Vec<u64>,
+    /// A digest of every schedule generated (shrinking aside): what a
+    /// test compares to show two shards never ran the same one.
+    pub schedule_digests: Vec<u64>,
+}
+
+/// The streams (global job numbers) of a campaign of `jobs` jobs.
+pub fn streams(shard: Option<crate::case::shard::Shard>, jobs: usize) -> Vec<u64> {
+    shard.map_or_else(|| (0..jobs as u64).collect(), |s| s.streams(jobs))
+}
+
+/// A digest of a generated schedule (its Debug form), for comparisons.
+pub fn digest(x: &impl std::fmt::Debug) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{x:?}").hash(&mut h);
+    h.finish()
 }
 
 impl FuzzReport {
@@ -177,11 +199,14 @@ pub fn fuzz(cfg: &FuzzConfig, progress: &Progress) -> FuzzReport {
     let began = Instant::now();
     let report = Mutex::new(FuzzReport::default());
     let jobs = cfg.jobs.max(1);
+    let streams = streams(cfg.shard, jobs);
+    report.lock().unwrap().streams = streams.clone();
     std::thread::scope(|scope| {
-        for job in 0..jobs {
+        for (local, &stream) in streams.iter().enumerate() {
             let report = &report;
+            let job = stream as usize;
             scope.spawn(move || {
-                let cases = cfg.schedules / jobs as u32 + u32::from((job as u32) < cfg.schedules % jobs as u32);
+                let cases = cfg.schedules / jobs as u32 + u32::from((local as u32) < cfg.schedules % jobs as u32);
                 if cases == 0 {
                     return;
                 }
@@ -213,6 +238,7 @@ pub fn fuzz(cfg: &FuzzConfig, progress: &Progress) -> FuzzReport {
                 let result = runner.run(&schedule(cfg.params.clone()), |s| {
                     if !shrinking.get() {
                         progress.schedules.fetch_add(1, Ordering::Relaxed);
+                        report.lock().unwrap().schedule_digests.push(digest(&s));
                     }
                     let case = schedule_case(&s, "fuzz/1", "fuzzed schedule");
                     {

@@ -17,6 +17,62 @@ use std::path::Path;
 /// Version of the JSON document's layout.
 pub const JSON_SCHEMA: &str = "qga-harness/run/3";
 
+/// Merge the runs that are shards of one run (`--shard K/N`: same agent,
+/// transport, role and seed) into that run: results in catalogue order,
+/// elapsed the longest shard's (they run side by side). Other runs pass
+/// through. A case in two shards of one run, or shards of one run that
+/// disagree on N, is an error; missing shards are reported, not invented.
+pub fn merge_shards(runs: Vec<RunResult>) -> Result<(Vec<RunResult>, Vec<String>), String> {
+    let order: Vec<String> = crate::case::load::embedded().map(|c| c.into_iter().map(|c| c.id).collect()).unwrap_or_default();
+    let rank = |id: &str| order.iter().position(|o| o == id).unwrap_or(usize::MAX);
+    let mut out: Vec<RunResult> = Vec::new();
+    let mut parts: Vec<Vec<crate::case::shard::Shard>> = Vec::new();
+    let mut notes = Vec::new();
+    for run in runs {
+        let Some(shard) = run.shard else {
+            out.push(run);
+            parts.push(Vec::new());
+            continue;
+        };
+        let same = out.iter().position(|m| {
+            m.shard.is_some() && m.agent == run.agent && m.transport == run.transport && m.role == run.role && m.seed == run.seed
+        });
+        match same {
+            None => {
+                parts.push(vec![shard]);
+                out.push(run);
+            }
+            Some(i) => {
+                let m = &mut out[i];
+                let n = parts[i][0].n;
+                if shard.n != n {
+                    return Err(format!("{} over {}: shards of {n} and of {} cannot be merged", run.agent, run.transport, shard.n));
+                }
+                if let Some(dup) = run.results.iter().find(|r| m.results.iter().any(|x| x.id == r.id)) {
+                    return Err(format!("{} over {}: case {} is in two shards", run.agent, run.transport, dup.id));
+                }
+                parts[i].push(shard);
+                m.results.extend(run.results);
+                m.elapsed = m.elapsed.max(run.elapsed);
+                if m.startup_error.is_none() {
+                    m.startup_error = run.startup_error;
+                }
+            }
+        }
+    }
+    for (m, p) in out.iter_mut().zip(&parts) {
+        let Some(first) = p.first() else { continue };
+        m.results.sort_by_key(|r| (rank(&r.id), r.id.clone()));
+        let missing: Vec<String> = (1..=first.n).filter(|k| !p.iter().any(|s| s.k == *k)).map(|k| format!("{k}/{}", first.n)).collect();
+        if missing.is_empty() {
+            m.shard = None;
+        } else {
+            notes.push(format!("{} over {}: shard(s) {} missing; merged what is there", m.agent, m.transport, missing.join(", ")));
+        }
+    }
+    Ok((out, notes))
+}
+
 /// Count of each outcome.
 pub fn counts(results: &[CaseResult]) -> Vec<(Outcome, usize)> {
     Outcome::ALL.iter().map(|o| (*o, results.iter().filter(|r| r.outcome == *o).count())).collect()
