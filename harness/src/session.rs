@@ -110,6 +110,24 @@ impl Session {
         Ok((session, profile))
     }
 
+    /// Like [`Session::start`] for an agent whose profile is known (probed
+    /// by an earlier process, say): open the channel, start the agent, wait
+    /// until it answers a sync in the profile's mode. No probe.
+    pub async fn start_known(config: SessionConfig, transcript: Transcript, profile: &Profile) -> Result<Session, SessionError> {
+        if config.transport == TransportKind::UnixListen && !config.template.uses_path() {
+            return Err(SessionError::NeedsPath);
+        }
+        let kind = config.transport;
+        let transport = Transport::open(kind).map_err(|source| SessionError::Transport { kind, source })?;
+        let deny = DenyList::new();
+        let mut session = Session { config, transcript, transport, conn: None, agent: None, instances: 0, deny };
+        profile.apply(&mut session.config.client);
+        session.open_connection()?;
+        session.start_agent().await?;
+        session.wait_ready().await?;
+        Ok(session)
+    }
+
     /// Attach a connection to a persistent channel's harness end.
     fn open_connection(&mut self) -> Result<(), SessionError> {
         let kind = self.transport.kind();

@@ -1,0 +1,231 @@
+//! The catalogue as a libtest-compatible test binary (`harness = false`,
+//! built on libtest-mimic): every agent case is one test, named
+//! `AGENT::TRANSPORT::CASE`, e.g. `qemu-ga::pty::framing/8`. So
+//! `cargo test --test conformance`, `cargo nextest run --test conformance`
+//! and `cargo nextest run --partition hash:2/4` run the conformance suite on
+//! the engines CI already has (`--list --format terse`, `--exact`,
+//! `--ignored`, filters all work).
+//!
+//! Configuration, from the environment:
+//! - `QGA_AGENT`: the agent template (default: the in-tree reference agent);
+//! - `QGA_TRANSPORT`: `pty` (default), `socketpair` or `unix-listen`;
+//! - `QGA_EXPECT`: a baseline file: an expected failure passes;
+//! - `QGA_AGENT_NAME`: the first part of the test names (default: the
+//!   program's name, or `reference`);
+//! - `QGA_SEED`: the ids' seed (default 1; a failure names it);
+//! - `QGA_STRICT=1`: NON-STRICT fails.
+//!
+//! Each case runs through the engine's `run_case` and is gated by the
+//! library's `gate` (the same as `run`). Tests in one process share one
+//! agent (they run one at a time unless `--test-threads` says otherwise,
+//! and then each thread... still shares it, in turn). Under nextest each
+//! test is a process of its own: it starts its own agent, but the start-up
+//! probe's profile is cached on disk per agent and transport, so only the
+//! first process probes.
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use qga_harness::agent::AgentTemplate;
+use qga_harness::baseline::Baseline;
+use qga_harness::case::{load, Case, Role};
+use qga_harness::client::Profile;
+use qga_harness::engine::{run_case, EngineOptions, Grading};
+use qga_harness::gate::{gate_results, Gate};
+use qga_harness::session::{Session, SessionConfig};
+use qga_harness::transcript::{render_entries, Transcript};
+use qga_harness::transport::TransportKind;
+use std::sync::{Mutex, OnceLock};
+
+const HARNESS: &str = env!("CARGO_BIN_EXE_qga-harness");
+
+struct Config {
+    template: AgentTemplate,
+    transport: TransportKind,
+    baseline: Option<Baseline>,
+    seed: u64,
+    strict: bool,
+}
+
+/// The agent shared by the tests of this process.
+struct Shared {
+    rt: tokio::runtime::Runtime,
+    session: Option<(Session, Grading)>,
+    /// Why the agent could not be started (every test then says so).
+    broken: Option<String>,
+}
+
+fn config() -> &'static Config {
+    static C: OnceLock<Config> = OnceLock::new();
+    C.get_or_init(|| {
+        let transport = match std::env::var("QGA_TRANSPORT").as_deref() {
+            Ok("socketpair") => TransportKind::Socketpair,
+            Ok("unix-listen") => TransportKind::UnixListen,
+            Ok("pty") | Err(_) => TransportKind::Pty,
+            Ok(other) => panic!("QGA_TRANSPORT={other}: pty, socketpair or unix-listen"),
+        };
+        let template = match std::env::var("QGA_AGENT") {
+            Ok(t) => AgentTemplate::parse(&t).unwrap_or_else(|e| panic!("QGA_AGENT: {e}")),
+            Err(_) => AgentTemplate::parse(&match transport {
+                TransportKind::Pty => format!("{HARNESS} ref-agent --path {{path}}"),
+                TransportKind::Socketpair => format!("{HARNESS} ref-agent"),
+                TransportKind::UnixListen => format!("{HARNESS} ref-agent --unix-listen {{path}}"),
+            })
+            .expect("the reference agent's template"),
+        };
+        let ids: Vec<String> = load::embedded().expect("catalogue").into_iter().map(|c| c.id).collect();
+        let baseline = std::env::var("QGA_EXPECT").ok().map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("QGA_EXPECT={path}: {e}"));
+            Baseline::parse(&path, &text, &ids.iter().map(String::as_str).collect::<Vec<_>>()).unwrap_or_else(|e| panic!("{e}"))
+        });
+        let seed = std::env::var("QGA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+        let strict = std::env::var("QGA_STRICT").is_ok_and(|v| v == "1");
+        Config { template, transport, baseline, seed, strict }
+    })
+}
+
+fn agent_name(c: &Config) -> String {
+    if let Ok(n) = std::env::var("QGA_AGENT_NAME") {
+        return n;
+    }
+    if std::env::var_os("QGA_AGENT").is_none() {
+        return "reference".into();
+    }
+    c.template.program().rsplit('/').next().unwrap_or("agent").to_owned()
+}
+
+/// Where the start-up profile of this agent over this transport is kept
+/// between test processes: keyed by the template, the transport, the
+/// program's modification time and this binary's.
+fn profile_cache(c: &Config) -> std::path::PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.template.to_string().hash(&mut h);
+    c.transport.to_string().hash(&mut h);
+    for p in [c.template.program(), HARNESS] {
+        if let Ok(m) = std::fs::metadata(p).and_then(|m| m.modified()) {
+            m.hash(&mut h);
+        }
+    }
+    std::env::temp_dir().join(format!("qga-harness-profile-{:016x}.json", h.finish()))
+}
+
+fn shared() -> &'static Mutex<Shared> {
+    static S: OnceLock<Mutex<Shared>> = OnceLock::new();
+    S.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        Mutex::new(Shared { rt, session: None, broken: None })
+    })
+}
+
+/// Start the shared agent if it is not running: with the cached profile if
+/// there is one, else probing (and caching what the probe found).
+fn ensure(sh: &mut Shared) -> Result<(), String> {
+    if let Some(b) = &sh.broken {
+        return Err(b.clone());
+    }
+    if sh.session.is_some() {
+        return Ok(());
+    }
+    let c = config();
+    let mut sc = SessionConfig::new(c.template.clone(), c.transport);
+    sc.client.ids = qga_harness::client::Ids::seeded(c.seed);
+    let cache = profile_cache(c);
+    let cached: Option<Profile> = std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let started = sh.rt.block_on(async {
+        let t = Transcript::default();
+        if let Some(p) = cached {
+            if let Ok(s) = Session::start_known(sc.clone(), t.clone(), &p).await {
+                return Ok((s, p));
+            }
+        }
+        Session::start(sc, t.clone()).await.map_err(|e| format!("the agent could not be run: {e}\n{}", t.render(0, None)))
+    });
+    match started {
+        Ok((mut s, profile)) => {
+            let _ = std::fs::write(&cache, serde_json::to_vec(&profile).unwrap_or_default());
+            let grading = Grading::new(profile, &[]);
+            grading.pace_client(s.client_mut());
+            sh.session = Some((s, grading));
+            Ok(())
+        }
+        Err(e) => {
+            sh.broken = Some(e.clone());
+            Err(e)
+        }
+    }
+}
+
+fn run_one(case: &Case) -> Result<(), Failed> {
+    let c = config();
+    let mut sh = shared().lock().unwrap_or_else(|p| p.into_inner());
+    ensure(&mut sh).map_err(Failed::from)?;
+    let Shared { rt, session, .. } = &mut *sh;
+    let (session_ref, grading) = session.as_mut().expect("ensured");
+    let eo = EngineOptions { keep_transcripts: true, seed: c.seed, ..EngineOptions::default() };
+    let (result, renew) = rt.block_on(async {
+        session_ref.client_mut().ids = session_ref.client().ids.for_case(c.seed, &case.id);
+        let r = run_case(session_ref, case, grading, &eo).await;
+        session_ref.transcript().reset();
+        if r.1 && session_ref.renew().await.is_err() {
+            return (r.0, true);
+        }
+        (r.0, false)
+    });
+    if renew {
+        // The channel could not be renewed: the next test starts afresh.
+        *session = None;
+    }
+    match gate_results(std::slice::from_ref(&result), c.baseline.as_ref(), c.strict) {
+        Gate::Pass => Ok(()),
+        Gate::Fail(_) | Gate::HarnessError(_) => {
+            let mut msg = format!("{} {}: {}\n", result.outcome, result.id, result.title);
+            if let Some(f) = &result.failure {
+                msg.push_str(&format!(
+                    "requirement: {}\nexpected:    {}\nactual:      {}\nfinding:     {} ({})\n",
+                    f.requirement,
+                    f.expected,
+                    qga_harness::report::sanitize(&f.actual),
+                    f.kind.code(),
+                    f.kind.summary()
+                ));
+                let entries: Vec<_> = result.transcript.iter().filter(|e| e.seq >= f.transcript.0 && e.seq < f.transcript.1).cloned().collect();
+                let text = render_entries(&entries);
+                let lines: Vec<&str> = text.lines().collect();
+                msg.push_str(&format!("transcript #{}..#{} (last 30 lines):\n", f.transcript.0, f.transcript.1));
+                for l in &lines[lines.len().saturating_sub(30)..] {
+                    msg.push_str(&format!("  {l}\n"));
+                }
+            }
+            if let Some(exp) = c.baseline.as_ref().map(|b| b.expected(&result.id)).filter(|e| !e.is_empty()) {
+                msg.push_str(&format!("the baseline expects {exp:?}\n"));
+            }
+            msg.push_str(&format!("(QGA_SEED={} repeats these ids)", c.seed));
+            Err(msg.into())
+        }
+    }
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    // One agent per process, one case at a time on it (as `run` does).
+    if args.test_threads.is_none() {
+        args.test_threads = Some(1);
+    }
+    let c = config();
+    let prefix = format!("{}::{}", agent_name(c), c.transport);
+    let trials: Vec<Trial> = load::embedded_role(Role::Agent)
+        .expect("the embedded catalogue loads")
+        .into_iter()
+        .map(|case| {
+            let name = format!("{prefix}::{}", case.id);
+            Trial::test(name, move || run_one(&case))
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Whatever ran, the agent goes with this process.
+    if let Ok(mut sh) = shared().lock() {
+        if let Some((s, _)) = sh.session.take() {
+            sh.rt.block_on(s.shutdown());
+        }
+    }
+    conclusion.exit();
+}
