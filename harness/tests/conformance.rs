@@ -13,7 +13,10 @@
 //! - `QGA_AGENT_NAME`: the first part of the test names (default: the
 //!   program's name, or `reference`);
 //! - `QGA_SEED`: the ids' seed (default 1; a failure names it);
-//! - `QGA_STRICT=1`: NON-STRICT fails.
+//! - `QGA_STRICT=1`: NON-STRICT fails;
+//! - `QGA_SHARD=K/N`: only shard K of N, by the partition `run --shard`
+//!   uses (for engines without partitions of their own; nextest has
+//!   `--partition`).
 //!
 //! Each case runs through the engine's `run_case` and is gated by the
 //! library's `gate` (the same as `run`). Tests in one process share one
@@ -212,9 +215,11 @@ fn main() {
     }
     let c = config();
     let prefix = format!("{}::{}", agent_name(c), c.transport);
+    let shard = std::env::var("QGA_SHARD").ok().map(|s| qga_harness::case::shard::Shard::parse(&s).unwrap_or_else(|e| panic!("QGA_SHARD: {e}")));
     let trials: Vec<Trial> = load::embedded_role(Role::Agent)
         .expect("the embedded catalogue loads")
         .into_iter()
+        .filter(|case| shard.is_none_or(|s| s.contains(&case.id)))
         .map(|case| {
             let name = format!("{prefix}::{}", case.id);
             Trial::test(name, move || run_one(&case))
