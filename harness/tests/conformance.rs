@@ -226,10 +226,12 @@ fn main() {
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
-    // Whatever ran, the agent goes with this process.
+    // Whatever ran, the agent goes with this process: SIGKILL, no grace
+    // (under nextest every test is a process, and a TERM grace per test
+    // would be most of its time).
     if let Ok(mut sh) = shared().lock() {
-        if let Some((s, _)) = sh.session.take() {
-            sh.rt.block_on(s.shutdown());
+        if let Some((mut s, _)) = sh.session.take() {
+            sh.rt.block_on(s.kill_agent());
         }
     }
     conclusion.exit();
