@@ -22,6 +22,7 @@ fn config(template: &str, transport: TransportKind, schedules: u32, seed: u64, o
         schedules,
         seed,
         jobs: 1,
+        shard: None,
         repeat: 1,
         params: ScheduleParams::default(),
         out_dir: out.to_owned(),
