@@ -28,6 +28,7 @@ pub mod fuzz;
 pub mod gate;
 pub mod proxy;
 pub mod report;
+pub mod schema;
 pub mod session;
 pub mod transcript;
 pub mod transport;
