@@ -39,6 +39,13 @@ pub const DENIED_PREFIXES: &[&str] = &[
     "guest-network-",
 ];
 
+/// Read-only commands inside denied families, allowed by their exact name:
+/// the freeze *state* and the network getters (the schema section's
+/// allow-list needs them). A name that is still being written and could
+/// yet become one of these is let through until it is complete; its
+/// completion is judged like any other name.
+pub const ALLOWED_IN_DENIED_FAMILIES: &[&str] = &["guest-fsfreeze-status", "guest-network-get-interfaces", "guest-network-get-route"];
+
 /// Every denied prefix starts with this.
 const FAMILY: &[u8] = b"guest-";
 
@@ -83,8 +90,7 @@ impl DenyList {
         let mut window = self.lock();
         let mut text = std::mem::take(&mut window.tail);
         window.decode(bytes, &mut text);
-        let keep = longest_prefix() - 1;
-        text.drain(..text.len().saturating_sub(keep));
+        text.drain(..text.len().saturating_sub(window_len()));
         window.tail = text;
     }
 
@@ -112,11 +118,18 @@ fn longest_prefix() -> usize {
     DENIED_PREFIXES.iter().map(|p| p.len()).max().unwrap_or(1)
 }
 
+/// Characters the window keeps: enough to finish any denied prefix, and to
+/// judge an allowed name whose end has not been written yet.
+fn window_len() -> usize {
+    let allowed = ALLOWED_IN_DENIED_FAMILIES.iter().map(|a| a.len()).max().unwrap_or(0);
+    (longest_prefix() - 1).max(allowed)
+}
+
 /// The decoded end of the stream written so far.
 #[derive(Debug, Clone, Default)]
 struct Window {
     /// The last decoded characters (lowercase ASCII, or [`NOT_NAME`]), at
-    /// most one fewer than the longest denied prefix.
+    /// most [`window_len`] of them.
     tail: Vec<u8>,
     /// An escape not finished yet: `\`, `\u`, `\uX`, `\uXX` or `\uXXX`.
     escape: Vec<u8>,
@@ -170,14 +183,31 @@ fn is_name_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'-'
 }
 
-/// The first denied name in `text` that ends after `old` (includes a new
-/// character), as far as `text` spells it.
+/// The first denied name in `text` that a new character (at `old` or
+/// after) completes or terminates, as far as `text` spells it. A name in
+/// [`ALLOWED_IN_DENIED_FAMILIES`] is not denied once terminated; one that
+/// may still grow into such a name is not denied yet.
 fn find_denied(text: &[u8], old: usize) -> Option<String> {
     let mut found: Option<(usize, usize)> = None;
     for start in (0..text.len()).filter(|&i| text[i..].starts_with(FAMILY)) {
+        let name_end = start + text[start..].iter().take_while(|&&c| is_name_char(c)).count();
+        let name = &text[start..name_end];
+        // A name terminated before the new text was judged then.
+        if name_end < old {
+            continue;
+        }
+        let terminated = name_end < text.len();
+        let allowed = if terminated {
+            ALLOWED_IN_DENIED_FAMILIES.iter().any(|a| a.as_bytes() == name)
+        } else {
+            ALLOWED_IN_DENIED_FAMILIES.iter().any(|a| a.as_bytes().starts_with(name))
+        };
+        if allowed {
+            continue;
+        }
         for p in DENIED_PREFIXES {
             let end = start + p.len();
-            if end > old && text[start..].starts_with(p.as_bytes()) && found.is_none_or(|(_, e)| end < e) {
+            if text[start..].starts_with(p.as_bytes()) && found.is_none_or(|(_, e)| end < e) {
                 found = Some((start, end));
             }
         }
@@ -283,6 +313,27 @@ mod tests {
     }
 
     #[test]
+    fn read_only_commands_in_denied_families_pass_and_near_misses_do_not() {
+        for n in [1, 2, 3, 7, 40] {
+            for name in ALLOWED_IN_DENIED_FAMILIES {
+                let req = format!("{{\"execute\":\"{name}\"}}\n");
+                let (out, refused) = stream(&req.as_bytes().chunks(n).collect::<Vec<_>>());
+                assert_eq!((out.as_slice(), refused), (req.as_bytes(), None), "{name} in {n}-byte writes");
+            }
+            // One character more, or another verb: refused when it shows.
+            assert_refused(br#"{"execute":"guest-fsfreeze-status2"}"#, n, "guest-fsfreeze-status2");
+            assert_refused(br#"{"execute":"guest-fsfreeze-freeze"}"#, n, "guest-fsfreeze-freeze");
+            assert_refused(br#"{"execute":"guest-network-get-routes"}"#, n, "guest-network-get-routes");
+            assert_refused(br#"{"execute":"guest-network-set-interface"}"#, n, "guest-network-set-interface");
+        }
+        // An allowed name escaped and split still passes; its neighbour not.
+        let (out, refused) = stream(&[br#"{"execute":"guest-fsfreeze-st"#, br#"atus"}"#]);
+        assert_eq!(refused, None, "{}", String::from_utf8_lossy(&out));
+        let (_, refused) = stream(&[br#"{"execute":"guest-fsfreeze-st"#, br#"op"}"#]);
+        assert_eq!(refused.as_deref(), Some("guest-fsfreeze-stop"));
+    }
+
+    #[test]
     fn names_behind_whitespace_in_batches_and_upper_case() {
         for n in [1, 2, 3, 40] {
             assert_refused(b" \t\r\n  {  \"execute\" :\n\t  \"guest-shutdown\" }\n", n, "guest-shutdown");
@@ -290,7 +341,7 @@ mod tests {
             assert_refused(batch, n, "guest-suspend-disk");
             assert_refused(br#"{"execute":"GUEST-SHUTDOWN"}"#, n, "guest-shutdown");
             assert_refused(br#"{"execute":"Guest-Fstrim"}"#, n, "guest-fstrim");
-            assert_refused(b"\xff\xfe{\"execute\":\"guest-network-get-interfaces\"}", n, "guest-network-get-interfaces");
+            assert_refused(b"\xff\xfe{\"execute\":\"guest-network-get-interfacez\"}", n, "guest-network-get-interfacez");
         }
         // Reset bytes anywhere in the name do not split it.
         assert_refused(b"{\"execute\":\"g\xffu\xffe\xffs\xfft\xff-\xffs\xffs\xffh\xff-\xff\"}", 40, "guest-ssh-");
@@ -343,7 +394,8 @@ mod tests {
             "guest-exec-status",
             "guest-file-open",
             "guest-ssh-add-authorized-keys",
-            "guest-network-get-interfaces",
+            "guest-network-set-interface",
+            "guest-fsfreeze-thaw",
         ]);
         (names, prop::collection::vec(0u8..4, 40), prop::collection::vec(0usize..ALLOWED.len(), 0..3), "[ \t\r\n]{0,4}", any::<bool>()).prop_map(
             |(name, spelling, before, ws, flush)| {
