@@ -289,6 +289,18 @@ pub enum FailureKind {
     Refused,
     /// The harness itself failed.
     Harness,
+    /// A reply that breaks the QGA schema: a required member missing, a
+    /// wrong JSON type, an integer out of range, an unknown enum value or
+    /// union variant.
+    SchemaViolation,
+    /// A member the schema does not have.
+    SchemaExtraMember,
+    /// A command or reply the schema version does not know (a newer agent).
+    NotInSchema,
+    /// A safe command answered with an error on this machine.
+    CommandFailedHere,
+    /// A reply with both `return` and `error`.
+    ReturnAndError,
     /// Client mode: a result reported that was not the reply to its request.
     ClientWrongResult,
     /// Client mode: a command failed where recovery was due.
@@ -366,6 +378,11 @@ impl FailureKind {
             NotApplicable => "not applicable",
             Refused => "refused: a destructive command",
             Harness => "harness error",
+            SchemaViolation => "replies that break the QGA schema",
+            SchemaExtraMember => "members the QGA schema does not have",
+            NotInSchema => "commands the schema version does not know",
+            CommandFailedHere => "a read-only command failed on this machine",
+            ReturnAndError => "a reply with both return and error",
             ClientWrongResult => "the client reports a result that is not the reply to its request",
             ClientNotRecovered => "the client does not recover: a command fails where recovery is due",
             ClientHung => "the client hangs",

@@ -19,9 +19,19 @@ pub struct LoadError {
     pub message: String,
 }
 
-/// The cases compiled into this binary (from the repository's cases/).
+/// The cases compiled into this binary (from the repository's cases/),
+/// and the schema section generated from the QGA schema
+/// ([`crate::schema::section`]).
 pub fn embedded() -> Result<Vec<Case>, LoadError> {
-    load_all(EMBEDDED_CASES.iter().map(|(n, t)| (format!("cases/{n}"), (*t).to_owned())))
+    let mut cases = load_all(EMBEDDED_CASES.iter().map(|(n, t)| (format!("cases/{n}"), (*t).to_owned())))?;
+    for case in crate::schema::section() {
+        validate("schema", &case).map_err(|message| LoadError { file: "(generated) schema".into(), line: 0, message })?;
+        if cases.iter().any(|c| c.id == case.id) {
+            return Err(LoadError { file: "(generated) schema".into(), line: 0, message: format!("{} is also in a case file", case.id) });
+        }
+        cases.push(case);
+    }
+    Ok(cases)
 }
 
 /// The embedded cases of one role: agent cases for `run`, client cases for
@@ -179,7 +189,10 @@ fn check_step(step: &Step) -> Result<(), String> {
             }
         }
         Step::Expect(e) => {
-            if e.return_.is_some() == e.error.is_some() {
+            if e.schema && (e.return_.is_some() || e.error.is_some()) {
+                return Err("expect: schema = true checks the reply against the schema; give no return or error".into());
+            }
+            if !e.schema && e.return_.is_some() == e.error.is_some() {
                 return Err("expect: give exactly one of return and error".into());
             }
             if let Some(p) = &e.return_ {

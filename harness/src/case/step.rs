@@ -240,6 +240,10 @@ pub struct Expect {
     /// timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_ms: Option<u64>,
+    /// Check the reply against the QGA schema: a return against the
+    /// command's return type, an error for a valid class and a `desc`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub schema: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -1118,6 +1118,54 @@ async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepError> {
     Ok(())
 }
 
+/// A reply checked against the QGA schema ([`crate::schema`]): every
+/// violation is listed, a member the schema lacks is NON-STRICT, a command
+/// the schema version does not know is INFO, and a valid error reply (the
+/// command failed on this machine) is INFO.
+fn check_schema(command: &str, reply: &Reply, got: &str) -> Result<(), Miss> {
+    use crate::schema::{validate, Kind, Schema, SCHEMA_VERSION};
+    let schema = Schema::embedded();
+    let info = |kind, actual: String| Miss { kind, actual, at_most: Some(Outcome::Info) };
+    match reply {
+        Reply::Error { class, desc, .. } => {
+            if !QAPI_ERROR_CLASSES.contains(&class.as_str()) {
+                return Err(miss(FailureKind::ErrorClassNotQapi, format!("error class {class}, which QAPI does not define: {got}")));
+            }
+            Err(info(FailureKind::CommandFailedHere, format!("{command} failed here ({class}: {})", crate::transcript::escape_bytes(desc.as_bytes()))))
+        }
+        Reply::Return { value, .. } => {
+            let Some(def) = schema.commands.get(command) else {
+                return Err(info(FailureKind::NotInSchema, format!("{command} is not in schema version {SCHEMA_VERSION}; its reply was not checked: {got}")));
+            };
+            let Some(ty) = &def.returns else {
+                // A command that returns nothing answers `{}`.
+                return match value.as_object() {
+                    Some(m) if m.is_empty() => Ok(()),
+                    _ => Err(miss(FailureKind::SchemaViolation, format!("return: expected {{}} ({command} returns nothing), got {} ({SCHEMA_VERSION})", value))),
+                };
+            };
+            let violations = validate(schema, value, ty, "return");
+            let (extra, hard): (Vec<_>, Vec<_>) = violations.iter().partition(|v| v.kind == Kind::Extra);
+            let list = |vs: &[&crate::schema::Violation]| {
+                let shown: Vec<String> = vs.iter().take(5).map(|v| v.to_string()).collect();
+                let more = if vs.len() > 5 { format!(" (and {} more)", vs.len() - 5) } else { String::new() };
+                format!("{}{more}", shown.join("; "))
+            };
+            if !hard.is_empty() {
+                return Err(miss(FailureKind::SchemaViolation, format!("{} violation(s): {}", hard.len(), list(&hard))));
+            }
+            if !extra.is_empty() {
+                return Err(Miss {
+                    kind: FailureKind::SchemaExtraMember,
+                    actual: format!("{} member(s) the schema does not have: {}", extra.len(), list(&extra)),
+                    at_most: Some(Outcome::NonStrict),
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
 /// The reply was one line: no newline inside, and a newline after it with
 /// at most spaces, tabs or CR between (libvirt splits replies on `\n`).
 async fn line_terminated(conn: &mut crate::connection::Connection, o: &observe::Observed, deadline: Instant) -> Result<(), Miss> {
@@ -1208,7 +1256,13 @@ fn check(ctx: &mut Ctx<'_>, e: &Expect, p: Option<&Pending>, o: &observe::Observ
         (Ok(r), _) => r,
         (Err(_), Some(r)) => r,
         (Err(why), None) => {
-            let kind = if why.contains("class") { FailureKind::ErrorWithoutClass } else { FailureKind::MalformedReply };
+            let kind = if why.contains("class") {
+                FailureKind::ErrorWithoutClass
+            } else if why.contains("both") {
+                FailureKind::ReturnAndError
+            } else {
+                FailureKind::MalformedReply
+            };
             return Err(miss(kind, format!("malformed reply {}: {why}", got())));
         }
     };
@@ -1232,6 +1286,9 @@ fn check(ctx: &mut Ctx<'_>, e: &Expect, p: Option<&Pending>, o: &observe::Observ
     let leaked_ff_only = ctx.grading.relaxed(ctx.case, Capability::CleanReplies) && !o.text.iter().any(|&b| b == 0xFF || b == 0xFE);
     if o.stray_flush_bytes() > allowed_ff && !leaked_ff_only {
         return Err(miss(FailureKind::StraySentinel, format!("raw 0xFF/0xFE bytes where none may be: {}", got())));
+    }
+    if e.schema {
+        return check_schema(p.map_or("", |p| p.command.as_str()), reply, &got());
     }
     let bindings = pattern::Bindings { sync_id: p.and_then(|p| p.sync_id) };
     match (reply, &e.return_, &e.error) {

@@ -184,6 +184,7 @@ fn fault(params: &ScheduleParams) -> BoxedStrategy<Fault> {
                         line: false,
                         count: n,
                         within_ms: None,
+                        schema: false,
                     };
                     f(FaultKind::Burst, vec![Step::Resync(ResyncStep::default()), Step::Send(s), Step::Expect(e)])
                 })
@@ -334,6 +335,7 @@ pub fn verification_tail() -> Vec<Step> {
             line: false,
             count: 1,
             within_ms: None,
+            schema: false,
         })
     };
     let mut sync = Send::command("guest-sync-delimited", Some(json!({"id": "$fresh"})));
