@@ -402,7 +402,16 @@ fn object(schema: &Schema, v: &Value, ty: &TypeRef, path: &str, members: &[Membe
     for m in members {
         let at = format!("{path}.{}", m.name);
         match map.get(&m.name) {
-            Some(x) => check(schema, x, &m.ty, &at, out),
+            Some(x) => {
+                let from = out.len();
+                check(schema, x, &m.ty, &at, out);
+                // A member's own value is named by its place in the struct.
+                for v in &mut out[from..] {
+                    if v.path == at {
+                        v.schema_type = format!("{}.{}: {}", ty.name, m.name, m.ty);
+                    }
+                }
+            }
             None if m.optional || m.conditional => {}
             None => out.push(Violation { kind: Kind::Missing, path: at, schema_type: ty.to_string(), expected: format!("member {} ({})", m.name, m.ty), got: "nothing".into() }),
         }
