@@ -143,3 +143,17 @@ fn real_qemu_ga_passes_every_schema_case_or_is_info() {
         }
     }
 }
+
+#[test]
+fn qemu_ga_10_matches_its_committed_baselines() {
+    let Some(bin) = qemu_ga_10() else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (method, transport, name) in [("isa-serial", "pty", "pty-isa-serial"), ("unix-listen", "unix-listen", "unix-listen")] {
+        let agent = format!("{bin} -m {method} -p {{path}} -t {{statedir}}");
+        let expect = root.join(format!("reports/qemu-ga-10.0/{name}.expect.toml"));
+        let out = Command::new(HARNESS).args(["run", "--transport", transport, "--agent", &agent, "--expect"]).arg(&expect).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "qemu-ga 10.0 over {transport} against {}:\n{text}", expect.display());
+        assert!(text.contains("baseline: 0 regression(s)"), "{text}");
+    }
+}
