@@ -1122,7 +1122,10 @@ async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepError> {
 /// violation is listed, a member the schema lacks is NON-STRICT, a command
 /// the schema version does not know is INFO, and a valid error reply (the
 /// command failed on this machine) is INFO.
-fn check_schema(command: &str, reply: &Reply, got: &str) -> Result<(), Miss> {
+/// `agent_newer`: the agent's version is newer than the schema's, so a
+/// member the schema lacks may be one the agent's QEMU added: INFO, not
+/// NON-STRICT.
+fn check_schema(command: &str, reply: &Reply, got: &str, agent_newer: bool) -> Result<(), Miss> {
     use crate::schema::{validate, Kind, Schema, SCHEMA_VERSION};
     let schema = Schema::embedded();
     let info = |kind, actual: String| Miss { kind, actual, at_most: Some(Outcome::Info) };
@@ -1153,6 +1156,9 @@ fn check_schema(command: &str, reply: &Reply, got: &str) -> Result<(), Miss> {
             };
             if !hard.is_empty() {
                 return Err(miss(FailureKind::SchemaViolation, format!("{} violation(s): {}", hard.len(), list(&hard))));
+            }
+            if !extra.is_empty() && agent_newer {
+                return Err(info(FailureKind::NotInSchema, format!("{} member(s) not in schema version {SCHEMA_VERSION}, which is older than the agent: {}", extra.len(), list(&extra))));
             }
             if !extra.is_empty() {
                 return Err(Miss {
@@ -1288,7 +1294,8 @@ fn check(ctx: &mut Ctx<'_>, e: &Expect, p: Option<&Pending>, o: &observe::Observ
         return Err(miss(FailureKind::StraySentinel, format!("raw 0xFF/0xFE bytes where none may be: {}", got())));
     }
     if e.schema {
-        return check_schema(p.map_or("", |p| p.command.as_str()), reply, &got());
+        let newer = ctx.grading.profile.version.as_deref().is_some_and(crate::schema::newer_than_schema);
+        return check_schema(p.map_or("", |p| p.command.as_str()), reply, &got(), newer);
     }
     let bindings = pattern::Bindings { sync_id: p.and_then(|p| p.sync_id) };
     match (reply, &e.return_, &e.error) {

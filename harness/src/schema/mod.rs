@@ -25,6 +25,20 @@ use std::sync::OnceLock;
 /// Where the schema comes from, for every message.
 pub const SCHEMA_VERSION: &str = "QEMU 9.1 (qapi-qga 0.13.0)";
 
+/// The QEMU release of the schema, as (major, minor).
+pub const SCHEMA_QEMU: (u32, u32) = (9, 1);
+
+/// Whether an agent that reports `version` (guest-info's) is a QEMU release
+/// newer than the schema's: members and commands the schema lacks may then
+/// be ones that release added. Versions that are not `X.Y...` are not.
+pub fn newer_than_schema(version: &str) -> bool {
+    let mut parts = version.split(|c: char| !c.is_ascii_digit());
+    match (parts.next().and_then(|x| x.parse::<u32>().ok()), parts.next().and_then(|x| x.parse::<u32>().ok())) {
+        (Some(major), Some(minor)) => (major, minor) > SCHEMA_QEMU,
+        _ => false,
+    }
+}
+
 /// The schema's text, as shipped by qapi-qga.
 pub const SCHEMA_TEXT: &str = include_str!("../../schema/qga/qapi-schema.json");
 
@@ -436,6 +450,12 @@ mod tests {
 
     fn t(name: &str, array: bool) -> TypeRef {
         TypeRef { name: name.into(), array }
+    }
+
+    #[test]
+    fn agent_versions_against_the_schemas() {
+        assert!(newer_than_schema("10.0.2") && newer_than_schema("9.2.0"));
+        assert!(!newer_than_schema("9.1.0") && !newer_than_schema("7.2.22") && !newer_than_schema("0.1.0-ref") && !newer_than_schema("weird"));
     }
 
     #[test]
