@@ -282,7 +282,7 @@ impl Ctx<'_> {
                 Flow::Reached
             }
             Step::Restart(_) => {
-                self.pump.restart_agent().await;
+                self.pump.restart_agent(true).await;
                 Flow::Reached
             }
             Step::Pause(p) => {

@@ -232,6 +232,19 @@ impl Pump {
             self.gated = false;
             self.from_agent().await;
         }
+        // Timers first when due: a side that always has data must not
+        // starve a held reply's release or a partial reply's flush.
+        self.release_held().await;
+        if self.partial_since.is_some_and(|s| Instant::now() >= s + PARTIAL_FLUSH) {
+            self.flush_partial().await;
+        }
+        // A client link that ended (seen while writing or polling) is no
+        // client: the next one can be accepted.
+        if self.client.as_ref().is_some_and(Connection::is_closed) {
+            self.client = None;
+            self.transcript.event(Event::Note { text: "the client under test disconnected".into() });
+            return Turn::ClientLeft;
+        }
         let mut wake = until;
         if let Some(h) = self.held.front() {
             wake = wake.min(h.release);
@@ -251,7 +264,8 @@ impl Pump {
             let client_open = self.client.as_ref().is_some_and(|c| !c.is_closed());
             let no_client = self.client.is_none();
             let client = self.client.as_mut();
-            let agent = self.agent.conn().ok().filter(|c| !c.is_closed());
+            let agent_gone = self.agent_closed;
+            let agent = self.agent.conn().ok().filter(|c| !c.is_closed() && !agent_gone);
             let agent_open = agent.is_some();
             let port = &self.port;
             let transcript = &self.transcript;
@@ -332,6 +346,12 @@ impl Pump {
         // writes while we are still writing finds its request.
         self.cin.extend_from_slice(&bytes);
         self.parse_requests(Writer::Client);
+        if self.cin.len() > MAX_BUFFERED {
+            // A request that never ends: it is no request to log (the bytes
+            // still go on; the agent's own limits are under test).
+            self.transcript.event(Event::Note { text: format!("{} byte(s) of an unfinished client request no longer parsed", self.cin.len()) });
+            self.cin.clear();
+        }
         self.write_agent(&bytes, Origin::Forwarded).await;
     }
 
@@ -571,7 +591,9 @@ impl Pump {
             bytes.clear();
         }
         if f.duplicate {
-            delivery = Delivery::Duplicated;
+            if delivery == Delivery::Whole {
+                delivery = Delivery::Duplicated;
+            }
             let copy = bytes.clone();
             bytes.extend_from_slice(&copy);
         }
@@ -596,14 +618,27 @@ impl Pump {
             self.to_client_reply(bytes, Some(index)).await;
         }
         if f.restart {
-            self.restart_agent().await;
+            self.restart_agent(false).await;
         }
     }
 
     /// Kill the agent and start a new one on the same channel; whatever it
     /// had not written yet is gone.
-    pub async fn restart_agent(&mut self) {
+    ///
+    /// `keep_written`: replies the old agent had written before it went are
+    /// its answers to the requests before the restart: take them in (and
+    /// pass them on) first, then the rest is lost. Not for a reply fault
+    /// that restarts the agent mid-reply: there the agent "died" at the cut,
+    /// and nothing it wrote after may reach the client.
+    pub async fn restart_agent(&mut self, keep_written: bool) {
         self.agent.kill_agent().await;
+        if keep_written {
+            let gated = std::mem::take(&mut self.gated);
+            // Boxed: from_agent can itself restart (through a reply fault).
+            Box::pin(self.from_agent()).await;
+            self.gated = gated;
+            self.flush_partial().await;
+        }
         self.ain.clear();
         self.partial_since = None;
         for r in &mut self.requests {
