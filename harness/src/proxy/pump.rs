@@ -344,6 +344,7 @@ impl Pump {
         }
         // Requests are logged before they go on, so that a reply the agent
         // writes while we are still writing finds its request.
+        let before = self.requests.len();
         self.cin.extend_from_slice(&bytes);
         self.parse_requests(Writer::Client);
         if self.cin.len() > MAX_BUFFERED {
@@ -352,19 +353,27 @@ impl Pump {
             self.transcript.event(Event::Note { text: format!("{} byte(s) of an unfinished client request no longer parsed", self.cin.len()) });
             self.cin.clear();
         }
-        self.write_agent(&bytes, Origin::Forwarded).await;
+        if !self.write_agent(&bytes, Origin::Forwarded).await {
+            // Requests whose bytes did not all reach the agent are owed no
+            // reply: they must not take another request's in order.
+            for r in &mut self.requests[before..] {
+                r.lost = true;
+            }
+        }
     }
 
-    /// Write to the agent's link (deny-list enforced there).
-    pub async fn write_agent(&mut self, bytes: &[u8], origin: Origin) {
+    /// Write to the agent's link (deny-list enforced there); whether all of
+    /// `bytes` went.
+    pub async fn write_agent(&mut self, bytes: &[u8], origin: Origin) -> bool {
         let deadline = Instant::now() + self.send_timeout;
         let Ok(conn) = self.agent.conn() else {
             self.transcript.event(Event::Note { text: format!("no agent link: {} byte(s) for the agent dropped", bytes.len()) });
-            return;
+            return false;
         };
         conn.set_origin(Some(origin));
         let r = conn.send(bytes, deadline).await;
         conn.set_origin(None);
+        let all = r.is_ok();
         match r {
             Ok(()) => {}
             Err(SendError::Refused { what }) => {
@@ -376,6 +385,7 @@ impl Pump {
         }
         // Replies that arrived while writing.
         self.from_agent().await;
+        all
     }
 
     /// A request the harness itself writes to the agent (a case's `send`).
@@ -385,7 +395,7 @@ impl Pump {
         self.cin.extend_from_slice(bytes);
         self.parse_requests(Writer::Harness);
         (self.cin, self.flush_seen) = saved;
-        self.write_agent(bytes, Origin::Injected).await;
+        let _ = self.write_agent(bytes, Origin::Injected).await;
     }
 
     /// Find complete requests in `cin`.
