@@ -113,24 +113,9 @@ impl OneOrMany {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verdict::{Level, Recovery};
-    use std::time::Duration;
 
     fn result(id: &str, outcome: Outcome) -> CaseResult {
-        CaseResult {
-            id: id.into(),
-            section: "s".into(),
-            title: String::new(),
-            level: Level::MUST,
-            requirement: String::new(),
-            source: String::new(),
-            outcome,
-            failure: None,
-            recovery: Recovery::not_run(),
-            elapsed: Duration::ZERO,
-            transcript: Vec::new(),
-            client: None,
-        }
+        crate::engine::test_result(id, outcome)
     }
 
     #[test]

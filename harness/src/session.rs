@@ -96,15 +96,7 @@ impl Session {
     /// so restarts and resyncs use what works. The transcript is the
     /// caller's, so it survives a failed start.
     pub async fn start(config: SessionConfig, transcript: Transcript) -> Result<(Session, Profile), SessionError> {
-        if config.transport == TransportKind::UnixListen && !config.template.uses_path() {
-            return Err(SessionError::NeedsPath);
-        }
-        let kind = config.transport;
-        let transport = Transport::open(kind).map_err(|source| SessionError::Transport { kind, source })?;
-        let deny = DenyList::new();
-        let mut session = Session { config, transcript, transport, conn: None, agent: None, instances: 0, deny };
-        session.open_connection()?;
-        session.start_agent().await?;
+        let mut session = Session::launch(config, transcript, None).await?;
         let profile = session.probe().await?;
         profile.apply(&mut session.config.client);
         Ok((session, profile))
@@ -114,6 +106,14 @@ impl Session {
     /// by an earlier process, say): open the channel, start the agent, wait
     /// until it answers a sync in the profile's mode. No probe.
     pub async fn start_known(config: SessionConfig, transcript: Transcript, profile: &Profile) -> Result<Session, SessionError> {
+        let mut session = Session::launch(config, transcript, Some(profile)).await?;
+        session.wait_ready().await?;
+        Ok(session)
+    }
+
+    /// Open the channel and start the agent (with the client set up from
+    /// `profile` first, when one is known).
+    async fn launch(config: SessionConfig, transcript: Transcript, profile: Option<&Profile>) -> Result<Session, SessionError> {
         if config.transport == TransportKind::UnixListen && !config.template.uses_path() {
             return Err(SessionError::NeedsPath);
         }
@@ -121,10 +121,11 @@ impl Session {
         let transport = Transport::open(kind).map_err(|source| SessionError::Transport { kind, source })?;
         let deny = DenyList::new();
         let mut session = Session { config, transcript, transport, conn: None, agent: None, instances: 0, deny };
-        profile.apply(&mut session.config.client);
+        if let Some(p) = profile {
+            p.apply(&mut session.config.client);
+        }
         session.open_connection()?;
         session.start_agent().await?;
-        session.wait_ready().await?;
         Ok(session)
     }
 

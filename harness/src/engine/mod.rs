@@ -475,6 +475,25 @@ fn startup_hint(template: &crate::agent::AgentTemplate, transport: crate::transp
     None
 }
 
+/// A bare result with `outcome`, for unit tests of what consumes results.
+#[cfg(test)]
+pub(crate) fn test_result(id: &str, outcome: Outcome) -> CaseResult {
+    CaseResult {
+        id: id.into(),
+        section: "s".into(),
+        title: String::new(),
+        level: Level::MUST,
+        requirement: String::new(),
+        source: String::new(),
+        outcome,
+        failure: None,
+        recovery: Recovery::not_run(),
+        elapsed: Duration::ZERO,
+        transcript: Vec::new(),
+        client: None,
+    }
+}
+
 pub(crate) fn skeleton(case: &Case) -> CaseResult {
     CaseResult {
         id: case.id.clone(),
