@@ -13,6 +13,16 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// Tests that run whole client catalogues (or campaigns) take this, so that
+/// they do not share the machine's cores with each other: their verdicts
+/// hang on clients' timeouts, and a starved client times out where it would
+/// not (each test still runs its own work in parallel).
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A binary of the fixtures crate, built beside the harness.
 fn fixture_bin(name: &str) -> String {
     let p = std::path::Path::new(HARNESS).parent().unwrap().join(name);
@@ -87,6 +97,7 @@ fn reference_client(pty: bool) -> String {
 
 #[test]
 fn the_reference_client_passes_every_case_on_both_ports() {
+    let _heavy = heavy();
     for (pty, transport) in [(false, "unix-listen"), (true, "pty")] {
         let run = run_client(&reference_client(pty), &["--transport", transport]);
         assert!(run.not_passing().is_empty(), "{transport}: {:?}", run.not_passing());
@@ -121,6 +132,7 @@ const MUTANTS: &[(&str, &[&str])] = &[
 
 #[test]
 fn the_fixture_client_passes_every_must_case_and_each_mutant_is_caught_by_its_own_cases() {
+    let _heavy = heavy();
     let fixture = fixture_bin("fixture-client");
     let correct = run_client(&format!("{fixture} {{path}} {{timeout_ms}} {{job}}"), &[]);
     let baseline: BTreeMap<String, String> = FIXTURE_BASELINE.iter().map(|(a, b)| (a.trim_start_matches('?').to_string(), b.to_string())).collect();
@@ -154,6 +166,7 @@ fn the_fixture_client_passes_every_must_case_and_each_mutant_is_caught_by_its_ow
 
 #[test]
 fn the_qapi_crate_client_shows_its_known_weaknesses() {
+    let _heavy = heavy();
     let qapi = fixture_bin("qapi-client");
     let run = run_client(&format!("{qapi} {{path}} {{timeout_ms}} {{job}}"), &[]);
     // No stale line before the reply is tolerated: it is its one line.
@@ -195,6 +208,7 @@ fn adapter(name: &str) -> String {
 
 #[test]
 fn qemu_qmp_and_fc_qemu_show_their_known_weaknesses() {
+    let _heavy = heavy();
     let Some(py) = client_python() else { return };
     let py = py.display().to_string();
     let (qmp, fc) = std::thread::scope(|s| {
@@ -224,6 +238,7 @@ fn qemu_qmp_and_fc_qemu_show_their_known_weaknesses() {
 
 #[test]
 fn the_reference_client_passes_with_qemu_ga_behind() {
+    let _heavy = heavy();
     let Some(bin) = qemu_ga() else { return };
     let run = run_client(&reference_client(false), &["--agent", &format!("{bin} -m isa-serial -p {{path}} -t {{statedir}}"), "--agent-transport", "pty"]);
     assert!(run.not_passing().is_empty(), "{:?}", run.not_passing());
@@ -277,12 +292,13 @@ fn client_usage_errors_exit_3() {
 
 #[test]
 fn fuzz_client_finds_a_mutant_and_its_replay_file_reproduces_it() {
+    let _heavy = heavy();
     let fixture = fixture_bin("fixture-client");
     let dir = tempfile::tempdir().unwrap();
     // The correct client survives every schedule.
     let good = format!("{fixture} {{path}} {{timeout_ms}} {{job}}");
     let out = std::process::Command::new(HARNESS)
-        .args(["fuzz", "--client", &good, "--cases", "60", "--seed", "11", "--jobs", "2", "--client-timeout-ms", "150", "--out"])
+        .args(["fuzz", "--client", &good, "--cases", "60", "--seed", "11", "--jobs", "2", "--client-timeout-ms", "300", "--out"])
         .arg(dir.path())
         .output()
         .unwrap();

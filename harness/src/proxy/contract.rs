@@ -172,9 +172,21 @@ fn read_report(stdout: std::process::ChildStdout, tx: mpsc::UnboundedSender<(Ins
             Ok(_) => {}
         }
         if line.len() == MAX_LINE && !line.ends_with(b"\n") {
-            // Skip the rest of an over-long line.
-            let mut sink = Vec::new();
-            let _ = r.read_until(b'\n', &mut sink);
+            // Skip the rest of an over-long line, a buffer at a time: memory
+            // stays bounded however long it is.
+            loop {
+                let (done, used) = match r.fill_buf() {
+                    Ok([]) | Err(_) => (true, 0),
+                    Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
+                        Some(i) => (true, i + 1),
+                        None => (false, buf.len()),
+                    },
+                };
+                r.consume(used);
+                if done {
+                    break;
+                }
+            }
         }
         let text = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_owned();
         if text.trim().is_empty() {

@@ -483,6 +483,12 @@ impl Pump {
         if self.gated || self.ain.is_empty() {
             return;
         }
+        if self.ain.len() > MAX_BUFFERED {
+            // A reply that never ends: pass it on as it stands rather than
+            // hold an agent's flood.
+            self.flush_partial().await;
+            return;
+        }
         while let Some((unit, value)) = self.next_unit() {
             match value {
                 Some((v, end)) => self.reply_unit(unit, v, end).await,
@@ -705,6 +711,12 @@ impl Pump {
 
     async fn queue_client(&mut self, bytes: Vec<u8>, origin: Origin, reply: Option<usize>) {
         if bytes.is_empty() {
+            return;
+        }
+        let held: usize = self.held.iter().map(|h| h.bytes.len()).sum();
+        if !self.held.is_empty() && held + bytes.len() > MAX_BACKLOG {
+            // Behind a held reply, a flood is dropped (and said), not kept.
+            self.transcript.event(Event::Note { text: format!("{} client-bound byte(s) dropped behind a held reply ({held} held)", bytes.len()) });
             return;
         }
         if self.held.is_empty() {
