@@ -20,8 +20,8 @@
 //!
 //! Each case runs through the engine's `run_case` and is gated by the
 //! library's `gate` (the same as `run`). Tests in one process share one
-//! agent (they run one at a time unless `--test-threads` says otherwise,
-//! and then each thread... still shares it, in turn). Under nextest each
+//! agent, one case at a time (with `--test-threads` above 1 they take turns
+//! on it). Under nextest each
 //! test is a process of its own: it starts its own agent, but the start-up
 //! probe's profile is cached on disk per agent and transport, so only the
 //! first process probes.

@@ -44,6 +44,8 @@ pub const PARTIAL_FLUSH: Duration = Duration::from_millis(20);
 const MAX_BUFFERED: usize = 1 << 20;
 /// Client-bound bytes kept while no client is connected.
 const MAX_BACKLOG: usize = 1 << 20;
+/// Requests logged per case; a client flooding more is not graded on them.
+const MAX_REQUESTS: usize = 10_000;
 
 /// Who wrote a request onto the agent's link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,6 +423,26 @@ impl Pump {
                     let Some(execute) = m.get("execute").and_then(Value::as_str) else { continue };
                     let sync_id = if execute.starts_with("guest-sync") { m.get("arguments").and_then(|a| a.get("id")).cloned() } else { None };
                     self.gated |= writer == Writer::Client;
+                    if self.requests.len() >= MAX_REQUESTS {
+                        // A flood of requests: the bytes still go on, the
+                        // log stops (attribution walks it per reply).
+                        if self.requests.len() == MAX_REQUESTS {
+                            self.transcript.event(Event::Note { text: format!("more than {MAX_REQUESTS} requests in one case: later ones are not logged") });
+                            self.requests.push(SeenRequest {
+                                seq: self.transcript.mark(),
+                                at: Instant::now(),
+                                writer,
+                                execute: "(not logged)".into(),
+                                id: None,
+                                sync_id: None,
+                                flush_before: false,
+                                newline: Some(true),
+                                reply: None,
+                                lost: true,
+                            });
+                        }
+                        continue;
+                    }
                     self.requests.push(SeenRequest {
                         seq: self.transcript.mark(),
                         at: Instant::now(),
@@ -746,8 +768,7 @@ impl Pump {
     /// Write to the client now, or keep the bytes for the next client.
     async fn write_client(&mut self, bytes: &[u8], origin: Origin) {
         let Some(conn) = self.client.as_mut() else {
-            let room = MAX_BACKLOG.saturating_sub(self.backlog.len());
-            self.backlog.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            self.keep_for_next_client(bytes);
             return;
         };
         conn.set_origin(Some(origin));
@@ -757,13 +778,23 @@ impl Pump {
             Ok(()) => {}
             Err(SendError::Timeout { written, .. }) => {
                 self.transcript.event(Event::Note { text: "the client is not reading: the rest waits for it".into() });
-                self.backlog.extend_from_slice(&bytes[written..]);
+                self.keep_for_next_client(&bytes[written..]);
             }
             Err(_) => {
                 self.client = None;
-                self.backlog.extend_from_slice(bytes);
+                self.keep_for_next_client(bytes);
             }
         }
+    }
+
+    /// Client-bound bytes no client took, kept (up to [`MAX_BACKLOG`]; the
+    /// rest is dropped and said) for the next connection.
+    fn keep_for_next_client(&mut self, bytes: &[u8]) {
+        let room = MAX_BACKLOG.saturating_sub(self.backlog.len());
+        if bytes.len() > room {
+            self.transcript.event(Event::Note { text: format!("{} client-bound byte(s) dropped: the backlog is full", bytes.len() - room) });
+        }
+        self.backlog.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     /// Everything held, released now (the case is over).
