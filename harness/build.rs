@@ -1,5 +1,10 @@
 //! Embeds the catalogue (../cases/*.toml) in the binary, so `qga-harness run`
 //! works from anywhere without the source tree. `--cases DIR` overrides it.
+//!
+//! Also builds the VM guests' init (../guest-init) as a static executable
+//! and embeds it: a guest image needs it wherever the harness runs, and a
+//! static init needs nothing from the guest's C library. One rustc call,
+//! not cargo: it has no dependencies, and crt-static must apply to it alone.
 
 use std::fmt::Write;
 
@@ -18,4 +23,20 @@ fn main() {
     }
     code.push_str("];\n");
     std::fs::write(std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("embedded_cases.rs"), code).unwrap();
+    build_guest_init();
+}
+
+fn build_guest_init() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-init/src");
+    println!("cargo:rerun-if-changed={}", src.display());
+    let out = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("qga-guest-init");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let status = std::process::Command::new(rustc)
+        .args(["--edition", "2021", "--crate-name", "qga_guest_init", "-O", "-C", "target-feature=+crt-static", "-C", "panic=abort", "-C", "strip=symbols"])
+        .arg(src.join("main.rs"))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("run rustc for the guest init");
+    assert!(status.success(), "building the static guest init (guest-init/src/main.rs) failed");
 }

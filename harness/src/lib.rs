@@ -33,4 +33,5 @@ pub mod session;
 pub mod transcript;
 pub mod transport;
 pub mod verdict;
+pub mod vm;
 pub mod wire;

@@ -78,12 +78,25 @@ pub struct AgentArgs {
     /// Wait from spawn to the first answered sync, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     startup_timeout_ms: u64,
-    /// Total budget for one resync, in milliseconds [default: 1000; fuzz: 250].
+    /// Total budget for one resync, in milliseconds [default: 1000; fuzz: 250;
+    /// vm-*: 4000].
     #[arg(long)]
     resync_budget_ms: Option<u64>,
+    /// How long one write may block (an agent that does not read), in
+    /// milliseconds [default: 250; vm-*: 5000, since an emulated ISA serial
+    /// port takes in about 113 KiB/s].
+    #[arg(long)]
+    send_timeout_ms: Option<u64>,
     /// Channel bytes kept in the transcript.
     #[arg(long, default_value_t = 1 << 20)]
     transcript_cap: usize,
+    /// vm-*: the accelerator (auto: KVM when /dev/kvm boots a guest, probed
+    /// once per host boot; else TCG).
+    #[arg(long, value_enum, default_value_t = qga_harness::vm::AccelChoice::Auto)]
+    vm_accel: qga_harness::vm::AccelChoice,
+    /// vm-*: from QEMU's start to the guest init's hello, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    vm_boot_timeout_ms: u64,
 }
 
 /// Which cases.
@@ -319,9 +332,21 @@ impl AgentArgs {
             return Err(format!("agent program not found: {}", template.program()));
         }
         let mut config = SessionConfig::new(template, self.transport);
+        // A guest's agent runs under emulation, behind emulated devices: the
+        // defaults leave room for that, so a slow but correct path never
+        // FAILs on timing alone (the user's flags still win).
+        let vm = self.transport.vm().is_some();
+        let (reply, resync, send) = if vm {
+            (reply.max(Duration::from_millis(1000)), resync.max(Duration::from_millis(4000)), Duration::from_millis(5000))
+        } else {
+            (reply, resync, config.client.send_timeout)
+        };
         config.client.reply_timeout = self.reply_timeout_ms.map_or(reply, Duration::from_millis);
         config.client.resync.budget = self.resync_budget_ms.map_or(resync, Duration::from_millis);
+        config.client.send_timeout = self.send_timeout_ms.map_or(send, Duration::from_millis);
         config.startup_timeout = Duration::from_millis(self.startup_timeout_ms);
+        config.vm.accel = self.vm_accel;
+        config.vm.boot_timeout = Duration::from_millis(self.vm_boot_timeout_ms);
         Ok(config)
     }
 
@@ -336,7 +361,7 @@ fn reference_agent(transport: TransportKind) -> Result<AgentTemplate, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     let mut words = vec![exe.to_string_lossy().into_owned(), "ref-agent".to_owned()];
     match transport {
-        TransportKind::Pty => words.extend(["--path".into(), "{path}".into()]),
+        TransportKind::Pty | TransportKind::VmVirtio | TransportKind::VmIsa => words.extend(["--path".into(), "{path}".into()]),
         TransportKind::UnixListen => words.extend(["--unix-listen".into(), "{path}".into()]),
         TransportKind::Socketpair => {}
     }
@@ -643,6 +668,9 @@ async fn client_cmd(args: ClientArgs) -> ExitCode {
         reply_timeout_ms: None,
         startup_timeout_ms: args.startup_timeout_ms,
         resync_budget_ms: None,
+        send_timeout_ms: None,
+        vm_accel: qga_harness::vm::AccelChoice::Auto,
+        vm_boot_timeout_ms: 30_000,
         transcript_cap: args.transcript_cap,
     };
     let mut agent = match agent_args.session_config() {

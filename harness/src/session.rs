@@ -6,7 +6,7 @@
 //! restarts the agent on the *same* channel, which is the situation the
 //! protocol's resync exists for. Everything it does goes into the transcript.
 
-use crate::agent::{AgentProcess, AgentTemplate, SpawnError};
+use crate::agent::{AgentProcess, AgentTemplate, Peer, SpawnError};
 use crate::client::{diagnose, resync, ClientOptions, Profile, ResyncError, ResyncPolicy, Resynced};
 use crate::connection::Connection;
 use crate::transcript::{Event, Transcript};
@@ -16,6 +16,9 @@ use std::io;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Printable garbage the VM transports' start-up answers, to measure how
+/// fast the guest writes error floods.
+const GARBAGE_PROBE: usize = 1024;
 /// How often to retry connect() while a unix-listen agent starts.
 const CONNECT_RETRY: Duration = Duration::from_micros(200);
 /// Each readiness round; between rounds the session checks that the agent is
@@ -35,6 +38,8 @@ pub struct SessionConfig {
     pub term_grace: Duration,
     /// Unconsumed input the connection may hold.
     pub max_buffered: usize,
+    /// For the VM transports: kernel, cache, accelerator, boot budget.
+    pub vm: crate::vm::VmOptions,
 }
 
 impl SessionConfig {
@@ -46,6 +51,7 @@ impl SessionConfig {
             startup_timeout: Duration::from_secs(2),
             term_grace: Duration::from_millis(100),
             max_buffered: 1 << 20,
+            vm: crate::vm::VmOptions::default(),
         }
     }
 }
@@ -66,6 +72,21 @@ pub enum SessionError {
     NotReady { waited: Duration, detail: String },
     #[error("no agent is running")]
     NoAgent,
+    #[error(transparent)]
+    Vm(#[from] crate::vm::VmError),
+}
+
+/// An agent program as an absolute path: as given when it names one, else
+/// found on PATH (and in the sbin directories, where qemu-ga lives).
+fn resolve_program(program: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        return std::path::absolute(program).ok().filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(std::path::PathBuf::from))
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
 }
 
 /// `conn` with the deny-list installed: nothing the harness writes on it,
@@ -82,8 +103,11 @@ pub struct Session {
     transcript: Transcript,
     transport: Transport,
     conn: Option<Connection>,
-    agent: Option<AgentProcess>,
+    agent: Option<Peer>,
     instances: u32,
+    /// For the VM transports: the kernel and image, prepared at the first
+    /// boot and reused by every later one (a fresh channel is a new VM).
+    vm_prepared: Option<crate::vm::Prepared>,
     /// The guard of every connection the session opens: one stream across
     /// reconnects, since an agent may keep its parser state for the next client.
     deny: DenyList,
@@ -97,8 +121,19 @@ impl Session {
     /// caller's, so it survives a failed start.
     pub async fn start(config: SessionConfig, transcript: Transcript) -> Result<(Session, Profile), SessionError> {
         let mut session = Session::launch(config, transcript, None).await?;
-        let profile = session.probe().await?;
+        let mut profile = session.probe().await?;
         profile.apply(&mut session.config.client);
+        if session.vm().is_some() {
+            // The garbage cases' budgets follow this (engine::Grading).
+            let garbage = crate::engine::garbage(GARBAGE_PROBE, 0x9a4ba6e, crate::case::step::GarbageKind::Printable);
+            let client = session.config.client.clone();
+            let conn = session.conn()?;
+            if let Some(us) = diagnose::measure_garbage_answer(conn, &client, &garbage).await {
+                profile.pace.garbage_in = GARBAGE_PROBE as u64;
+                profile.pace.garbage_us = us;
+                session.transcript.event(Event::Note { text: format!("{GARBAGE_PROBE} bytes of garbage answered in {us} µs") });
+            }
+        }
         Ok((session, profile))
     }
 
@@ -120,7 +155,7 @@ impl Session {
         let kind = config.transport;
         let transport = Transport::open(kind).map_err(|source| SessionError::Transport { kind, source })?;
         let deny = DenyList::new();
-        let mut session = Session { config, transcript, transport, conn: None, agent: None, instances: 0, deny };
+        let mut session = Session { config, transcript, transport, conn: None, agent: None, instances: 0, vm_prepared: None, deny };
         if let Some(p) = profile {
             p.apply(&mut session.config.client);
         }
@@ -239,13 +274,24 @@ impl Session {
         self.conn.as_mut().ok_or(SessionError::NoAgent)
     }
 
-    pub fn agent(&mut self) -> Option<&mut AgentProcess> {
+    pub fn agent(&mut self) -> Option<&mut Peer> {
         self.agent.as_mut()
+    }
+
+    /// The VM the agent runs in, for the VM transports.
+    pub fn vm(&self) -> Option<&crate::vm::GuestVm> {
+        match &self.agent {
+            Some(Peer::Guest(vm)) => Some(vm),
+            _ => None,
+        }
     }
 
     /// Spawn a new agent instance on the channel (connecting, for
     /// unix-listen). Does not wait for it to answer: see [`Session::wait_ready`].
     pub async fn start_agent(&mut self) -> Result<(), SessionError> {
+        if let Some(kind) = self.transport.kind().vm() {
+            return self.start_guest_agent(kind).await;
+        }
         if let Some(mut old) = self.agent.take() {
             old.kill().await;
         }
@@ -261,11 +307,71 @@ impl Session {
         let argv = self.config.template.expand(self.transport.agent_path().filter(|_| uses_path), statedir.path());
         let stdio = if uses_path { None } else { self.transport.agent_stdio() };
         let agent = AgentProcess::spawn(argv, stdio, Some(statedir), self.transcript.clone())?;
-        self.agent = Some(agent);
+        self.agent = Some(Peer::Local(agent));
         if !self.transport.is_persistent() {
             self.conn = None;
             self.connect().await?;
         }
+        Ok(())
+    }
+
+    /// The VM transports: boot the guest the first time (connecting to
+    /// QEMU's chardev socket before the guest runs, so no byte is missed),
+    /// then start the agent inside through the control port. Later starts
+    /// stop the old instance and start a new one in the same guest: the
+    /// channel, and whatever it holds, stays.
+    async fn start_guest_agent(&mut self, kind: crate::vm::VmKind) -> Result<(), SessionError> {
+        if self.instances > 0 {
+            self.transcript.event(Event::Restart);
+        }
+        self.instances += 1;
+        let up = match self.agent.as_mut() {
+            Some(Peer::Guest(vm)) => vm.is_up(),
+            _ => false,
+        };
+        let vm = match self.agent.as_mut() {
+            Some(Peer::Guest(vm)) if up => {
+                vm.stop(None).await;
+                vm
+            }
+            _ => {
+                self.agent = None;
+                let prepared = match &self.vm_prepared {
+                    Some(p) => p.clone(),
+                    None => {
+                        let program = resolve_program(self.config.template.program())
+                            .ok_or_else(|| SpawnError::NotFound(self.config.template.program().to_owned()))?;
+                        let p = crate::vm::prepare(&program, &self.config.vm)?;
+                        self.transcript.event(Event::Note {
+                            text: format!(
+                                "guest image {} ({} KiB, {}); kernel {}",
+                                p.image.key,
+                                p.image.bytes / 1024,
+                                if p.image.built { "built" } else { "cached" },
+                                p.kernel.release
+                            ),
+                        });
+                        self.vm_prepared = Some(p.clone());
+                        p
+                    }
+                };
+                let (vm, duplex) = crate::vm::boot(kind, &prepared, &self.config.vm, self.transcript.clone()).await?;
+                self.conn = Some(self.new_connection(duplex));
+                self.agent = Some(Peer::Guest(Box::new(vm)));
+                match self.agent.as_mut() {
+                    Some(Peer::Guest(vm)) => vm,
+                    _ => unreachable!(),
+                }
+            }
+        };
+        let statedir = vm.next_statedir();
+        let path = std::path::PathBuf::from(&vm.agent_path);
+        let mut argv = self.config.template.expand(Some(&path), std::path::Path::new(&statedir));
+        // The image holds the agent at its absolute host path.
+        if let Some(abs) = resolve_program(&argv[0]) {
+            argv[0] = abs.display().to_string();
+        }
+        vm.start(&argv, &statedir).await?;
         Ok(())
     }
 
@@ -361,9 +467,23 @@ impl Session {
     }
 
     /// Close the connection and open a new one to the same agent
-    /// (unix-listen): a new client on a channel whose agent keeps its parser
-    /// state. On persistent channels there is nothing to reconnect.
+    /// (unix-listen, or QEMU's chardev socket for a VM): a new client on a
+    /// channel whose agent keeps its parser state. On a pty or socketpair
+    /// there is nothing to reconnect.
     pub async fn reconnect(&mut self) -> Result<(), SessionError> {
+        if let Some(vm) = self.vm() {
+            let path = vm.agent_socket();
+            self.conn = None;
+            self.transcript.event(Event::Note { text: "client disconnected".into() });
+            let s = tokio::net::UnixStream::connect(&path).await.map_err(|e| SessionError::Connect {
+                path: path.display().to_string(),
+                waited: Duration::ZERO,
+                last_error: e.to_string(),
+            })?;
+            self.transcript.event(Event::Connect { detail: format!("{} (QEMU chardev)", path.display()) });
+            self.conn = Some(self.new_connection(crate::transport::Duplex::socket(s)));
+            return Ok(());
+        }
         if self.transport.is_persistent() {
             return Ok(());
         }
@@ -397,5 +517,8 @@ impl Session {
     /// Stop the agent (SIGTERM, then SIGKILL) and close the session.
     pub async fn shutdown(mut self) {
         self.terminate_agent().await;
+        if let Some(Peer::Guest(vm)) = self.agent.take() {
+            vm.shutdown().await;
+        }
     }
 }

@@ -91,6 +91,10 @@ pub fn transport_problem(template: &AgentTemplate, transport: TransportKind) -> 
                 .into(),
         ),
         TransportKind::UnixListen if !template.uses_path() => Some("--transport unix-listen needs {path} in the agent template".into()),
+        TransportKind::VmVirtio | TransportKind::VmIsa if !template.uses_path() => Some(format!(
+            "--transport {transport} runs the agent in a VM guest, where {{path}} is its port ({}): put {{path}} in the agent template",
+            if transport == TransportKind::VmVirtio { "the virtio port named org.qemu.guest_agent.0" } else { "/dev/ttyS1" }
+        )),
         _ => None,
     }
 }
@@ -107,6 +111,12 @@ fn qemu_ga_problem(args: &[String], uses_path: bool, transport: TransportKind) -
         (Some(m), TransportKind::UnixListen) if serial(m) => Some(format!(
             "qemu-ga's -m {m} opens -p as a serial device, but --transport unix-listen expects the agent to listen on a socket there: \
              use --transport pty, or -m unix-listen"
+        )),
+        (Some(m), TransportKind::VmVirtio) if m != "virtio-serial" => Some(format!(
+            "--transport vm-virtio gives the agent a virtio-serial port: use qemu-ga's -m virtio-serial, not -m {m}"
+        )),
+        (Some(m), TransportKind::VmIsa) if m != "isa-serial" => Some(format!(
+            "--transport vm-isa gives the agent the guest's /dev/ttyS1: use qemu-ga's -m isa-serial, not -m {m}"
         )),
         (Some("vsock-listen"), _) => Some(
             "qemu-ga's -m vsock-listen listens on a vsock port, and the harness has no vsock transport: \

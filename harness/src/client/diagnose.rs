@@ -152,6 +152,37 @@ pub struct Pace {
     /// How much slower than a brisk agent: 1.0 for qemu-ga; budgets are
     /// multiplied by it.
     pub factor: f64,
+    /// Garbage answered at start-up (VM transports only): this many bytes
+    /// of printable garbage took this long to be answered, to the last error
+    /// line. 0 = not measured. An emulated guest CPU writes error floods far
+    /// slower than its guest-info reply suggests.
+    #[serde(default)]
+    pub garbage_in: u64,
+    #[serde(default)]
+    pub garbage_us: u64,
+}
+
+/// How long `garbage_in` bytes of printable garbage take to be answered:
+/// from the write to the last byte of the agent's error output, in µs. The
+/// channel is resynced afterwards. None when the agent does not resync.
+pub async fn measure_garbage_answer(conn: &mut Connection, client: &ClientOptions, garbage: &[u8]) -> Option<u64> {
+    let start = Instant::now();
+    conn.send_discarding(garbage, Instant::now() + client.send_timeout).await.ok()?;
+    conn.send_discarding(b"\n", Instant::now() + client.send_timeout).await.ok()?;
+    let quiet = Duration::from_millis(50);
+    let end = Instant::now() + client.reply_timeout * 10;
+    let mut last = start;
+    loop {
+        match conn.fill(end.min(Instant::now() + quiet)).await {
+            Ok(Fill::Data(_)) | Ok(Fill::Full) => {
+                last = Instant::now();
+                conn.clear();
+            }
+            _ => break,
+        }
+    }
+    resync(conn, &client.resync, client).await.ok()?;
+    Some(last.duration_since(start).as_micros() as u64)
 }
 
 /// A reply related to one of our sync ids, and how it was framed.
@@ -187,7 +218,10 @@ enum Seen {
 
 /// Walk `buf` and find the first reply that answers one of `ids`, with its
 /// framing, or the error replies there are.
-fn analyse(buf: &[u8], ids: &[i64]) -> (Option<Answer>, Vec<Vec<u8>>) {
+/// `sent` is what the probe wrote: a frame that is a piece of it is our
+/// own request echoed back (a guest's serial port echoes input until the
+/// agent sets raw mode), neither an answer nor an error.
+fn analyse(buf: &[u8], ids: &[i64], sent: &[u8]) -> (Option<Answer>, Vec<Vec<u8>>) {
     let mut errors = Vec::new();
     let mut at = 0;
     let mut gap_start = 0;
@@ -220,6 +254,7 @@ fn analyse(buf: &[u8], ids: &[i64]) -> (Option<Answer>, Vec<Vec<u8>>) {
                             return (Some(Answer { id, how, sentinel, text: text.to_vec() }), errors);
                         }
                     }
+                    Ok(Reply::Error { .. }) | Err(_) if is_echo(text, sent) => {}
                     Ok(Reply::Error { .. }) | Err(_) => errors.push(text.to_vec()),
                 }
                 at = e;
@@ -233,6 +268,10 @@ fn analyse(buf: &[u8], ids: &[i64]) -> (Option<Answer>, Vec<Vec<u8>>) {
     (None, errors)
 }
 
+fn is_echo(text: &[u8], sent: &[u8]) -> bool {
+    !text.is_empty() && text.len() <= sent.len() && sent.windows(text.len()).any(|w| w == text)
+}
+
 /// Send sync requests in `mode` (each with a new id) until something
 /// answers one of them, errors come, or `budget` runs out. Attempt waits
 /// start at a millisecond (qemu-ga's isa-serial drops input that arrives
@@ -244,6 +283,7 @@ async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, bud
     let mut seen = Vec::new();
     let mut wait = Duration::from_millis(1);
     let mut errors_since = None;
+    let mut sent = Vec::new();
     conn.clear();
     while Instant::now() < end {
         // A dead agent answers nothing; no need to wait out the budget.
@@ -252,7 +292,9 @@ async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, bud
         }
         let id = if probe_ids { opts.ids.probe_id() } else { opts.ids.sync_id() };
         ids.push(id);
-        match conn.send_discarding(&super::resync::sync_request_bytes_for(mode, id), end.min(Instant::now() + opts.send_timeout)).await {
+        let request = super::resync::sync_request_bytes_for(mode, id);
+        sent.extend_from_slice(&request);
+        match conn.send_discarding(&request, end.min(Instant::now() + opts.send_timeout)).await {
             Ok(_) => {}
             Err(crate::connection::SendError::Closed) => return Ok(Seen::Closed),
             Err(crate::connection::SendError::Io(e)) if matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) => return Ok(Seen::Closed),
@@ -272,7 +314,7 @@ async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, bud
                     // Only the tail can hold something new: a flood must not
                     // be scanned again from the start on every read.
                     let from = seen.len().saturating_sub(n + opts.max_reply_len.min(64 << 10));
-                    let (answer, errors) = analyse(&seen[from..], &ids);
+                    let (answer, errors) = analyse(&seen[from..], &ids, &sent);
                     if let Some(mut a) = answer {
                         // A sentinel that comes after the JSON: give it a moment.
                         if a.sentinel == Placement::None {
@@ -280,7 +322,7 @@ async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, bud
                             if let Ok(Fill::Data(_)) = conn.fill(quiet).await {
                                 seen.extend_from_slice(conn.buffered());
                                 conn.clear();
-                                a = analyse(&seen, &ids).0.unwrap_or(a);
+                                a = analyse(&seen, &ids, &sent).0.unwrap_or(a);
                             }
                         }
                         return Ok(Seen::Answer(a));
@@ -301,12 +343,12 @@ async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, bud
         // answer this way: three attempts after the first error settle it.
         if let Some(t) = errors_since {
             if ids.len() >= 3 && t.elapsed() > Duration::from_millis(2) {
-                let (_, errors) = analyse(&seen, &ids);
+                let (_, errors) = analyse(&seen, &ids, &sent);
                 return Ok(Seen::Errors(errors));
             }
         }
     }
-    let (_, errors) = analyse(&seen, &ids);
+    let (_, errors) = analyse(&seen, &ids, &sent);
     Ok(if errors.is_empty() { Seen::Nothing(seen) } else { Seen::Errors(errors) })
 }
 
@@ -774,22 +816,34 @@ mod tests {
     #[test]
     fn analyse_names_the_sentinel_placement_and_id_form() {
         let ids = [18014398509481985i64];
-        let (a, _) = analyse(b"\xff{\"return\": 18014398509481985}\n", &ids);
+        let (a, _) = analyse(b"\xff{\"return\": 18014398509481985}\n", &ids, &[]);
         let a = a.unwrap();
         assert_eq!((a.sentinel, a.how), (Placement::Right, IdMatch::Exact));
-        let (a, _) = analyse(b"{\"return\": 18014398509481984.0}\n", &ids);
+        let (a, _) = analyse(b"{\"return\": 18014398509481984.0}\n", &ids, &[]);
         let a = a.unwrap();
         assert_eq!((a.sentinel, a.how), (Placement::None, IdMatch::Rounded));
-        let (a, _) = analyse(b"{\"return\": 18014398509481985}\xff\n", &ids);
+        let (a, _) = analyse(b"{\"return\": 18014398509481985}\xff\n", &ids, &[]);
         assert_eq!(a.unwrap().sentinel, Placement::After);
-        let (a, _) = analyse(b"\xc3\xbf{\"return\": 18014398509481985}\n", &ids);
+        let (a, _) = analyse(b"\xc3\xbf{\"return\": 18014398509481985}\n", &ids, &[]);
         assert_eq!(a.unwrap().sentinel, Placement::Utf8);
-        let (a, errors) = analyse(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}}\n\xff{\"return\": 5}\n", &ids);
+        let (a, errors) = analyse(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}}\n\xff{\"return\": 5}\n", &ids, &[]);
         assert!(a.is_none());
         assert_eq!(errors.len(), 1);
         let truncated = [(1i64 << 32) + 77];
-        let (a, _) = analyse(b"\xff{\"return\": 77}\n", &truncated);
+        let (a, _) = analyse(b"\xff{\"return\": 77}\n", &truncated, &[]);
         assert_eq!(a.unwrap().how, IdMatch::Truncated32);
+    }
+
+    #[test]
+    fn an_echo_of_our_own_request_is_not_an_error_reply() {
+        // A guest's ttyS1 echoes input until the agent sets raw mode.
+        let sent = b"\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":9}}\n";
+        let (a, errors) = analyse(sent, &[9], sent);
+        assert!(a.is_none());
+        assert!(errors.is_empty(), "{errors:?}");
+        // The same bytes, not sent by us, are an error the probe reports.
+        let (_, errors) = analyse(sent, &[9], b"");
+        assert_eq!(errors.len(), 1);
     }
 
     #[test]

@@ -239,9 +239,19 @@ impl Grading {
     /// Only for an agent measured slow (pace factor above 1), and rounded
     /// down to a power of two, so that runs against the same agent cut the
     /// same garbage (a seed repeats the run).
+    /// Where the start-up measured garbage being answered (VM transports),
+    /// that measurement sets the cap, whatever the pace factor.
     fn garbage_cap(&self) -> usize {
-        let cap = self.output_rate() * 4.0 / 40.0;
-        if self.factor <= 1.0 || !cap.is_finite() {
+        let p = &self.profile.pace;
+        let cap = if p.garbage_us > 0 && p.garbage_in > 0 {
+            // Two seconds of answering: within the garbage cases' resync budgets.
+            p.garbage_in as f64 * 2e6 / p.garbage_us as f64
+        } else if self.factor <= 1.0 {
+            return usize::MAX;
+        } else {
+            self.output_rate() * 4.0 / 40.0
+        };
+        if !cap.is_finite() {
             return usize::MAX;
         }
         let cap = (cap as usize).max(128);
@@ -820,7 +830,7 @@ async fn wait_for_bytes(conn: &mut crate::connection::Connection, n: usize, limi
     Ok(())
 }
 
-pub(crate) fn garbage(len: usize, seed: u64, kind: GarbageKind) -> Vec<u8> {
+pub fn garbage(len: usize, seed: u64, kind: GarbageKind) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..len)
         .map(|_| match kind {

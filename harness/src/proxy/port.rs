@@ -38,9 +38,9 @@ impl ClientPort {
                 Ok(ClientPort::UnixListen { _dir: dir, path, listener })
             }
             TransportKind::Pty => Ok(ClientPort::Pty { pty: Pty::open()? }),
-            TransportKind::Socketpair => Err(io::Error::new(
+            TransportKind::Socketpair | TransportKind::VmVirtio | TransportKind::VmIsa => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "a client under test is given a path: use --transport unix-listen or pty",
+                "a client under test is given a path: use --transport unix-listen or pty (the agent behind may run in a VM: --agent-transport vm-virtio)",
             )),
         }
     }

@@ -10,6 +10,9 @@
 //!   the host side of a serial port and outlives any one agent.
 //! - [`socketpair`]: the agent's stdin/stdout is one end of a socketpair.
 //! - [`unix`]: the agent listens on a unix socket; the harness connects.
+//! - `vm-virtio`, `vm-isa`: the agent runs in a QEMU guest; the harness
+//!   connects to QEMU's chardev socket for the guest's virtio-serial port or
+//!   second ISA serial port ([`crate::vm`] boots the guest and owns that link).
 
 pub mod pty;
 pub mod socketpair;
@@ -31,6 +34,8 @@ pub enum TransportKind {
     Pty,
     Socketpair,
     UnixListen,
+    VmVirtio,
+    VmIsa,
 }
 
 impl fmt::Display for TransportKind {
@@ -39,12 +44,60 @@ impl fmt::Display for TransportKind {
             TransportKind::Pty => "pty",
             TransportKind::Socketpair => "socketpair",
             TransportKind::UnixListen => "unix-listen",
+            TransportKind::VmVirtio => "vm-virtio",
+            TransportKind::VmIsa => "vm-isa",
         })
     }
 }
 
 impl TransportKind {
-    pub const ALL: [TransportKind; 3] = [TransportKind::Pty, TransportKind::Socketpair, TransportKind::UnixListen];
+    pub const ALL: [TransportKind; 5] =
+        [TransportKind::Pty, TransportKind::Socketpair, TransportKind::UnixListen, TransportKind::VmVirtio, TransportKind::VmIsa];
+
+    /// The VM device, for the transports that run the agent in a guest.
+    pub fn vm(self) -> Option<crate::vm::VmKind> {
+        match self {
+            TransportKind::VmVirtio => Some(crate::vm::VmKind::Virtio),
+            TransportKind::VmIsa => Some(crate::vm::VmKind::Isa),
+            _ => None,
+        }
+    }
+
+    /// What a channel of this kind can do, for cases that need it (see
+    /// [`ChannelCapability`]).
+    pub fn has(self, cap: ChannelCapability) -> bool {
+        use ChannelCapability::*;
+        use TransportKind::*;
+        match cap {
+            // The harness's end outlives the agent: bytes either side left
+            // in the channel are there for the next agent.
+            PersistentChannel => matches!(self, Pty | Socketpair | VmVirtio | VmIsa),
+            // The harness can hang up and connect again while the agent
+            // runs on (a listening socket, or QEMU's chardev socket).
+            Reconnect => matches!(self, UnixListen | VmVirtio | VmIsa),
+            // The agent runs on this host: signals and kill-after-N-bytes
+            // land within microseconds of the harness's decision.
+            LocalProcess => matches!(self, Pty | Socketpair | UnixListen),
+        }
+    }
+}
+
+/// What a case may need of the channel, instead of naming transports: a
+/// case runs wherever its capabilities hold, so a new transport takes the
+/// cases it can serve without editing the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelCapability {
+    PersistentChannel,
+    Reconnect,
+    LocalProcess,
+}
+
+impl ChannelCapability {
+    /// The transports that have it, for reports.
+    pub fn transports(self) -> Vec<TransportKind> {
+        TransportKind::ALL.into_iter().filter(|t| t.has(self)).collect()
+    }
 }
 
 /// How long to wait before reading a pty master again after EIO. EIO there
@@ -175,6 +228,9 @@ pub enum Transport {
     Pty(pty::Pty),
     Socketpair(socketpair::SocketPair),
     UnixListen(unix::UnixListen),
+    /// The agent's channel is QEMU's chardev socket, which exists once the
+    /// guest boots: the session gets it from [`crate::vm::GuestVm::boot`].
+    Vm(TransportKind),
 }
 
 impl Transport {
@@ -184,6 +240,7 @@ impl Transport {
             TransportKind::Pty => Transport::Pty(pty::Pty::open()?),
             TransportKind::Socketpair => Transport::Socketpair(socketpair::SocketPair::open()?),
             TransportKind::UnixListen => Transport::UnixListen(unix::UnixListen::new()?),
+            TransportKind::VmVirtio | TransportKind::VmIsa => Transport::Vm(kind),
         })
     }
 
@@ -192,6 +249,7 @@ impl Transport {
             Transport::Pty(_) => TransportKind::Pty,
             Transport::Socketpair(_) => TransportKind::Socketpair,
             Transport::UnixListen(_) => TransportKind::UnixListen,
+            Transport::Vm(kind) => *kind,
         }
     }
 
@@ -201,6 +259,7 @@ impl Transport {
             Transport::Pty(p) => Some(p.slave_path()),
             Transport::Socketpair(_) => None,
             Transport::UnixListen(u) => Some(u.path()),
+            Transport::Vm(_) => None,
         }
     }
 
@@ -210,14 +269,14 @@ impl Transport {
         match self {
             Transport::Pty(p) => Some(p.slave_fd()),
             Transport::Socketpair(s) => Some(s.agent_fd()),
-            Transport::UnixListen(_) => None,
+            Transport::UnixListen(_) | Transport::Vm(_) => None,
         }
     }
 
     /// True when the harness's end survives agent restarts (pty,
     /// socketpair); false when each agent instance needs a new connection.
     pub fn is_persistent(&self) -> bool {
-        !matches!(self, Transport::UnixListen(_))
+        self.kind().has(ChannelCapability::PersistentChannel)
     }
 
     /// The harness's end of a persistent channel. Taken once: the connection
@@ -226,7 +285,7 @@ impl Transport {
         match self {
             Transport::Pty(p) => p.take_master().map(Some),
             Transport::Socketpair(s) => s.take_harness_end().map(Some),
-            Transport::UnixListen(_) => Ok(None),
+            Transport::UnixListen(_) | Transport::Vm(_) => Ok(None),
         }
     }
 

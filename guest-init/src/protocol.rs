@@ -1,0 +1,94 @@
+//! The control protocol between the harness and the guest's init, one line
+//! per message, over a virtio-serial port of its own (never the agent's).
+//!
+//! Host to guest:
+//! - `start STATEDIR ARG...` (every word hex-encoded): start the agent with
+//!   this argv in a fresh, empty STATEDIR; answered `started PID`.
+//! - `kill` / `term`: SIGKILL / SIGTERM the agent's process group; answered
+//!   `ok`, then the agent's `exit` event once it is reaped.
+//! - `status`: answered `running PID`, `exited PID HOW N` or `none`.
+//! - `poweroff`: kill the agent and power the guest off.
+//!
+//! Guest to host:
+//! - `hello AGENT_PATH` once, when the agent's port exists;
+//! - `exit PID code N` / `exit PID signal N` when the agent is reaped;
+//! - `stderr PID HEX`: a piece of the agent's stderr (capped per instance);
+//! - `error HEX`: a command failed (the reason, hex-encoded).
+//!
+//! Hex keeps every word free of spaces and newlines whatever bytes an argv
+//! or an agent's stderr holds, with no escaping rules to get wrong.
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    s.as_bytes().chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+}
+
+/// A command from the host.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Start { statedir: String, argv: Vec<String> },
+    Kill,
+    Term,
+    Status,
+    Poweroff,
+}
+
+pub fn parse(line: &str) -> Result<Command, String> {
+    let mut words = line.split_ascii_whitespace();
+    let word = |w: &str| unhex(w).and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| format!("not a hex word: {w}"));
+    match words.next() {
+        Some("start") => {
+            let statedir = word(words.next().ok_or("start needs a state directory")?)?;
+            let argv = words.map(word).collect::<Result<Vec<_>, _>>()?;
+            if argv.is_empty() {
+                return Err("start needs a program".into());
+            }
+            Ok(Command::Start { statedir, argv })
+        }
+        Some("kill") => Ok(Command::Kill),
+        Some("term") => Ok(Command::Term),
+        Some("status") => Ok(Command::Status),
+        Some("poweroff") => Ok(Command::Poweroff),
+        Some(other) => Err(format!("unknown command {other}")),
+        None => Err("empty line".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_any_bytes() {
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(unhex(&hex(&all)).unwrap(), all);
+        assert_eq!(unhex("f"), None);
+        assert_eq!(unhex("zz"), None);
+    }
+
+    #[test]
+    fn start_carries_argv_with_spaces() {
+        let line = format!("start {} {} {}", hex(b"/run/s1"), hex(b"/usr/sbin/qemu-ga"), hex(b"a b\n"));
+        assert_eq!(
+            parse(&line),
+            Ok(Command::Start { statedir: "/run/s1".into(), argv: vec!["/usr/sbin/qemu-ga".into(), "a b\n".into()] })
+        );
+        assert!(parse("start").is_err());
+        assert!(parse(&format!("start {}", hex(b"/s"))).is_err());
+        assert_eq!(parse("kill"), Ok(Command::Kill));
+        assert!(parse("reboot").is_err());
+    }
+}
