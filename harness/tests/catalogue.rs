@@ -49,11 +49,8 @@ fn agents() -> Vec<(String, Kind, String)> {
 /// Cases that do not apply over a socketpair (unix-listen only, say) run
 /// over this transport instead.
 fn transport_for(case: &qga_harness::case::Case) -> TransportKind {
-    if case.transports.is_empty() || case.transports.contains(&TransportKind::Socketpair) {
-        TransportKind::Socketpair
-    } else {
-        case.transports[0]
-    }
+    let local = [TransportKind::Socketpair, TransportKind::Pty, TransportKind::UnixListen];
+    local.into_iter().find(|t| case.applies_to(*t)).expect("every case applies to a local transport")
 }
 
 /// Every case, each over the transport it applies to, in catalogue order.

@@ -13,7 +13,7 @@ pub mod pattern;
 pub mod shard;
 pub mod step;
 
-use crate::transport::TransportKind;
+use crate::transport::{ChannelCapability, TransportKind};
 use crate::verdict::Level;
 use serde::{Deserialize, Serialize};
 pub use step::Step;
@@ -39,8 +39,14 @@ pub struct Case {
     /// Start a new agent instance before the case.
     #[serde(default)]
     pub fresh_agent: bool,
-    /// Transports the case applies to (empty: all). Elsewhere UNSUPPORTED.
-    #[serde(default)]
+    /// What the case needs of the channel (a persistent channel, a
+    /// reconnect, a local process), rather than transport names: it applies
+    /// wherever these hold, VM transports included. Elsewhere UNSUPPORTED.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel: Vec<ChannelCapability>,
+    /// Transports the case applies to (empty: all), for case files that
+    /// must name them. Elsewhere UNSUPPORTED. The catalogue uses `channel`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transports: Vec<TransportKind>,
     /// Budget for the whole case, in milliseconds (default 5000).
     #[serde(default)]
@@ -62,6 +68,30 @@ pub struct Case {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
     pub steps: Vec<Step>,
+}
+
+impl Case {
+    /// Whether the case can run over `transport`: it has every channel
+    /// capability the case needs, and is among its named transports, if any.
+    pub fn applies_to(&self, transport: TransportKind) -> bool {
+        self.channel.iter().all(|c| transport.has(*c)) && (self.transports.is_empty() || self.transports.contains(&transport))
+    }
+
+    /// The transports the case applies to, for reports.
+    pub fn applicable_transports(&self) -> Vec<TransportKind> {
+        TransportKind::ALL.into_iter().filter(|t| self.applies_to(*t)).collect()
+    }
+
+    /// Why the case does not apply to `transport`, in words.
+    pub fn not_applicable(&self, transport: TransportKind) -> Option<String> {
+        if self.applies_to(transport) {
+            return None;
+        }
+        let names: Vec<String> = self.applicable_transports().iter().map(|t| t.to_string()).collect();
+        let caps: Vec<String> = self.channel.iter().filter(|c| !transport.has(**c)).map(|c| c.describe().to_owned()).collect();
+        let why = if caps.is_empty() { String::new() } else { format!(": it needs {}", caps.join(" and ")) };
+        Some(format!("the case does not apply to {transport}{why}; it applies to {}", names.join(", ")))
+    }
 }
 
 /// The commands a client under test runs when a case names none.

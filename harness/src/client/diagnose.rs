@@ -238,7 +238,14 @@ fn analyse(buf: &[u8], ids: &[i64], sent: &[u8]) -> (Option<Answer>, Vec<Vec<u8>
                                 continue;
                             }
                             let gap = &buf[gap_start..s];
-                            let ffs = gap.iter().filter(|&&b| b == SENTINEL).count();
+                            // A 0xFF that starts a piece of our own request is
+                            // an echo (a guest's serial port before the agent
+                            // sets raw mode), not the agent's.
+                            let echoed = |i: usize| {
+                                let k = (gap.len() - i).min(12);
+                                k > 1 && is_echo(&gap[i..i + k], sent)
+                            };
+                            let ffs = gap.iter().enumerate().filter(|&(i, &b)| b == SENTINEL && !echoed(i)).count();
                             let after = buf[e..].iter().find(|b| !matches!(b, b' ' | b'\t'));
                             let sentinel = if gap.last() == Some(&SENTINEL) && ffs == 1 {
                                 Placement::Right
@@ -260,7 +267,15 @@ fn analyse(buf: &[u8], ids: &[i64], sent: &[u8]) -> (Option<Answer>, Vec<Vec<u8>
                 at = e;
                 gap_start = e;
             }
-            Scan::Sentinel { at: i } => at += i + 1,
+            Scan::Sentinel { at: i } => {
+                // A value cut short by a 0xFF (an echoed fragment, a reply
+                // an agent abandoned) is garbage the 0xFF ends: the gap
+                // before the next value starts at that 0xFF.
+                if buf[at..at + i].iter().any(|b| !b.is_ascii_whitespace() && *b != SENTINEL) {
+                    gap_start = at + i;
+                }
+                at += i + 1
+            }
             Scan::Garbage { end } => at += end.max(1),
             Scan::Incomplete { .. } => break,
         }
@@ -328,7 +343,7 @@ async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, bud
                         return Ok(Seen::Answer(a));
                     }
                     if !errors.is_empty() {
-                        errors_since.get_or_insert(Instant::now());
+                        errors_since.get_or_insert((Instant::now(), ids.len()));
                     }
                 }
                 Fill::Full => {
@@ -341,8 +356,11 @@ async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, bud
         }
         // A responsive agent that only ever answers errors is not going to
         // answer this way: three attempts after the first error settle it.
-        if let Some(t) = errors_since {
-            if ids.len() >= 3 && t.elapsed() > Duration::from_millis(2) {
+        // After it, not in all: a channel that is still settling (a guest's
+        // serial port, flushed as the agent opens it) answers the first
+        // attempts with errors about their remains.
+        if let Some((t, n)) = errors_since {
+            if ids.len() >= n + 3 && t.elapsed() > Duration::from_millis(2) {
                 let (_, errors) = analyse(&seen, &ids, &sent);
                 return Ok(Seen::Errors(errors));
             }
@@ -844,6 +862,23 @@ mod tests {
         // The same bytes, not sent by us, are an error the probe reports.
         let (_, errors) = analyse(sent, &[9], b"");
         assert_eq!(errors.len(), 1);
+        // A partial echo before the agent's delimited reply leaves the reply's
+        // sentinel where it belongs.
+        let mut got = sent[..20].to_vec();
+        got.extend_from_slice(b"\xff{\"return\": 9}\n");
+        let (a, _) = analyse(&got, &[9], sent);
+        assert_eq!(a.unwrap().sentinel, Placement::Right);
+        // A value cut short by a 0xFF is garbage, whoever wrote it.
+        let (a, _) = analyse(&got, &[9], b"");
+        assert_eq!(a.unwrap().sentinel, Placement::Right);
+        // An unbalanced fragment, then error lines, then the reply: what a
+        // guest's ttyS1 gave during qemu-ga's start (seen over vm-isa).
+        let got = b"\xff{{\"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}}\n\xff{\"return\": 9}\n";
+        let (a, _) = analyse(got, &[9], sent);
+        assert_eq!(a.unwrap().sentinel, Placement::Right);
+        // Two 0xFF bytes before the reply stay misplaced.
+        let (a, _) = analyse(b"\n\xff\xff{\"return\": 9}\n", &[9], b"");
+        assert_eq!(a.unwrap().sentinel, Placement::Elsewhere);
     }
 
     #[test]

@@ -439,7 +439,7 @@ pub(crate) fn fail_startup(
     };
     for case in cases {
         let mut r = skeleton(case);
-        if !case.transports.is_empty() && !case.transports.contains(&transport) {
+        if let Some(why) = case.not_applicable(transport) {
             // Not applicable here whether or not the agent runs.
             r.outcome = Outcome::Unsupported;
             r.failure = Some(Failure {
@@ -447,7 +447,7 @@ pub(crate) fn fail_startup(
                 stage: Stage::Start,
                 requirement: case.requirement.clone(),
                 expected: "the case applies".into(),
-                actual: format!("the case applies only to {:?}", case.transports),
+                actual: why,
                 transcript: (start_mark, start_mark),
             });
             run.results.push(r);
@@ -538,9 +538,9 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
     };
     let supported = grading.profile.supported_commands.as_deref();
 
-    if !case.transports.is_empty() && !case.transports.contains(&session.transport_kind()) {
+    if let Some(why) = case.not_applicable(session.transport_kind()) {
         r.outcome = Outcome::Unsupported;
-        r.failure = Some(not_run(FailureKind::NotApplicable, "the case applies", format!("the case applies only to {:?}", case.transports)));
+        r.failure = Some(not_run(FailureKind::NotApplicable, "the case applies", why));
         return (r, false);
     }
     if let Some(missing) = supported.and_then(|s| case.needs.iter().find(|n| !s.contains(n))) {

@@ -148,6 +148,7 @@ pub fn client_schedule_case(s: &ClientSchedule, id: &str, title: &str) -> Case {
         tags: vec!["fuzz".into()],
         needs: vec![],
         fresh_agent: false,
+        channel: vec![],
         transports: vec![],
         timeout_ms: None,
         role: Role::Client,

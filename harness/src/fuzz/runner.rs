@@ -116,6 +116,7 @@ pub fn schedule_case(schedule: &Schedule, id: &str, title: &str) -> Case {
         tags: vec!["fuzz".into()],
         needs: vec![],
         fresh_agent: false,
+        channel: vec![],
         transports: vec![],
         timeout_ms: Some(10_000),
         role: Default::default(),

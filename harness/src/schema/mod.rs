@@ -94,6 +94,7 @@ pub fn section() -> Vec<crate::case::Case> {
                 tags: vec!["schema".into()],
                 needs: vec![command.into()],
                 fresh_agent: false,
+                channel: vec![],
                 transports: vec![],
                 timeout_ms: None,
                 role: crate::case::Role::Agent,

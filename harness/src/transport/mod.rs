@@ -94,6 +94,15 @@ pub enum ChannelCapability {
 }
 
 impl ChannelCapability {
+    /// What it means, for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ChannelCapability::PersistentChannel => "a channel that outlives the agent (bytes left in it reach the next agent)",
+            ChannelCapability::Reconnect => "a client that can hang up and connect again while the agent runs",
+            ChannelCapability::LocalProcess => "an agent process on this host",
+        }
+    }
+
     /// The transports that have it, for reports.
     pub fn transports(self) -> Vec<TransportKind> {
         TransportKind::ALL.into_iter().filter(|t| t.has(self)).collect()
