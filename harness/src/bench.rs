@@ -28,12 +28,13 @@ use std::time::{Duration, Instant};
 pub struct BenchArgs {
     #[command(flatten)]
     agent: AgentArgs,
-    /// Round trips and resyncs measured per figure.
+    /// Round trips and resyncs measured per figure (vm-*: pings, at most 500).
     #[arg(long, default_value_t = 2000)]
-    iterations: usize,
-    /// Agent start-ups measured.
+    pub iterations: usize,
+    /// Agent start-ups measured (vm-*: boots, at most 5, and twice as many
+    /// control-port restarts, at most 40).
     #[arg(long, default_value_t = 30)]
-    spawns: usize,
+    pub spawns: usize,
     /// Measure client mode instead: this client template runs a fault-free
     /// client case, against a floor client that exits at once (`true`).
     #[arg(long)]
@@ -102,24 +103,24 @@ async fn measure_client(config: SessionConfig, template: &str, args: &BenchArgs)
     Ok(())
 }
 
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
+pub struct Stats {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub mean: Duration,
 }
 
-fn stats(mut xs: Vec<Duration>) -> Stats {
+pub fn stats(mut xs: Vec<Duration>) -> Stats {
     xs.sort_unstable();
     let n = xs.len().max(1);
     let at = |q: f64| xs.get(((xs.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default();
     Stats { p50: at(0.5), p99: at(0.99), mean: xs.iter().sum::<Duration>() / n as u32 }
 }
 
-fn us(d: Duration) -> f64 {
+pub fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn line(name: &str, s: &Stats) {
+pub fn line(name: &str, s: &Stats) {
     println!("{name:<34} p50 {:>9.1} µs   p99 {:>9.1} µs   mean {:>9.1} µs", us(s.p50), us(s.p99), us(s.mean));
 }
 
@@ -132,9 +133,10 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         }
     };
     println!("agent: {}\ntransport: {}\niterations: {}, spawns: {}", config.template, config.transport, args.iterations, args.spawns);
-    let result = match &args.client {
-        Some(t) => measure_client(config, t, &args).await,
-        None => measure(config, &args).await,
+    let result = match (&args.client, config.transport.vm()) {
+        (Some(t), _) => measure_client(config, t, &args).await,
+        (None, Some(kind)) => crate::bench_vm::measure(config, kind, &args).await,
+        (None, None) => measure(config, &args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -214,7 +216,7 @@ fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> Result<(), String> {
 
 /// Write `request`, read until the reply's newline: the least any client
 /// can do. The fd is non-blocking, so wait with poll(2) between reads.
-fn raw_round_trip(fd: RawFd, request: &[u8]) -> Result<(), String> {
+pub fn raw_round_trip(fd: RawFd, request: &[u8]) -> Result<(), String> {
     // SAFETY: the fd is owned by the session's connection, alive for this call.
     let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
     let mut off = 0;

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod bench;
+mod bench_vm;
 mod fuzzcmd;
 
 pub const EXIT_FAIL: u8 = 1;

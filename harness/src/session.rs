@@ -76,19 +76,6 @@ pub enum SessionError {
     Vm(#[from] crate::vm::VmError),
 }
 
-/// An agent program as an absolute path: as given when it names one, else
-/// found on PATH (and in the sbin directories, where qemu-ga lives).
-fn resolve_program(program: &str) -> Option<std::path::PathBuf> {
-    if program.contains('/') {
-        return std::path::absolute(program).ok().filter(|p| p.is_file());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(std::path::PathBuf::from))
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
 /// `conn` with the deny-list installed: nothing the harness writes on it,
 /// from a case, the fuzzer or a forwarding client, can spell a denied command.
 fn guarded(mut conn: Connection, deny: &DenyList) -> Connection {
@@ -339,7 +326,7 @@ impl Session {
                 let prepared = match &self.vm_prepared {
                     Some(p) => p.clone(),
                     None => {
-                        let program = resolve_program(self.config.template.program())
+                        let program = crate::vm::agent_binary(self.config.template.program())
                             .ok_or_else(|| SpawnError::NotFound(self.config.template.program().to_owned()))?;
                         let p = crate::vm::prepare(&program, &self.config.vm)?;
                         self.transcript.event(Event::Note {
@@ -368,7 +355,7 @@ impl Session {
         let path = std::path::PathBuf::from(&vm.agent_path);
         let mut argv = self.config.template.expand(Some(&path), std::path::Path::new(&statedir));
         // The image holds the agent at its absolute host path.
-        if let Some(abs) = resolve_program(&argv[0]) {
+        if let Some(abs) = crate::vm::agent_binary(&argv[0]) {
             argv[0] = abs.display().to_string();
         }
         vm.start(&argv, &statedir).await?;
