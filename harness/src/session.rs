@@ -95,6 +95,8 @@ pub struct Session {
     /// For the VM transports: the kernel and image, prepared at the first
     /// boot and reused by every later one (a fresh channel is a new VM).
     vm_prepared: Option<crate::vm::Prepared>,
+    /// The measured control-port restart (VM transports, [`Session::start`]).
+    restart_time: Option<Duration>,
     /// The guard of every connection the session opens: one stream across
     /// reconnects, since an agent may keep its parser state for the next client.
     deny: DenyList,
@@ -120,6 +122,14 @@ impl Session {
                 profile.pace.garbage_us = us;
                 session.transcript.event(Event::Note { text: format!("{GARBAGE_PROBE} bytes of garbage answered in {us} µs") });
             }
+            // A control-port restart, measured: cases that restart the
+            // agent resync within the budget plus three of these.
+            let t = Instant::now();
+            session.restart().await?;
+            let restart = t.elapsed();
+            session.config.client.resync.budget += restart * 3;
+            session.restart_time = Some(restart);
+            session.transcript.event(Event::Note { text: format!("control-port restart to first sync: {restart:?}; resync budget now {:?}", session.config.client.resync.budget) });
         }
         Ok((session, profile))
     }
@@ -142,7 +152,7 @@ impl Session {
         let kind = config.transport;
         let transport = Transport::open(kind).map_err(|source| SessionError::Transport { kind, source })?;
         let deny = DenyList::new();
-        let mut session = Session { config, transcript, transport, conn: None, agent: None, instances: 0, vm_prepared: None, deny };
+        let mut session = Session { config, transcript, transport, conn: None, agent: None, instances: 0, vm_prepared: None, restart_time: None, deny };
         if let Some(p) = profile {
             p.apply(&mut session.config.client);
         }
@@ -263,6 +273,24 @@ impl Session {
 
     pub fn agent(&mut self) -> Option<&mut Peer> {
         self.agent.as_mut()
+    }
+
+    /// What a report says about the VM (VM transports only).
+    pub fn vm_info(&self) -> Option<crate::vm::VmRunInfo> {
+        let vm = self.vm()?;
+        let p = self.vm_prepared.as_ref()?;
+        Some(crate::vm::VmRunInfo {
+            device: match self.transport.kind() {
+                TransportKind::VmIsa => "isa-serial".into(),
+                _ => "virtio-serial".into(),
+            },
+            accel: vm.accel,
+            accel_reason: vm.accel_reason.clone(),
+            boot_ms: vm.boot_time.as_millis() as u64,
+            restart_ms: self.restart_time.map_or(0, |d| d.as_millis() as u64),
+            kernel: p.kernel.release.clone(),
+            image: p.image.key.clone(),
+        })
     }
 
     /// The VM the agent runs in, for the VM transports.

@@ -144,16 +144,24 @@ fn a_guest_boots_answers_restarts_its_agent_without_a_reboot_and_leaves_no_qemu(
         let vm = session.vm().expect("a vm-virtio session runs its agent in a VM");
         assert!(vm.boot_time > Duration::ZERO && vm.boot_time < Duration::from_secs(30), "boot time {:?}", vm.boot_time);
         eprintln!("booted in {:?} ({}); agent port {}", vm.boot_time, vm.accel, vm.agent_path);
+        // The accelerator reported is the one the transcript says was chosen.
+        let chosen = [format!("accelerator {}:", vm.accel), format!("KVM probe: a {} guest booted", vm.accel)];
+        assert!(
+            events(&t, 0).iter().any(|e| matches!(e, Event::Note { text } if chosen.iter().any(|c| text.starts_with(c.as_str())))),
+            "the transcript does not say why {} was used\n{}",
+            vm.accel,
+            t.render(0, None)
+        );
         assert!(vm.agent_path.starts_with("/dev/vport"), "{}", vm.agent_path);
         let qemu_pid = vm.qemu_pid();
         assert!(!live_in_group(qemu_pid).is_empty(), "QEMU (group {qemu_pid}) is not running");
         let agent_pid = events(&t, 0)
             .into_iter()
-            .filter_map(|e| match e {
+            .rev()
+            .find_map(|e| match e {
                 Event::Spawn { pid, argv } if argv.first().is_some_and(|a| a.ends_with("qemu-ga")) => Some(pid),
                 _ => None,
             })
-            .last()
             .unwrap_or_else(|| panic!("no qemu-ga spawn in the transcript\n{}", t.render(0, None)));
 
         // A restart through the control port: the agent is killed and a new

@@ -87,6 +87,7 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
         seed: eo.seed,
         profile: None,
         startup_error: None,
+        vm: None,
         elapsed: Duration::ZERO,
         results: Vec::with_capacity(cases.len()),
     };
@@ -103,6 +104,7 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
     };
     run.agent_version = profile.version.clone();
     run.supported_commands = profile.supported_commands.clone();
+    run.vm = session.vm_info();
     run.profile = Some(profile);
     transcript.reset();
     // Sync ids the client used so far: `$previous-id`, and the fresh-ids check.

@@ -164,6 +164,9 @@ pub struct RunResult {
     /// Set when the agent could not be run at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_error: Option<StartupError>,
+    /// The machine, for runs over a VM transport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<crate::vm::VmRunInfo>,
     #[serde(with = "crate::verdict::micros")]
     pub elapsed: Duration,
     pub results: Vec<CaseResult>,
@@ -368,6 +371,7 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
         seed: eo.seed,
         profile: None,
         startup_error: None,
+        vm: None,
         elapsed: Duration::ZERO,
         results: Vec::with_capacity(cases.len()),
     };
@@ -384,6 +388,7 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
     };
     run.agent_version = profile.version.clone();
     run.supported_commands = profile.supported_commands.clone();
+    run.vm = session.vm_info();
     let grading = Grading::new(profile.clone(), cases);
     grading.pace_client(session.client_mut());
     run.profile = Some(profile);

@@ -140,6 +140,9 @@ fn index(runs: &[RunResult]) -> String {
         if let Some(p) = &r.profile {
             let _ = write!(b, "<p>Sync: {}; pace factor {:.1}; seed {}.</p>", esc(&p.mode.describe()), p.pace.factor, r.seed);
         }
+        if let Some(vm) = &r.vm {
+            let _ = write!(b, "<p>VM: {}.</p>", esc(&super::vm_line(vm)));
+        }
         let found = super::findings(r, false);
         if !found.is_empty() {
             b.push_str("<table class=\"findings\"><thead><tr><th>finding</th><th>what</th><th>cases</th><th>blocks</th></tr></thead><tbody>");

@@ -147,6 +147,9 @@ pub fn render(run: &RunResult, strict: bool, command: &str) -> String {
     if let (Some(p), None) = (&run.profile, &run.client) {
         let _ = writeln!(out, "\nSync: {}; pace factor {:.1}; seed {} (`--seed {}` repeats the run's ids).", escape(&p.mode.describe()), p.pace.factor, run.seed, run.seed);
     }
+    if let Some(vm) = &run.vm {
+        let _ = writeln!(out, "\nVM: {}.", escape(&super::vm_line(vm)));
+    }
     let found = super::findings(run, strict);
     if !found.is_empty() {
         let _ = writeln!(out, "\n### Findings\n\n| finding | what | cases | blocks |\n|---|---|---|---|");

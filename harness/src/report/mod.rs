@@ -166,6 +166,9 @@ pub fn render_terminal(run: &RunResult, cmp: Option<&Comparison>, strict: bool, 
     if let (Some(p), None) = (&run.profile, &run.client) {
         let _ = writeln!(out, "sync: {}; pace factor {:.1} (ping {} us)", p.mode.describe(), p.pace.factor, p.pace.rtt_us);
     }
+    if let Some(vm) = &run.vm {
+        let _ = writeln!(out, "vm: {}", vm_line(vm));
+    }
     let mut shown_kinds = std::collections::HashSet::new();
     for r in &run.results {
         let rec = match (&r.client, r.recovery.grade) {
@@ -274,6 +277,21 @@ fn truncate(s: &str, n: usize) -> String {
         }
         format!("{}... ({} more bytes)", &s[..end], s.len() - end)
     }
+}
+
+/// Where a VM run's findings were made, in one line: the device, the
+/// accelerator and why, and the measured boot and control-port restart.
+pub fn vm_line(vm: &crate::vm::VmRunInfo) -> String {
+    format!(
+        "the agent ran in a QEMU guest over {} ({}: {}); boot {} ms, control-port restart {} ms; kernel {}, image {}",
+        vm.device,
+        vm.accel,
+        sanitize(&vm.accel_reason),
+        vm.boot_ms,
+        vm.restart_ms,
+        sanitize(&vm.kernel),
+        sanitize(&vm.image)
+    )
 }
 
 /// The JSON document of a run.

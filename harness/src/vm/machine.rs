@@ -32,6 +32,8 @@ pub struct GuestVm {
     /// The agent's port inside the guest (`{path}`).
     pub agent_path: String,
     pub accel: Accel,
+    /// Why this accelerator (set by [`super::boot`]).
+    pub accel_reason: String,
     /// From QEMU's spawn to the init's hello (the agent's port is there).
     pub boot_time: Duration,
     /// The current agent instance in the guest.
@@ -156,6 +158,7 @@ impl GuestVm {
             transcript,
             agent_path: hello.0,
             accel,
+            accel_reason: String::new(),
             boot_time,
             pid: None,
             status: None,

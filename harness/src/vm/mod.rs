@@ -80,6 +80,26 @@ pub enum VmError {
     Agent(String),
 }
 
+/// What a run over a VM transport records about the machine, so a report
+/// says where its findings were made.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VmRunInfo {
+    /// The device carrying the agent's channel: `virtio-serial` or `isa-serial`.
+    pub device: String,
+    pub accel: Accel,
+    /// Why that accelerator (asked for, the KVM probe's verdict).
+    pub accel_reason: String,
+    /// QEMU's spawn to the guest init's hello, ms.
+    pub boot_ms: u64,
+    /// A control-port restart (kill, start, first answered sync), ms: added
+    /// to the resync budget.
+    #[serde(default)]
+    pub restart_ms: u64,
+    pub kernel: String,
+    /// The guest image's content key.
+    pub image: String,
+}
+
 /// VM settings that are not per case.
 #[derive(Debug, Clone)]
 pub struct VmOptions {
@@ -196,10 +216,11 @@ pub async fn boot(
             None => {
                 let budget = KVM_PROBE_BUDGET.min(opts.boot_timeout);
                 match GuestVm::boot(kind, Accel::Kvm, k, i, opts, transcript.clone(), budget).await {
-                    Ok(up) => {
+                    Ok((mut vm, duplex)) => {
                         record_accel(&opts.cache, Accel::Kvm, "a KVM guest booted");
                         transcript.event(Event::Note { text: "KVM probe: a KVM guest booted; KVM is used".into() });
-                        return Ok(up);
+                        vm.accel_reason = "the KVM probe booted a guest".into();
+                        return Ok((vm, duplex));
                     }
                     Err(e) => {
                         let why = format!("/dev/kvm did not boot a guest ({e})");
@@ -211,5 +232,7 @@ pub async fn boot(
         },
     };
     transcript.event(Event::Note { text: format!("accelerator {accel}: {why}") });
-    GuestVm::boot(kind, accel, k, i, opts, transcript, opts.boot_timeout).await
+    let (mut vm, duplex) = GuestVm::boot(kind, accel, k, i, opts, transcript, opts.boot_timeout).await?;
+    vm.accel_reason = why;
+    Ok((vm, duplex))
 }
