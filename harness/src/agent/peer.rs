@@ -25,6 +25,15 @@ impl Peer {
         }
     }
 
+    /// The process group on this host that holds the agent: the agent's own
+    /// (its pid), or, for a guest agent, QEMU's.
+    pub fn pid(&self) -> i32 {
+        match self {
+            Peer::Local(p) => p.pid(),
+            Peer::Guest(vm) => vm.qemu_pid(),
+        }
+    }
+
     /// SIGKILL the agent (its process group) and wait, bounded, for its end.
     pub async fn kill(&mut self) {
         match self {

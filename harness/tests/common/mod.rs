@@ -12,7 +12,7 @@ pub const HARNESS: &str = env!("CARGO_BIN_EXE_qga-harness");
 /// The in-tree reference agent, served by the harness binary itself.
 pub fn reference_agent(transport: TransportKind) -> AgentTemplate {
     let words = match transport {
-        TransportKind::Pty => format!("{HARNESS} ref-agent --path {{path}}"),
+        TransportKind::Pty | TransportKind::VmVirtio | TransportKind::VmIsa => format!("{HARNESS} ref-agent --path {{path}}"),
         TransportKind::Socketpair => format!("{HARNESS} ref-agent"),
         TransportKind::UnixListen => format!("{HARNESS} ref-agent --unix-listen {{path}}"),
     };
