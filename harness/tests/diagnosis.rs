@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 
 fn template(extra: &str, transport: TransportKind) -> AgentTemplate {
     let words = match transport {
-        TransportKind::Pty => format!("{HARNESS} ref-agent --path {{path}} {extra}"),
+        TransportKind::Pty | TransportKind::VmVirtio | TransportKind::VmIsa => format!("{HARNESS} ref-agent --path {{path}} {extra}"),
         TransportKind::Socketpair => format!("{HARNESS} ref-agent {extra}"),
         TransportKind::UnixListen => format!("{HARNESS} ref-agent --unix-listen {{path}} {extra}"),
     };
