@@ -62,13 +62,15 @@ fn config() -> &'static Config {
         let transport = match std::env::var("QGA_TRANSPORT").as_deref() {
             Ok("socketpair") => TransportKind::Socketpair,
             Ok("unix-listen") => TransportKind::UnixListen,
+            Ok("vm-virtio") => TransportKind::VmVirtio,
+            Ok("vm-isa") => TransportKind::VmIsa,
             Ok("pty") | Err(_) => TransportKind::Pty,
-            Ok(other) => panic!("QGA_TRANSPORT={other}: pty, socketpair or unix-listen"),
+            Ok(other) => panic!("QGA_TRANSPORT={other}: pty, socketpair, unix-listen, vm-virtio or vm-isa"),
         };
         let template = match std::env::var("QGA_AGENT") {
             Ok(t) => AgentTemplate::parse(&t).unwrap_or_else(|e| panic!("QGA_AGENT: {e}")),
             Err(_) => AgentTemplate::parse(&match transport {
-                TransportKind::Pty => format!("{HARNESS} ref-agent --path {{path}}"),
+                TransportKind::Pty | TransportKind::VmVirtio | TransportKind::VmIsa => format!("{HARNESS} ref-agent --path {{path}}"),
                 TransportKind::Socketpair => format!("{HARNESS} ref-agent"),
                 TransportKind::UnixListen => format!("{HARNESS} ref-agent --unix-listen {{path}}"),
             })
