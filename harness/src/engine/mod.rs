@@ -478,6 +478,14 @@ pub(crate) fn fail_startup(
 fn startup_hint(template: &crate::agent::AgentTemplate, transport: crate::transport::TransportKind, stderr: &[String]) -> Option<String> {
     let text = stderr.join(" ").to_lowercase();
     let program = template.program().rsplit('/').next().unwrap_or_default().to_owned();
+    if transport.vm().is_some() {
+        // The agent's stderr and the guest console are in the transcript;
+        // a host-side reading of them would mislead.
+        return Some(format!(
+            "over --transport {transport} the agent runs in a QEMU guest: the transcript holds the guest console and the agent's stderr              (qemu-ga needs -m {} there)",
+            if transport == crate::transport::TransportKind::VmIsa { "isa-serial" } else { "virtio-serial" }
+        ));
+    }
     if text.contains("unlink") || text.contains("address already in use") {
         return Some(format!("the agent could not set up its channel: is its method the right one for --transport {transport}?"));
     }

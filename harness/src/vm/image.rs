@@ -42,11 +42,7 @@ pub fn build(agent: &Path, kernel: &Kernel, cache: &Path) -> Result<GuestImage, 
     let err = |what: String| VmError::Image(what);
     let mut files = vec![Entry { path: "init".into(), mode: 0o100755, data: GUEST_INIT.to_vec() }];
     let real = std::fs::canonicalize(agent).map_err(|e| err(format!("agent binary {}: {e}", agent.display())))?;
-    files.push(Entry {
-        path: rel(agent),
-        mode: 0o100755,
-        data: std::fs::read(&real).map_err(|e| err(format!("read {}: {e}", real.display())))?,
-    });
+    files.push(Entry { path: rel(agent), mode: 0o100755, data: agent_bytes(&real)? });
     for lib in shared_libraries(&real)? {
         let data = std::fs::read(&lib).map_err(|e| err(format!("read {}: {e}", lib.display())))?;
         files.push(Entry { path: rel(&lib), mode: 0o100755, data });
@@ -79,7 +75,49 @@ pub fn build(agent: &Path, kernel: &Kernel, cache: &Path) -> Result<GuestImage, 
     let bytes = write_cpio(tmp.as_file_mut(), &files).map_err(|e| err(format!("write the image: {e}")))?;
     // Renamed into place whole: a concurrent run sees no image or all of it.
     tmp.persist(&initramfs).map_err(|e| err(format!("save {}: {e}", initramfs.display())))?;
+    prune(&dir, &initramfs);
     Ok(GuestImage { initramfs, key, built: true, bytes })
+}
+
+/// Above this size an agent binary is copied without its debug sections
+/// (when binutils' objcopy is here): the guest loads the whole initramfs
+/// into RAM, and a debug build of a Rust agent is over 100 MB.
+const STRIP_ABOVE: u64 = 16 << 20;
+
+/// The agent binary's bytes for the image: as it is, or without debug
+/// sections when it is large.
+fn agent_bytes(real: &Path) -> Result<Vec<u8>, VmError> {
+    let size = std::fs::metadata(real).map_err(|e| VmError::Image(format!("{}: {e}", real.display())))?.len();
+    if size > STRIP_ABOVE {
+        if let Ok(dir) = tempfile::tempdir() {
+            let out = dir.path().join("agent");
+            let ok = Command::new("objcopy").arg("--strip-debug").arg(real).arg(&out).status().is_ok_and(|s| s.success());
+            if let (true, Ok(bytes)) = (ok, std::fs::read(&out)) {
+                return Ok(bytes);
+            }
+        }
+    }
+    std::fs::read(real).map_err(|e| VmError::Image(format!("read {}: {e}", real.display())))
+}
+
+/// Images kept in the cache: every rebuilt agent makes a new one.
+const KEEP_IMAGES: usize = 8;
+
+/// Remove all but the newest [`KEEP_IMAGES`] images (never `keep`).
+fn prune(dir: &Path, keep: &Path) {
+    let mut images: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cpio") && p != keep)
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    images.sort();
+    let excess = (images.len() + 1).saturating_sub(KEEP_IMAGES);
+    for (_, p) in images.into_iter().take(excess) {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 /// A path inside the image: the host path without its leading slash.

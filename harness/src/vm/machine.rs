@@ -20,6 +20,22 @@ use tokio::time::Instant;
 /// normally a few milliseconds.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_RETRY: Duration = Duration::from_millis(2);
+/// The guest console's tail kept in the transcript.
+const CONSOLE_TAIL: usize = 16 * 1024;
+
+/// The last `CONSOLE_TAIL` bytes of the guest console, escaped as text.
+fn console_tail(dir: &Path) -> String {
+    let bytes = std::fs::read(dir.join("console.log")).unwrap_or_default();
+    let tail = &bytes[bytes.len().saturating_sub(CONSOLE_TAIL)..];
+    String::from_utf8_lossy(tail).into_owned()
+}
+
+fn note_console(transcript: &Transcript, dir: &Path) {
+    let text = console_tail(dir);
+    if !text.trim().is_empty() {
+        transcript.event(Event::Note { text: format!("guest console (last {} KiB at most):\n{text}", CONSOLE_TAIL / 1024) });
+    }
+}
 
 /// The agent's name for its virtio port (what qemu-ga looks for by default).
 pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
@@ -62,9 +78,11 @@ pub fn qemu_argv(kind: VmKind, accel: Accel, kernel: &Path, initramfs: &Path, qg
     };
     a.push("-append".into());
     a.push(format!("console=ttyS0 quiet loglevel=3 panic=-1 qga.port={port}"));
-    // The console (ttyS0) goes to QEMU's stderr, which the harness keeps,
-    // bounded, in the transcript.
-    s(&mut a, &["-chardev", "file,id=console,path=/dev/stderr", "-serial", "chardev:console"]);
+    // The console (ttyS0) goes to a file beside the sockets; its tail goes
+    // into the transcript when the guest fails or ends (QEMU writes it a
+    // character at a time, too fine-grained to record as it comes).
+    let console = format!("file,id=console,path={}", qga_sock.with_file_name("console.log").display());
+    s(&mut a, &["-chardev", &console, "-serial", "chardev:console"]);
     let qga = format!("socket,id=qga,path={},server=on,wait=off", qga_sock.display());
     let ctl = format!("socket,id=ctl,path={},server=on,wait=off", ctl_sock.display());
     s(&mut a, &["-chardev", &qga, "-chardev", &ctl, "-device", "virtio-serial-pci,id=vs"]);
@@ -118,7 +136,10 @@ impl GuestVm {
         let until = start + budget;
         let dir = tempfile::Builder::new().prefix("qga-harness-vm-").tempdir().map_err(|e| VmError::Boot(e.to_string()))?;
         let (qga_sock, ctl_sock) = (dir.path().join("qga.sock"), dir.path().join("control.sock"));
-        let mut argv = qemu_argv(kind, accel, kernel, initramfs, &qga_sock, &ctl_sock, opts.memory_mb);
+        // The initramfs is unpacked into RAM beside its own copy.
+        let image_mb = std::fs::metadata(initramfs).map_or(0, |m| m.len() >> 20) as u32;
+        let memory_mb = opts.memory_mb.max(128 + 3 * image_mb);
+        let mut argv = qemu_argv(kind, accel, kernel, initramfs, &qga_sock, &ctl_sock, memory_mb);
         argv[0] = opts.qemu.clone();
         let mut qemu = AgentProcess::spawn(argv, None, None, transcript.clone()).map_err(|e| VmError::Boot(e.to_string()))?;
         let ctl = connect(&ctl_sock, &mut qemu, until).await?;
@@ -137,10 +158,12 @@ impl GuestVm {
                 break h;
             }
             if let Some(st) = qemu.exit_status() {
-                return Err(VmError::Boot(format!("QEMU exited ({st}) before the guest was up; the console is in the transcript")));
+                note_console(&transcript, dir.path());
+                return Err(VmError::Boot(format!("QEMU exited ({st}) before the guest was up; the guest console is in the transcript")));
             }
             if control.is_closed() || Instant::now() >= until {
-                return Err(VmError::Boot(format!("the guest did not come up within {budget:?} ({accel}); the console is in the transcript")));
+                note_console(&transcript, dir.path());
+                return Err(VmError::Boot(format!("the guest did not come up within {budget:?} ({accel}); the guest console is in the transcript")));
             }
         };
         let boot_time = start.elapsed();
@@ -199,6 +222,7 @@ impl GuestVm {
     pub fn exit_status(&mut self) -> Option<&str> {
         if self.status.is_none() {
             if let Some(st) = self.qemu.exit_status() {
+                note_console(&self.transcript, self._dir.path());
                 self.status = Some(format!("the VM exited ({st})"));
             } else if let Some(pid) = self.pid {
                 self.status = self.control.exit_of(pid);
