@@ -16,7 +16,8 @@ use std::io;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Printable garbage the VM transports' start-up answers, to measure how
+/// Random bytes (all 256 values, as the garbage cases send) the VM
+/// transports' start-up has answered, to measure how
 /// fast the guest writes error floods.
 const GARBAGE_PROBE: usize = 1024;
 /// How often to retry connect() while a unix-listen agent starts.
@@ -114,7 +115,7 @@ impl Session {
         profile.apply(&mut session.config.client);
         if session.vm().is_some() {
             // The garbage cases' budgets follow this (engine::Grading).
-            let garbage = crate::engine::garbage(GARBAGE_PROBE, 0x9a4ba6e, crate::case::step::GarbageKind::Printable);
+            let garbage = crate::engine::garbage(GARBAGE_PROBE, 0x9a4ba6e, crate::case::step::GarbageKind::Any);
             let client = session.config.client.clone();
             let conn = session.conn()?;
             if let Some(us) = diagnose::measure_garbage_answer(conn, &client, &garbage).await {

@@ -153,7 +153,7 @@ pub struct Pace {
     /// multiplied by it.
     pub factor: f64,
     /// Garbage answered at start-up (VM transports only): this many bytes
-    /// of printable garbage took this long to be answered, to the last error
+    /// of random garbage took this long to be answered, to the last error
     /// line. 0 = not measured. An emulated guest CPU writes error floods far
     /// slower than its guest-info reply suggests.
     #[serde(default)]
@@ -162,7 +162,7 @@ pub struct Pace {
     pub garbage_us: u64,
 }
 
-/// How long `garbage_in` bytes of printable garbage take to be answered:
+/// How long `garbage_in` bytes of garbage take to be answered:
 /// from the write to the last byte of the agent's error output, in µs. The
 /// channel is resynced afterwards. None when the agent does not resync.
 pub async fn measure_garbage_answer(conn: &mut Connection, client: &ClientOptions, garbage: &[u8]) -> Option<u64> {
