@@ -91,6 +91,11 @@ pub struct AgentArgs {
     /// Channel bytes kept in the transcript.
     #[arg(long, default_value_t = 1 << 20)]
     transcript_cap: usize,
+    /// Transcript entries kept per case (reads, writes and events; an
+    /// emulated serial port delivers a byte or two per read, so its
+    /// transcripts have many small entries).
+    #[arg(long, default_value_t = 100_000)]
+    transcript_entries: usize,
     /// vm-*: the accelerator (auto: KVM when /dev/kvm boots a guest, probed
     /// once per host boot; else TCG).
     #[arg(long, value_enum, default_value_t = qga_harness::vm::AccelChoice::Auto)]
@@ -352,7 +357,7 @@ impl AgentArgs {
     }
 
     pub fn transcript(&self) -> Transcript {
-        Transcript::new(qga_harness::transcript::Caps { bytes: self.transcript_cap, ..Default::default() })
+        Transcript::new(qga_harness::transcript::Caps { bytes: self.transcript_cap, entries: self.transcript_entries })
     }
 }
 
@@ -618,7 +623,16 @@ fn list(args: ListArgs) -> ExitCode {
         Err(e) => return usage(e),
     };
     let mut out = std::io::stdout().lock();
-    let mut written = cases.iter().try_for_each(|c| writeln!(out, "{:<24} {:<6} {}", c.id, c.level, c.title));
+    // A case that does not run everywhere says where it does.
+    let only = |c: &Case| {
+        let ts = c.applicable_transports();
+        if ts.len() == TransportKind::ALL.len() {
+            String::new()
+        } else {
+            format!("  [only {}]", ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "))
+        }
+    };
+    let mut written = cases.iter().try_for_each(|c| writeln!(out, "{:<24} {:<6} {}{}", c.id, c.level, c.title, only(c)));
     written = written.and_then(|()| writeln!(out, "{} cases", cases.len())).and_then(|()| out.flush());
     match written {
         Ok(()) => ExitCode::SUCCESS,
@@ -673,6 +687,7 @@ async fn client_cmd(args: ClientArgs) -> ExitCode {
         vm_accel: qga_harness::vm::AccelChoice::Auto,
         vm_boot_timeout_ms: 30_000,
         transcript_cap: args.transcript_cap,
+        transcript_entries: 100_000,
     };
     let mut agent = match agent_args.session_config() {
         Ok(c) => c,
