@@ -50,14 +50,17 @@ fn mount_fs(src: &str, target: &str, fstype: &str) {
 pub fn boot() -> Result<(File, String), String> {
     mount_fs("proc", "/proc", "proc");
     mount_fs("sysfs", "/sys", "sysfs");
-    mount_fs("tmpfs", "/run", "tmpfs");
-    mount_fs("tmpfs", "/tmp", "tmpfs");
+    // No tmpfs over /run or /tmp: the initramfs is already a RAM file
+    // system, and the agent may live under either (a binary built in /tmp
+    // goes into the image at its host path).
+    let _ = std::fs::create_dir_all("/run");
+    let _ = std::fs::create_dir_all("/tmp");
     load_modules()?;
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let arg = |key: &str| cmdline.split_ascii_whitespace().find_map(|w| w.strip_prefix(key)).map(str::to_owned);
     let port_kind = arg("qga.port=").unwrap_or_else(|| "virtio".into());
     let agent_name = arg("qga.name=").unwrap_or_else(|| "org.qemu.guest_agent.0".into());
-    let control = wait_for(|| virtio_port(crate::CONTROL_PORT))?;
+    let control = wait_for(|| virtio_port(crate::protocol::CONTROL_PORT))?;
     let agent_path = match port_kind.as_str() {
         "virtio" => wait_for(|| virtio_port(&agent_name))?,
         "isa" => PathBuf::from("/dev/ttyS1"),

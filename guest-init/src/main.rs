@@ -18,9 +18,6 @@ mod supervisor;
 
 use std::io::{BufRead, BufReader};
 
-/// The control port's name (`-device virtserialport,name=...`).
-pub const CONTROL_PORT: &str = "org.qga-harness.control.0";
-
 fn main() {
     if std::process::id() != 1 {
         eprintln!("qga-guest-init is the init of qga-harness's VM guests; it runs as PID 1 in a guest only");

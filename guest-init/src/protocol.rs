@@ -10,13 +10,17 @@
 //! - `poweroff`: kill the agent and power the guest off.
 //!
 //! Guest to host:
-//! - `hello AGENT_PATH` once, when the agent's port exists;
+//! - `hello AGENT_PATH UPTIME_MS` once, when the agent's port exists (the
+//!   guest kernel's uptime then, for the boot time's breakdown);
 //! - `exit PID code N` / `exit PID signal N` when the agent is reaped;
 //! - `stderr PID HEX`: a piece of the agent's stderr (capped per instance);
 //! - `error HEX`: a command failed (the reason, hex-encoded).
 //!
 //! Hex keeps every word free of spaces and newlines whatever bytes an argv
 //! or an agent's stderr holds, with no escaping rules to get wrong.
+
+/// The control port's name (`-device virtserialport,name=...`).
+pub const CONTROL_PORT: &str = "org.qga-harness.control.0";
 
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -18,6 +18,7 @@ use qga_harness::agent::process::{AgentProcess, StderrTo};
 use qga_harness::client::{diagnose::Profile, execute};
 use qga_harness::session::{Session, SessionConfig};
 use qga_harness::transcript::Transcript;
+use qga_harness::vm::protocol::hex;
 use qga_harness::vm::{machine::qemu_argv, Accel, VmKind};
 use qga_harness::wire::Request;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -123,10 +124,6 @@ struct RawVm {
     agent_path: String,
     boot: Duration,
     _dir: tempfile::TempDir,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl RawVm {

@@ -54,6 +54,9 @@ impl TransportKind {
     pub const ALL: [TransportKind; 5] =
         [TransportKind::Pty, TransportKind::Socketpair, TransportKind::UnixListen, TransportKind::VmVirtio, TransportKind::VmIsa];
 
+    /// The transports that run the agent on this host (no QEMU needed).
+    pub const LOCAL: [TransportKind; 3] = [TransportKind::Pty, TransportKind::Socketpair, TransportKind::UnixListen];
+
     /// The VM device, for the transports that run the agent in a guest.
     pub fn vm(self) -> Option<crate::vm::VmKind> {
         match self {

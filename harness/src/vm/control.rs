@@ -7,6 +7,7 @@
 //! waits are async sleeps with deadlines, so a mute guest costs a bounded
 //! wait and never blocks the runtime.
 
+use super::protocol::hex;
 use crate::transcript::{Event, Transcript};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -15,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The control port's name, as the guest init looks it up.
-pub const CONTROL_PORT: &str = "org.qga-harness.control.0";
+pub use super::protocol::CONTROL_PORT;
 /// A control line longer than this is the guest misbehaving: dropped.
 const MAX_LINE: usize = 256 * 1024;
 const POLL: Duration = Duration::from_micros(500);
@@ -41,13 +42,9 @@ pub struct Control {
     closed: bool,
 }
 
+/// Guest text that is not valid hex is kept as it came: it is evidence.
 fn unhex(s: &str) -> Vec<u8> {
-    let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
-    s.as_bytes().chunks(2).filter(|p| p.len() == 2).map(|p| digit(p[0]) << 4 | digit(p[1])).collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
+    super::protocol::unhex(s).unwrap_or_else(|| s.as_bytes().to_vec())
 }
 
 /// The init's `code N` / `signal N`, in the words AgentProcess uses for a

@@ -9,11 +9,17 @@
 //! - [`kernel`]: Debian's cloud kernel, located or fetched, and its modules.
 //! - [`image`]: the initramfs (static init, agent, its libraries, modules),
 //!   cached by content.
-//! - [`control`]: the host's end of the init's control port.
+//! - [`control`]: the host's end of the init's control port ([`protocol`]:
+//!   its grammar, shared with the init).
 //! - [`machine`]: QEMU and the agent instance inside it.
 
 pub mod control;
 pub mod image;
+/// The control protocol's grammar and encoding, shared with the guest init
+/// (one source file, compiled into both: the init is built on its own,
+/// static, with no crates).
+#[path = "../../../guest-init/src/protocol.rs"]
+pub mod protocol;
 pub mod kernel;
 pub mod machine;
 
