@@ -221,6 +221,7 @@ pub async fn boot(
             None if !Path::new("/dev/kvm").exists() => (Accel::Tcg, "no /dev/kvm".to_owned()),
             None => {
                 let budget = KVM_PROBE_BUDGET.min(opts.boot_timeout);
+                let mark = transcript.mark();
                 match GuestVm::boot(kind, Accel::Kvm, k, i, opts, transcript.clone(), budget).await {
                     Ok((mut vm, duplex)) => {
                         record_accel(&opts.cache, Accel::Kvm, "a KVM guest booted");
@@ -229,7 +230,19 @@ pub async fn boot(
                         return Ok((vm, duplex));
                     }
                     Err(e) => {
-                        let why = format!("/dev/kvm did not boot a guest ({e})");
+                        // QEMU's own words, when it said why (e.g. "failed
+                        // to set MSR 0x10a"): the verdict is kept per host
+                        // boot and shown in every report.
+                        let said = transcript.entries(mark, None).iter().find_map(|en| match &en.record {
+                            crate::transcript::Record::Event(Event::Stderr { text }) => {
+                                text.lines().map(str::trim).find(|l| !l.is_empty()).map(|l| l.chars().take(200).collect::<String>())
+                            }
+                            _ => None,
+                        });
+                        let why = match said {
+                            Some(said) => format!("/dev/kvm did not boot a guest ({e}; QEMU said: {said})"),
+                            None => format!("/dev/kvm did not boot a guest ({e})"),
+                        };
                         record_accel(&opts.cache, Accel::Tcg, &why);
                         (Accel::Tcg, why)
                     }
