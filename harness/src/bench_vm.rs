@@ -49,18 +49,13 @@ pub async fn measure(config: SessionConfig, kind: VmKind, args: &BenchArgs) -> R
         let s = Session::start_known(config.clone(), quiet(), &profile).await.map_err(|e| e.to_string())?;
         boot_h.push(t.elapsed());
         s.shutdown().await;
-        let argv = guest_argv(&config, &program);
-        let p = prepared.clone();
-        let k = kind;
-        let floor = tokio::task::spawn_blocking(move || RawVm::boot(k, accel, &p, &argv)).await.map_err(|e| e.to_string())??;
+        let floor = RawVm::launch(kind, accel, &prepared, &guest_argv(&config, &program)).await?;
         boot_r.push(floor.boot);
         drop(floor);
     }
 
     let mut session = Session::start_known(config.clone(), quiet(), &profile).await.map_err(|e| e.to_string())?;
-    let argv = guest_argv(&config, &program);
-    let p = prepared.clone();
-    let mut raw = tokio::task::spawn_blocking(move || RawVm::boot(kind, accel, &p, &argv)).await.map_err(|e| e.to_string())??;
+    let mut raw = RawVm::launch(kind, accel, &prepared, &guest_argv(&config, &program)).await?;
     let (mut restart_h, mut restart_r) = (Vec::new(), Vec::new());
     for _ in 0..restarts {
         let t = Instant::now();
@@ -127,13 +122,22 @@ struct RawVm {
 }
 
 impl RawVm {
-    fn boot(kind: VmKind, accel: Accel, p: &qga_harness::vm::Prepared, argv: &[String]) -> Result<RawVm, String> {
+    /// Boot from async code: QEMU is spawned on the calling (runtime)
+    /// thread, whose life its parent-death signal is tied to (a blocking
+    /// pool thread retires when idle, and would take QEMU with it); only the
+    /// blocking client work runs in the pool.
+    async fn launch(kind: VmKind, accel: Accel, p: &qga_harness::vm::Prepared, argv: &[String]) -> Result<RawVm, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let (qs, cs) = (dir.path().join("q.sock"), dir.path().join("c.sock"));
         let qemu_args = qemu_argv(kind, accel, &p.kernel.vmlinuz, &p.image.initramfs, &qs, &cs, 256);
         let quiet = Transcript::new(qga_harness::transcript::Caps { bytes: 0, entries: 0 });
         let t = Instant::now();
         let qemu = AgentProcess::spawn_with(qemu_args, None, None, quiet, StderrTo::Null).map_err(|e| e.to_string())?;
+        let argv = argv.to_vec();
+        tokio::task::spawn_blocking(move || RawVm::boot(qemu, dir, qs, cs, argv, t)).await.map_err(|e| e.to_string())?
+    }
+
+    fn boot(qemu: AgentProcess, dir: tempfile::TempDir, qs: std::path::PathBuf, cs: std::path::PathBuf, argv: Vec<String>, t: Instant) -> Result<RawVm, String> {
         let connect = |p: &std::path::Path| loop {
             match UnixStream::connect(p) {
                 Ok(s) => return Ok(s),
@@ -148,7 +152,7 @@ impl RawVm {
         let mut hello = String::new();
         ctl.read_line(&mut hello).map_err(|e| format!("raw client, waiting for hello: {e}"))?;
         let agent_path = hello.split_whitespace().nth(1).ok_or("no hello from the guest")?.to_owned();
-        let mut vm = RawVm { _qemu: qemu, qga, ctl, argv: argv.to_vec(), agent_path, boot: Duration::ZERO, _dir: dir };
+        let mut vm = RawVm { _qemu: qemu, qga, ctl, argv, agent_path, boot: Duration::ZERO, _dir: dir };
         vm.start()?;
         vm.sync_loop()?;
         vm.boot = t.elapsed();

@@ -294,6 +294,14 @@ impl Session {
         })
     }
 
+    /// For the VM transports: whether the VM itself has ended, and how.
+    pub async fn vm_gone(&mut self) -> Option<String> {
+        match self.agent.as_mut() {
+            Some(Peer::Guest(vm)) => vm.gone().await,
+            _ => None,
+        }
+    }
+
     /// The VM the agent runs in, for the VM transports.
     pub fn vm(&self) -> Option<&crate::vm::GuestVm> {
         match &self.agent {
@@ -337,14 +345,16 @@ impl Session {
     /// stop the old instance and start a new one in the same guest: the
     /// channel, and whatever it holds, stays.
     async fn start_guest_agent(&mut self, kind: crate::vm::VmKind) -> Result<(), SessionError> {
-        if self.instances > 0 {
-            self.transcript.event(Event::Restart);
-        }
         self.instances += 1;
         let up = match self.agent.as_mut() {
             Some(Peer::Guest(vm)) => vm.is_up(),
             _ => false,
         };
+        if up {
+            self.transcript.event(Event::Restart);
+        } else if self.agent.is_some() {
+            self.transcript.event(Event::Note { text: "the VM is gone: booting a new one (a new channel)".into() });
+        }
         let vm = match self.agent.as_mut() {
             Some(Peer::Guest(vm)) if up => {
                 vm.stop(None).await;

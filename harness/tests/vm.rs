@@ -7,7 +7,9 @@
 //! - through the CLI: sync/1 and restart/7 over vm-isa, framing/13 (the
 //!   piecewise burst qemu-ga loses replies to over virtio-serial) and
 //!   connection/1 over vm-virtio, and the template check that refuses
-//!   `-m isa-serial` on vm-virtio.
+//!   `-m isa-serial` on vm-virtio;
+//! - QEMU killed under a case: the case is an ERROR of the VM (never a
+//!   finding against the agent), and the session goes on in a new VM.
 //!
 //! Every boot costs seconds under TCG, so the tests that boot take turns
 //! (one VM at a time) and none runs a whole catalogue. Without QEMU, the
@@ -260,4 +262,36 @@ fn vm_virtio_refuses_qemu_ga_on_isa_serial_before_booting() {
     assert!(err.contains("-m virtio-serial"), "{err}");
     assert!(err.contains("vm-virtio"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "a usage error took {:?}: did it boot a guest?", started.elapsed());
+}
+
+#[test]
+fn qemu_dying_mid_run_is_an_error_of_the_vm_not_a_finding_against_the_agent() {
+    let Some(qga) = vm_ready() else { return };
+    let _heavy = heavy();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let t = Transcript::default();
+    rt.block_on(async {
+        let template = AgentTemplate::parse(&qemu_ga_template(qga, "virtio-serial")).unwrap();
+        let mut config = SessionConfig::new(template, TransportKind::VmVirtio);
+        config.client.reply_timeout = Duration::from_secs(1);
+        config.client.resync.budget = Duration::from_secs(4);
+        let (mut session, profile) = Session::start(config, t.clone()).await.unwrap_or_else(|e| panic!("{e}\n{}", t.render(0, None)));
+        let cases = qga_harness::case::load::embedded().unwrap();
+        let case = cases.iter().find(|c| c.id == "sync/1").unwrap();
+        let grading = qga_harness::engine::Grading::new(profile, &cases);
+        let eo = qga_harness::engine::EngineOptions::default();
+        let qemu = session.vm().unwrap().qemu_pid();
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(qemu), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let (r, renew) = qga_harness::engine::run_case(&mut session, case, &grading, &eo).await;
+        let failure = r.failure.as_ref().expect("a failure");
+        assert_eq!(r.outcome, qga_harness::verdict::Outcome::Error, "{failure:?}");
+        assert!(failure.actual.contains("the VM exited (killed by SIGKILL)"), "{failure:?}");
+        assert!(renew, "the next case needs a new VM");
+        // The session boots a new VM, on a new channel, and goes on.
+        session.renew().await.unwrap_or_else(|e| panic!("{e}\n{}", t.render(0, None)));
+        assert_ne!(session.vm().unwrap().qemu_pid(), qemu);
+        let (r, _) = qga_harness::engine::run_case(&mut session, case, &grading, &eo).await;
+        assert_eq!(r.outcome, qga_harness::verdict::Outcome::Pass, "{:?}", r.failure);
+        session.shutdown().await;
+    });
 }

@@ -226,7 +226,15 @@ pub async fn resync(conn: &mut Connection, policy: &ResyncPolicy, opts: &ClientO
                 continue;
             }
             match conn.fill(attempt_deadline.at()).await? {
-                Fill::Data(_) => attempt_deadline.progress(),
+                // Only a reply in progress moves the deadline: the late
+                // newline of a killed agent's last reply (over an emulated
+                // serial port it comes a while after) is not one, while the
+                // spaces inside a trickled reply are (its start is held).
+                Fill::Data(_) => {
+                    if conn.buffered().iter().any(|b| !b.is_ascii_whitespace()) {
+                        attempt_deadline.progress();
+                    }
+                }
                 // Full cannot persist: every pass above consumes what it can.
                 Fill::Full => {}
                 Fill::Closed => return Err(ResyncError::Closed { attempts }),

@@ -482,7 +482,7 @@ fn startup_hint(template: &crate::agent::AgentTemplate, transport: crate::transp
         // The agent's stderr and the guest console are in the transcript;
         // a host-side reading of them would mislead.
         return Some(format!(
-            "over --transport {transport} the agent runs in a QEMU guest: the transcript holds the guest console and the agent's stderr              (qemu-ga needs -m {} there)",
+            "over --transport {transport} the agent runs in a QEMU guest: the transcript holds the guest console and the agent's stderr (qemu-ga needs -m {} there)",
             if transport == crate::transport::TransportKind::VmIsa { "isa-serial" } else { "virtio-serial" }
         ));
     }
@@ -639,6 +639,9 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
             r.failure = Some(fail(kind, expected, actual, steps_to));
         }
     }
+    if let Some(gone) = session.vm_gone().await {
+        return vm_gone(r, gone, fail(FailureKind::Harness, String::new(), String::new(), transcript.mark()), &transcript, from, began, eo);
+    }
     if r.outcome == Outcome::Error && r.failure.as_ref().is_some_and(|f| f.kind == FailureKind::Refused) {
         // The agent must never see the rest of a refused command: no
         // recovery on this channel, a new one for the next case.
@@ -659,6 +662,12 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
     let rec_from = transcript.mark();
     r.recovery = recover(session, grading, eo, killed || restarted).await;
     let wedged = r.recovery.grade == RecoveryGrade::Wedged;
+    if wedged {
+        // The VM may have ended while the case's last bytes were read.
+        if let Some(gone) = session.vm_gone().await {
+            return vm_gone(r, gone, fail(FailureKind::Harness, String::new(), String::new(), transcript.mark()), &transcript, from, began, eo);
+        }
+    }
     if wedged && r.outcome != Outcome::Error && !matches!(r.outcome, Outcome::Fail | Outcome::Timeout) {
         // A wedged channel fails the case whatever its level: keep what the
         // steps found, and say that the channel did not come back.
@@ -680,6 +689,22 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
     }
     let renew = wedged || dirty || r.outcome == Outcome::Timeout;
     (r, renew)
+}
+
+/// The VM itself ended (QEMU killed, crashed, out of memory) during a
+/// case: whatever the steps or the recovery saw follows from that, not from
+/// the agent. ERROR, and the next case gets a new VM.
+fn vm_gone(mut r: CaseResult, gone: String, mut f: Failure, transcript: &Transcript, from: u64, began: Instant, eo: &EngineOptions) -> (CaseResult, bool) {
+    let earlier = r.failure.take().map(|f| format!(" (the case saw: {})", f.actual)).unwrap_or_default();
+    f.expected = "the VM stays up for the whole case".into();
+    f.actual = format!("{gone} during the case{earlier}");
+    r.outcome = Outcome::Error;
+    r.failure = Some(f);
+    r.elapsed = began.elapsed();
+    if eo.keep_transcripts {
+        r.transcript = transcript.entries(from, None);
+    }
+    (r, true)
 }
 
 /// Resync and verify with fresh commands; grade how it went. Uses the

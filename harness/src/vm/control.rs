@@ -107,7 +107,9 @@ impl Control {
                 Message::Exit { pid, status }
             }
             "stderr" => {
-                let text = String::from_utf8_lossy(&unhex(b)).into_owned();
+                // Which instance said it: a restart's old and new agents
+                // can both have stderr in flight.
+                let text = format!("[guest pid {a}] {}", String::from_utf8_lossy(&unhex(b)));
                 self.transcript.event(Event::Stderr { text });
                 return;
             }
@@ -169,7 +171,13 @@ impl Control {
                 _ => None,
             })
             .await;
-        got.unwrap_or_else(|| Err(format!("the guest init did not answer start within {timeout:?}")))
+        got.unwrap_or_else(|| {
+            Err(if self.closed {
+                "the guest's control port closed (the VM is gone)".to_owned()
+            } else {
+                format!("the guest init did not answer start within {timeout:?}")
+            })
+        })
     }
 
     /// Signal the agent's process group (`kill` or `term`) and wait up to
@@ -179,8 +187,11 @@ impl Control {
             return Some(s);
         }
         self.send(word).ok()?;
+        // One deadline for the acknowledgement and the exit together.
+        let deadline = Instant::now() + timeout;
         self.wait_for(timeout, |m| matches!(m, Message::Ok).then_some(())).await;
-        self.wait_for(timeout, |m| match m {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.wait_for(left, |m| match m {
             Message::Exit { pid: p, status } if *p == pid => Some(status.clone()),
             _ => None,
         })

@@ -42,6 +42,7 @@ pub fn build(agent: &Path, kernel: &Kernel, cache: &Path) -> Result<GuestImage, 
     let err = |what: String| VmError::Image(what);
     let mut files = vec![Entry { path: "init".into(), mode: 0o100755, data: GUEST_INIT.to_vec() }];
     let real = std::fs::canonicalize(agent).map_err(|e| err(format!("agent binary {}: {e}", agent.display())))?;
+    check_agent(agent, &real)?;
     files.push(Entry { path: rel(agent), mode: 0o100755, data: agent_bytes(&real)? });
     for lib in shared_libraries(&real)? {
         let data = std::fs::read(&lib).map_err(|e| err(format!("read {}: {e}", lib.display())))?;
@@ -69,6 +70,10 @@ pub fn build(agent: &Path, kernel: &Kernel, cache: &Path) -> Result<GuestImage, 
     std::fs::create_dir_all(&dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
     let initramfs = dir.join(format!("{key}.cpio"));
     if let Ok(meta) = std::fs::metadata(&initramfs) {
+        // Used now: pruning goes by last use, not by build.
+        if let Ok(f) = std::fs::File::options().append(true).open(&initramfs) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
         return Ok(GuestImage { initramfs, key, built: false, bytes: meta.len() });
     }
     let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| err(format!("create a file in {}: {e}", dir.display())))?;
@@ -100,6 +105,40 @@ fn agent_bytes(real: &Path) -> Result<Vec<u8>, VmError> {
     std::fs::read(real).map_err(|e| VmError::Image(format!("read {}: {e}", real.display())))
 }
 
+/// What the image can hold as the agent: an ELF executable outside the
+/// guest's pseudo file systems (the init mounts over /dev, /proc and /sys).
+/// A script's interpreter, or the program a wrapper runs, would not be in
+/// the image: say so rather than fail inside the guest.
+fn check_agent(agent: &Path, real: &Path) -> Result<(), VmError> {
+    for hidden in ["/dev/", "/proc/", "/sys/"] {
+        if agent.starts_with(hidden) || real.starts_with(hidden) {
+            return Err(VmError::Image(format!(
+                "the agent {} lives under {hidden}, which the guest's init mounts over: put the binary elsewhere",
+                agent.display()
+            )));
+        }
+    }
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(real).and_then(|mut f| std::io::Read::read(&mut f, &mut head)).unwrap_or(0);
+    if head[..n].starts_with(b"#!") {
+        return Err(VmError::Image(format!(
+            "{} is a script: the VM transports put the agent's ELF binary and the shared libraries it loads in the guest, \
+             not an interpreter; give the binary itself in the template",
+            agent.display()
+        )));
+    }
+    if &head[..n] != b"\x7fELF" {
+        return Err(VmError::Image(format!("{} is not an ELF executable", agent.display())));
+    }
+    if let Some(name) = agent.file_name().and_then(|n| n.to_str()).filter(|n| ["env", "sh", "bash", "sudo", "nice", "taskset", "timeout", "strace"].contains(n)) {
+        return Err(VmError::Image(format!(
+            "the template starts with {name}, a wrapper: only its binary would be in the guest, not the program it runs; \
+             give the agent's binary first"
+        )));
+    }
+    Ok(())
+}
+
 /// Images kept in the cache: every rebuilt agent makes a new one.
 const KEEP_IMAGES: usize = 8;
 
@@ -115,7 +154,10 @@ fn prune(dir: &Path, keep: &Path) {
         .collect();
     images.sort();
     let excess = (images.len() + 1).saturating_sub(KEEP_IMAGES);
-    for (_, p) in images.into_iter().take(excess) {
+    // An image used within the hour may belong to a run still going (a
+    // fresh channel boots from it again): never those.
+    let recent = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for (_, p) in images.into_iter().take(excess).filter(|(t, _)| *t < recent) {
         let _ = std::fs::remove_file(p);
     }
 }
@@ -129,6 +171,11 @@ fn rel(p: &Path) -> String {
 /// ldd resolves them on this host. A static binary needs none.
 fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, VmError> {
     let out = Command::new("ldd").arg(binary).output().map_err(|e| VmError::Image(format!("ldd: {e}")))?;
+    // glibc's ldd says "not a dynamic executable" on stderr (exit 1) for a
+    // classic static binary, "statically linked" on stdout for static-pie.
+    if String::from_utf8_lossy(&out.stderr).contains("not a dynamic executable") {
+        return Ok(Vec::new());
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut libs = Vec::new();
     for line in text.lines() {
@@ -194,6 +241,24 @@ mod tests {
         let p = d.path().join("init");
         std::fs::write(&p, GUEST_INIT).unwrap();
         assert!(shared_libraries(&p).unwrap().is_empty(), "the guest init must not need shared libraries");
+    }
+
+    #[test]
+    fn scripts_wrappers_and_hidden_paths_are_refused_with_a_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let script = d.path().join("agent.sh");
+        std::fs::write(&script, "#!/bin/sh\nexec qemu-ga \"$@\"\n").unwrap();
+        let e = check_agent(&script, &script).unwrap_err().to_string();
+        assert!(e.contains("is a script"), "{e}");
+        let env = Path::new("/usr/bin/env");
+        let e = check_agent(env, env).unwrap_err().to_string();
+        assert!(e.contains("a wrapper"), "{e}");
+        let e = check_agent(Path::new("/dev/shm/agent"), Path::new("/dev/shm/agent")).unwrap_err().to_string();
+        assert!(e.contains("mounts over"), "{e}");
+        let sh = std::fs::canonicalize("/bin/sh").unwrap();
+        let ok = d.path().join("my-agent");
+        std::fs::copy(&sh, &ok).unwrap();
+        check_agent(&ok, &ok).unwrap();
     }
 
     #[test]

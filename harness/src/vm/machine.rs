@@ -30,11 +30,14 @@ fn console_tail(dir: &Path) -> String {
     String::from_utf8_lossy(tail).into_owned()
 }
 
-fn note_console(transcript: &Transcript, dir: &Path) {
+/// The console's tail into the transcript; what a message can say of it.
+fn note_console(transcript: &Transcript, dir: &Path) -> &'static str {
     let text = console_tail(dir);
-    if !text.trim().is_empty() {
-        transcript.event(Event::Note { text: format!("guest console (last {} KiB at most):\n{text}", CONSOLE_TAIL / 1024) });
+    if text.trim().is_empty() {
+        return "the guest console was empty";
     }
+    transcript.event(Event::Note { text: format!("guest console (last {} KiB at most):\n{text}", CONSOLE_TAIL / 1024) });
+    "the guest console is in the transcript"
 }
 
 /// The agent's name for its virtio port (what qemu-ga looks for by default).
@@ -158,12 +161,12 @@ impl GuestVm {
                 break h;
             }
             if let Some(st) = qemu.exit_status() {
-                note_console(&transcript, dir.path());
-                return Err(VmError::Boot(format!("QEMU exited ({st}) before the guest was up; the guest console is in the transcript")));
+                let console = note_console(&transcript, dir.path());
+                return Err(VmError::Boot(format!("QEMU exited ({st}) before the guest was up; {console}")));
             }
             if control.is_closed() || Instant::now() >= until {
-                note_console(&transcript, dir.path());
-                return Err(VmError::Boot(format!("the guest did not come up within {budget:?} ({accel}); the guest console is in the transcript")));
+                let console = note_console(&transcript, dir.path());
+                return Err(VmError::Boot(format!("the guest did not come up within {budget:?} ({accel}); {console}")));
             }
         };
         let boot_time = start.elapsed();
@@ -218,11 +221,32 @@ impl GuestVm {
         self.qemu.exit_status().is_none() && !self.control.is_closed()
     }
 
+    /// Whether the VM itself has ended (QEMU exited, or the guest's control
+    /// port closed), and how: waits up to a second for QEMU to be reaped,
+    /// so that what is reported is QEMU's exit, not its first symptom.
+    pub async fn gone(&mut self) -> Option<String> {
+        self.control.poll();
+        if self.qemu.exit_status().is_none() && !self.control.is_closed() {
+            return None;
+        }
+        let until = Instant::now() + Duration::from_secs(1);
+        loop {
+            if let Some(st) = self.qemu.exit_status() {
+                let _ = note_console(&self.transcript, self._dir.path());
+                return Some(format!("the VM exited ({st})"));
+            }
+            if Instant::now() >= until {
+                return Some("the guest's control port closed (QEMU still running)".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The current instance's exit status, or the VM's, if either ended.
     pub fn exit_status(&mut self) -> Option<&str> {
         if self.status.is_none() {
             if let Some(st) = self.qemu.exit_status() {
-                note_console(&self.transcript, self._dir.path());
+                let _ = note_console(&self.transcript, self._dir.path());
                 self.status = Some(format!("the VM exited ({st})"));
             } else if let Some(pid) = self.pid {
                 self.status = self.control.exit_of(pid);

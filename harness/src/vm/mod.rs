@@ -239,6 +239,10 @@ pub async fn boot(
                             }
                             _ => None,
                         });
+                        // Without the console pointer: this verdict outlives
+                        // the probe's transcript.
+                        let e = e.to_string();
+                        let e = e.split("; the guest console").next().unwrap_or(&e).to_owned();
                         let why = match said {
                             Some(said) => format!("/dev/kvm did not boot a guest ({e}; QEMU said: {said})"),
                             None => format!("/dev/kvm did not boot a guest ({e})"),
