@@ -296,8 +296,9 @@ impl Session {
 
     /// For the VM transports: whether the VM itself has ended, and how.
     pub async fn vm_gone(&mut self) -> Option<String> {
+        let link_closed = self.conn.as_ref().is_none_or(|c| c.is_closed());
         match self.agent.as_mut() {
-            Some(Peer::Guest(vm)) => vm.gone().await,
+            Some(Peer::Guest(vm)) => vm.gone(link_closed).await,
             _ => None,
         }
     }

@@ -224,21 +224,32 @@ impl GuestVm {
     /// Whether the VM itself has ended (QEMU exited, or the guest's control
     /// port closed), and how: waits up to a second for QEMU to be reaped,
     /// so that what is reported is QEMU's exit, not its first symptom.
-    pub async fn gone(&mut self) -> Option<String> {
+    ///
+    /// `link_closed`: the agent's chardev socket closed, which QEMU never
+    /// does while it runs (the guest agent's restarts do not reach it): a
+    /// dying QEMU closes its sockets one at a time, and a loaded host can
+    /// preempt it in between, so that alone is reason to wait.
+    pub async fn gone(&mut self, link_closed: bool) -> Option<String> {
         self.control.poll();
-        if self.qemu.exit_status().is_none() && !self.control.is_closed() {
+        if !link_closed && self.qemu.exit_status().is_none() && !self.control.is_closed() {
             return None;
         }
-        let until = Instant::now() + Duration::from_secs(1);
+        let until = Instant::now() + Duration::from_secs(2);
         loop {
             if let Some(st) = self.qemu.exit_status() {
                 let _ = note_console(&self.transcript, self._dir.path());
                 return Some(format!("the VM exited ({st})"));
             }
             if Instant::now() >= until {
-                return Some("the guest's control port closed (QEMU still running)".into());
+                self.control.poll();
+                return Some(if self.control.is_closed() {
+                    "the guest's control port closed (QEMU still running)".into()
+                } else {
+                    "QEMU closed the agent's chardev socket (QEMU still running)".into()
+                });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+            self.control.poll();
         }
     }
 
