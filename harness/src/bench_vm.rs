@@ -161,7 +161,13 @@ impl RawVm {
     }
 
     fn control_line(&mut self, want: &str) -> Result<String, String> {
+        // Each read has the socket's timeout; the whole wait has this too,
+        // however many other lines (agent stderr) the guest sends.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if Instant::now() > deadline {
+                return Err(format!("raw client: no {want} line from the guest within 30 s"));
+            }
             let mut l = String::new();
             self.ctl.read_line(&mut l).map_err(|e| format!("raw client control port: {e}"))?;
             if l.is_empty() {

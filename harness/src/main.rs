@@ -375,12 +375,7 @@ fn reference_agent(transport: TransportKind) -> Result<AgentTemplate, String> {
 }
 
 fn program_exists(program: &str) -> bool {
-    if program.contains('/') {
-        return std::path::Path::new(program).is_file();
-    }
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
+    qga_harness::agent::template::find_program(program, &[]).is_some()
 }
 
 /// Our stdout (or stderr) was closed by its reader (`qga-harness list |

@@ -16,10 +16,6 @@ use std::io;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Random bytes (all 256 values, as the garbage cases send) the VM
-/// transports' start-up has answered, to measure how
-/// fast the guest writes error floods.
-const GARBAGE_PROBE: usize = 1024;
 /// How often to retry connect() while a unix-listen agent starts.
 const CONNECT_RETRY: Duration = Duration::from_micros(200);
 /// Each readiness round; between rounds the session checks that the agent is
@@ -111,18 +107,9 @@ impl Session {
     /// caller's, so it survives a failed start.
     pub async fn start(config: SessionConfig, transcript: Transcript) -> Result<(Session, Profile), SessionError> {
         let mut session = Session::launch(config, transcript, None).await?;
-        let mut profile = session.probe().await?;
+        let profile = session.probe().await?;
         profile.apply(&mut session.config.client);
         if session.vm().is_some() {
-            // The garbage cases' budgets follow this (engine::Grading).
-            let garbage = crate::engine::garbage(GARBAGE_PROBE, 0x9a4ba6e, crate::case::step::GarbageKind::Any);
-            let client = session.config.client.clone();
-            let conn = session.conn()?;
-            if let Some(us) = diagnose::measure_garbage_answer(conn, &client, &garbage).await {
-                profile.pace.garbage_in = GARBAGE_PROBE as u64;
-                profile.pace.garbage_us = us;
-                session.transcript.event(Event::Note { text: format!("{GARBAGE_PROBE} bytes of garbage answered in {us} µs") });
-            }
             // A control-port restart, measured: cases that restart the
             // agent resync within the budget plus three of these.
             let t = Instant::now();

@@ -17,6 +17,8 @@
 //! set), where that is a failure: .ci/run installs QEMU and qemu-ga and
 //! fetches the kernel into the default cache.
 
+mod common;
+
 use assert_cmd::Command;
 use qapi::qga;
 use qga_harness::agent::process::live_in_group;
@@ -26,7 +28,6 @@ use qga_harness::session::{Session, SessionConfig};
 use qga_harness::transcript::{Event, Record, Transcript};
 use qga_harness::transport::TransportKind;
 use serde_json::Value;
-use std::path::Path;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,8 @@ fn vm_ready() -> Option<&'static str> {
         if !on_path {
             return Err(format!("{qemu} is not installed (package qemu-system-x86)"));
         }
-        let Some(qga) = ["/usr/sbin/qemu-ga", "/usr/bin/qemu-ga"].into_iter().find(|p| Path::new(p).is_file()) else {
+        // The shared lookup: it fails under CI itself when qemu-ga is missing.
+        let Some(qga) = common::qemu_ga() else {
             return Err("qemu-ga is not installed (package qemu-guest-agent)".into());
         };
         let cache = qga_harness::vm::default_cache();

@@ -283,6 +283,9 @@ fn analyse(buf: &[u8], ids: &[i64], sent: &[u8]) -> (Option<Answer>, Vec<Vec<u8>
     (None, errors)
 }
 
+/// Bytes of the probe's own requests kept to recognise an echo.
+const ECHO_WINDOW: usize = 4096;
+
 fn is_echo(text: &[u8], sent: &[u8]) -> bool {
     !text.is_empty() && text.len() <= sent.len() && sent.windows(text.len()).any(|w| w == text)
 }
@@ -308,6 +311,11 @@ async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientOptions, bud
         let id = if probe_ids { opts.ids.probe_id() } else { opts.ids.sync_id() };
         ids.push(id);
         let request = super::resync::sync_request_bytes_for(mode, id);
+        // An echo is of recent requests: keep the last few KiB only, so the
+        // search stays small however many attempts a slow start takes.
+        if sent.len() > ECHO_WINDOW {
+            sent.drain(..sent.len() - ECHO_WINDOW);
+        }
         sent.extend_from_slice(&request);
         match conn.send_discarding(&request, end.min(Instant::now() + opts.send_timeout)).await {
             Ok(_) => {}

@@ -386,6 +386,10 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
             return run;
         }
     };
+    let mut profile = profile;
+    if session.vm().is_some() {
+        measure_garbage_answer(&mut session, &mut profile).await;
+    }
     run.agent_version = profile.version.clone();
     run.supported_commands = profile.supported_commands.clone();
     run.vm = session.vm_info();
@@ -691,6 +695,25 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
     (r, renew)
 }
 
+/// Random bytes (all 256 values, as the garbage cases send) a guest agent
+/// answers before the cases, to measure how fast it writes error floods.
+const GARBAGE_PROBE: usize = 1024;
+
+/// VM transports: how long the agent takes to answer [`GARBAGE_PROBE`]
+/// random bytes, into the profile's pace; the garbage cases' cap follows it
+/// ([`Grading::garbage_cap`]). An emulated CPU writes error floods far more
+/// slowly than its guest-info reply suggests.
+async fn measure_garbage_answer(session: &mut Session, profile: &mut Profile) {
+    let garbage = garbage(GARBAGE_PROBE, 0x9a4ba6e, GarbageKind::Any);
+    let client = session.client().clone();
+    let Ok(conn) = session.conn() else { return };
+    if let Some(us) = crate::client::diagnose::measure_garbage_answer(conn, &client, &garbage).await {
+        profile.pace.garbage_in = GARBAGE_PROBE as u64;
+        profile.pace.garbage_us = us;
+        conn.transcript().event(Event::Note { text: format!("{GARBAGE_PROBE} bytes of garbage answered in {us} µs") });
+    }
+}
+
 /// The VM itself ended (QEMU killed, crashed, out of memory) during a
 /// case: whatever the steps or the recovery saw follows from that, not from
 /// the agent. ERROR, and the next case gets a new VM.
@@ -868,7 +891,7 @@ async fn wait_for_bytes(conn: &mut crate::connection::Connection, n: usize, limi
     Ok(())
 }
 
-pub fn garbage(len: usize, seed: u64, kind: GarbageKind) -> Vec<u8> {
+pub(crate) fn garbage(len: usize, seed: u64, kind: GarbageKind) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..len)
         .map(|_| match kind {

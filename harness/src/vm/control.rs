@@ -20,6 +20,9 @@ pub use super::protocol::CONTROL_PORT;
 /// A control line longer than this is the guest misbehaving: dropped.
 const MAX_LINE: usize = 256 * 1024;
 const POLL: Duration = Duration::from_micros(500);
+/// Messages kept unclaimed (oldest dropped): exits are kept for
+/// [`Control::exit_of`], one per agent instance, and a long run has many.
+const MAX_INBOX: usize = 1024;
 
 /// A message from the guest init (stderr and exit events are handled as
 /// they arrive and also kept here, in order).
@@ -117,6 +120,9 @@ impl Control {
             "error" => Message::Error(String::from_utf8_lossy(&unhex(a)).into_owned()),
             _ => Message::Error(format!("unexpected control line: {line}")),
         };
+        if self.inbox.len() >= MAX_INBOX {
+            self.inbox.pop_front();
+        }
         self.inbox.push_back(msg);
     }
 

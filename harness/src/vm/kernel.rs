@@ -85,7 +85,8 @@ fn fetch(cache: &Path, root: &Path) -> Result<(), VmError> {
         .tempdir_in(cache)
         .map_err(|e| missing(format!("cannot create a directory in {}: {e}", cache.display())))?;
     let dl = Command::new("apt-get")
-        .args(["download", "-q", &package])
+        // apt's own network timeouts bound the wait (no retries).
+        .args(["download", "-q", "-o", "Acquire::http::Timeout=30", "-o", "Acquire::Retries=0", &package])
         .current_dir(work.path())
         .output()
         .map_err(|e| missing(format!("apt-get: {e}")))?;

@@ -25,9 +25,15 @@ const CONSOLE_TAIL: usize = 16 * 1024;
 
 /// The last `CONSOLE_TAIL` bytes of the guest console, escaped as text.
 fn console_tail(dir: &Path) -> String {
-    let bytes = std::fs::read(dir.join("console.log")).unwrap_or_default();
-    let tail = &bytes[bytes.len().saturating_sub(CONSOLE_TAIL)..];
-    String::from_utf8_lossy(tail).into_owned()
+    use std::io::{Read, Seek, SeekFrom};
+    // Only the tail is read: a guest can print without end.
+    let mut tail = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(dir.join("console.log")) {
+        let len = f.metadata().map_or(0, |m| m.len());
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(CONSOLE_TAIL as u64)));
+        let _ = f.take(CONSOLE_TAIL as u64).read_to_end(&mut tail);
+    }
+    String::from_utf8_lossy(&tail).into_owned()
 }
 
 /// The console's tail into the transcript; what a message can say of it.

@@ -150,14 +150,7 @@ pub fn default_cache() -> PathBuf {
 /// found on PATH (and in the sbin directories, where qemu-ga lives). The
 /// image holds it at this path.
 pub fn agent_binary(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        return std::path::absolute(program).ok().filter(|p| p.is_file());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+    crate::agent::template::find_program(program, &["/usr/sbin", "/sbin"])
 }
 
 /// What a boot needs, prepared once per run: the kernel and the image.
