@@ -633,7 +633,6 @@ async fn client_cmd(args: ClientArgs) -> ExitCode {
 
 /// `call`: the reference client as a client under test.
 async fn call(args: CallArgs) -> ExitCode {
-    use qga_harness::connection::Connection;
     use qga_harness::transport::Duplex;
     let duplex = if args.pty { Duplex::open_tty(&args.path) } else { Duplex::connect_unix(&args.path).await };
     let duplex = match duplex {
@@ -643,12 +642,8 @@ async fn call(args: CallArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAIL);
         }
     };
-    let transcript = Transcript::new(qga_harness::transcript::Caps { bytes: 1 << 16, entries: 1000 });
-    let mut conn = Connection::new(duplex, transcript, 1 << 20);
-    let opts = qga_harness::client::ClientOptions::default();
     let job: Vec<String> = args.job.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
-    let lines = qga_harness::client::program::run_job(&mut conn, &opts, &job, Duration::from_millis(args.timeout_ms)).await;
-    let ok = lines.len() == job.len() && lines.iter().all(|l| l.get("return").is_some());
+    let (lines, ok) = qga_harness::client::program::call(duplex, &job, Duration::from_millis(args.timeout_ms)).await;
     for l in &lines {
         println!("{l}");
     }
