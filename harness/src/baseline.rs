@@ -66,6 +66,12 @@ impl Baseline {
         Ok(b)
     }
 
+    /// Read and parse the baseline file at `path` (`--expect`, `QGA_EXPECT`).
+    pub fn read(path: &std::path::Path, known_ids: &[String]) -> Result<Baseline, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Baseline::parse(&path.display().to_string(), &text, &known_ids.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     /// The outcomes expected for a case; empty when it is not listed.
     pub fn expected(&self, id: &str) -> Vec<Outcome> {
         self.outcomes.get(id).map(|v| v.list().iter().filter_map(|s| Outcome::parse(s)).collect()).unwrap_or_default()

@@ -8,8 +8,7 @@
 use clap::{Args, Parser, Subcommand};
 use qga_harness::agent::AgentTemplate;
 use qga_harness::baseline::Baseline;
-use qga_harness::case::{load, Case};
-use qga_harness::case::Role;
+use qga_harness::case::{load, Case, Role, Selected};
 use qga_harness::engine::client_case::{run_client_cases, ClientConfig};
 use qga_harness::engine::{run_cases, EngineOptions, RunResult};
 use qga_harness::proxy::ClientTemplate;
@@ -107,7 +106,7 @@ pub struct AgentArgs {
 
 /// Which cases.
 #[derive(Args, Clone)]
-pub struct Selection {
+pub struct SelectArgs {
     /// Case files: a directory of *.toml or one file. Default: the catalogue
     /// built into this binary (the repository's cases/).
     #[arg(long)]
@@ -155,7 +154,7 @@ struct ReplayArgs {
 #[derive(Args)]
 struct ListArgs {
     #[command(flatten)]
-    select: Selection,
+    select: SelectArgs,
 }
 
 #[derive(Args)]
@@ -167,7 +166,7 @@ struct RunArgs {
     #[arg(long)]
     seed: Option<u64>,
     #[command(flatten)]
-    select: Selection,
+    select: SelectArgs,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -230,7 +229,7 @@ struct ClientArgs {
     #[arg(long, default_value_t = 1 << 20)]
     transcript_cap: usize,
     #[command(flatten)]
-    select: Selection,
+    select: SelectArgs,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -268,49 +267,18 @@ struct ReportArgs {
     strict: bool,
 }
 
-impl Selection {
-    /// The selected cases of one role (agent cases for `run`, client cases
-    /// for `client`), or a usage error.
-    fn cases_for(&self, role: Role) -> Result<(Vec<Case>, Vec<String>), String> {
-        let (cases, ids) = self.cases()?;
-        let n = cases.len();
-        let mine: Vec<Case> = cases.into_iter().filter(|c| c.role == role).collect();
-        if mine.is_empty() {
-            let (this, other) = match role {
-                Role::Agent => ("agent", "`qga-harness client` runs client cases"),
-                Role::Client => ("client", "`qga-harness run` runs agent cases"),
-            };
-            return Err(format!("no {this} case selected ({n} case(s) of the other role matched: {other})"));
-        }
-        Ok((mine, ids))
-    }
-
-    /// The selected cases, or a usage error.
-    fn cases(&self) -> Result<(Vec<Case>, Vec<String>), String> {
-        let all = match &self.cases {
-            Some(p) => load::from_path(p),
-            None => load::embedded(),
-        }
-        .map_err(|e| e.to_string())?;
-        let ids = all.iter().map(|c| c.id.clone()).collect();
-        let mut globs = globset::GlobSetBuilder::new();
-        for g in &self.case_globs {
-            globs.add(globset::GlobBuilder::new(g).literal_separator(false).build().map_err(|e| format!("--case {g:?}: {e}"))?);
-        }
-        let globs = globs.build().map_err(|e| e.to_string())?;
-        let selected: Vec<Case> = all
-            .into_iter()
-            .filter(|c| self.case_globs.is_empty() || globs.is_match(&c.id))
-            .filter(|c| self.tags.is_empty() || c.tags.iter().any(|t| self.tags.contains(t)))
-            .filter(|c| self.shard.is_none_or(|s| s.contains(&c.id)))
-            .collect();
-        if selected.is_empty() {
-            return Err(format!(
-                "no case selected (--case {:?}, --tag {:?}): `qga-harness list` shows the catalogue",
-                self.case_globs, self.tags
-            ));
-        }
-        Ok((selected, ids))
+impl SelectArgs {
+    /// The selected cases (of one role, if given), or a usage error.
+    fn select(&self, role: Option<Role>) -> Result<Selected, String> {
+        let selection = qga_harness::case::Selection {
+            cases: self.cases.clone(),
+            ids: self.case_globs.clone(),
+            tags: self.tags.clone(),
+            levels: Vec::new(),
+            role,
+            shard: self.shard,
+        };
+        selection.select()
     }
 }
 
@@ -327,7 +295,7 @@ impl AgentArgs {
     pub fn session_config_with(&self, reply: Duration, resync: Duration) -> Result<SessionConfig, String> {
         let template = match &self.agent {
             Some(t) => AgentTemplate::parse(t).map_err(|e| e.to_string())?,
-            None => reference_agent(self.transport)?,
+            None => qga_harness::agent::template::reference(self.transport)?,
         };
         // Before looking for the program: the hint helps even when it is
         // not installed here.
@@ -359,19 +327,6 @@ impl AgentArgs {
     pub fn transcript(&self) -> Transcript {
         Transcript::new(qga_harness::transcript::Caps { bytes: self.transcript_cap, entries: self.transcript_entries })
     }
-}
-
-/// This binary, serving as the reference agent: always there, nothing to
-/// build or install first.
-fn reference_agent(transport: TransportKind) -> Result<AgentTemplate, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let mut words = vec![exe.to_string_lossy().into_owned(), "ref-agent".to_owned()];
-    match transport {
-        TransportKind::Pty | TransportKind::VmVirtio | TransportKind::VmIsa => words.extend(["--path".into(), "{path}".into()]),
-        TransportKind::UnixListen => words.extend(["--unix-listen".into(), "{path}".into()]),
-        TransportKind::Socketpair => {}
-    }
-    AgentTemplate::from_words(words).map_err(|e| e.to_string())
 }
 
 fn program_exists(program: &str) -> bool {
@@ -548,22 +503,9 @@ async fn replay(args: ReplayArgs) -> ExitCode {
 fn report_cmd(args: ReportArgs) -> ExitCode {
     let mut runs = Vec::new();
     for path in &args.runs {
-        let text = match std::fs::read(path) {
-            Ok(t) => t,
-            Err(e) => return usage(format!("{}: {e}", path.display())),
-        };
-        // Know what we read: a document of a layout this build does not
-        // know is refused, not half-read.
-        let version = serde_json::from_slice::<serde_json::Value>(&text).ok().and_then(|v| v.get("schema").and_then(|s| s.as_str()).map(str::to_owned));
-        match version.as_deref() {
-            // Later layouts only add members: earlier documents read as they are.
-            Some(report::JSON_SCHEMA) | Some("qga-harness/run/2") | Some("qga-harness/run/1") => {}
-            Some(other) => return usage(format!("{}: run document of layout {other}; this build reads {} and the layouts before it", path.display(), report::JSON_SCHEMA)),
-            None => return usage(format!("{}: not a qga-harness run document (no \"schema\" member)", path.display())),
-        }
-        match serde_json::from_slice::<qga_harness::engine::RunResult>(&text) {
+        match report::read_run(path) {
             Ok(r) => runs.push(r),
-            Err(e) => return usage(format!("{}: not a qga-harness run document: {e}", path.display())),
+            Err(e) => return usage(e),
         }
     }
     let runs = match report::merge_shards(runs) {
@@ -576,36 +518,9 @@ fn report_cmd(args: ReportArgs) -> ExitCode {
         Err(e) => return usage(e),
     };
     let command = format!("qga-harness report {}", args.runs.iter().map(|p| shell_words::quote(&p.display().to_string()).into_owned()).collect::<Vec<_>>().join(" "));
-    let mut files = Vec::new();
-    for (i, run) in runs.iter().enumerate() {
-        match report::junit::render(run, args.strict) {
-            Ok(x) => files.push((format!("run-{}.junit.xml", i + 1), x)),
-            Err(e) => {
-                eprintln!("qga-harness: cannot render JUnit: {e}");
-                return ExitCode::from(EXIT_HARNESS);
-            }
-        }
-        files.push((format!("run-{}.md", i + 1), report::markdown::render(run, args.strict, &command)));
-    }
-    files.push(("matrix.md".into(), report::markdown::matrix(&runs)));
-    if let Err(e) = report::html::write(&args.out.join("html"), &runs) {
-        eprintln!("qga-harness: cannot write the HTML report: {e}");
+    if let Err(e) = report::write_dir(&args.out, report::DirContents::Merged { runs: &runs, json: args.json }, args.strict, &command) {
+        eprintln!("qga-harness: {e}");
         return ExitCode::from(EXIT_HARNESS);
-    }
-    for (name, text) in files {
-        if let Err(e) = report::write_atomic(&args.out.join(&name), text.as_bytes()) {
-            eprintln!("qga-harness: cannot write {name}: {e}");
-            return ExitCode::from(EXIT_HARNESS);
-        }
-    }
-    if args.json {
-        for (i, run) in runs.iter().enumerate() {
-            let doc = report::JsonReport::new(run, None, args.strict);
-            if let Err(e) = report::write_atomic(&args.out.join(format!("run-{}.json", i + 1)), &serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
-                eprintln!("qga-harness: cannot write run-{}.json: {e}", i + 1);
-                return ExitCode::from(EXIT_HARNESS);
-            }
-        }
     }
     println!("{} run(s) merged into {}", runs.len(), args.out.display());
     ExitCode::SUCCESS
@@ -613,8 +528,8 @@ fn report_cmd(args: ReportArgs) -> ExitCode {
 
 fn list(args: ListArgs) -> ExitCode {
     use std::io::Write;
-    let (cases, _) = match args.select.cases() {
-        Ok(c) => c,
+    let cases = match args.select.select(None) {
+        Ok(s) => s.cases,
         Err(e) => return usage(e),
     };
     let mut out = std::io::stdout().lock();
@@ -644,11 +559,11 @@ async fn run(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
-    let (cases, all_ids) = match args.select.cases_for(Role::Agent) {
-        Ok(c) => c,
+    let Selected { cases, catalogue_ids } = match args.select.select(Some(Role::Agent)) {
+        Ok(s) => s,
         Err(e) => return usage(e),
     };
-    let baseline = match load_baseline(&args.out, &all_ids) {
+    let baseline = match load_baseline(&args.out, &catalogue_ids) {
         Ok(b) => b,
         Err(e) => return usage(e),
     };
@@ -691,17 +606,15 @@ async fn client_cmd(args: ClientArgs) -> ExitCode {
     if args.agent.is_none() {
         // Recognisable replies: the reference agent's guest-info carries a
         // nonce per reply, so no two replies of the agent are alike.
-        let mut words = shell_words::split(&agent.template.to_string()).unwrap_or_default();
-        words.extend(["--variant".into(), "nonce".into()]);
-        if let Ok(t) = AgentTemplate::from_words(words) {
+        if let Ok(t) = agent.template.with_extra(&["--variant", "nonce"]) {
             agent.template = t;
         }
     }
-    let (cases, all_ids) = match args.select.cases_for(Role::Client) {
-        Ok(c) => c,
+    let Selected { cases, catalogue_ids } = match args.select.select(Some(Role::Client)) {
+        Ok(s) => s,
         Err(e) => return usage(e),
     };
-    let baseline = match load_baseline(&args.out, &all_ids) {
+    let baseline = match load_baseline(&args.out, &catalogue_ids) {
         Ok(b) => b,
         Err(e) => return usage(e),
     };
@@ -720,7 +633,6 @@ async fn client_cmd(args: ClientArgs) -> ExitCode {
 
 /// `call`: the reference client as a client under test.
 async fn call(args: CallArgs) -> ExitCode {
-    use qga_harness::connection::Connection;
     use qga_harness::transport::Duplex;
     let duplex = if args.pty { Duplex::open_tty(&args.path) } else { Duplex::connect_unix(&args.path).await };
     let duplex = match duplex {
@@ -730,12 +642,8 @@ async fn call(args: CallArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAIL);
         }
     };
-    let transcript = Transcript::new(qga_harness::transcript::Caps { bytes: 1 << 16, entries: 1000 });
-    let mut conn = Connection::new(duplex, transcript, 1 << 20);
-    let opts = qga_harness::client::ClientOptions::default();
     let job: Vec<String> = args.job.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
-    let lines = qga_harness::client::program::run_job(&mut conn, &opts, &job, Duration::from_millis(args.timeout_ms)).await;
-    let ok = lines.len() == job.len() && lines.iter().all(|l| l.get("return").is_some());
+    let (lines, ok) = qga_harness::client::program::call(duplex, &job, Duration::from_millis(args.timeout_ms)).await;
     for l in &lines {
         println!("{l}");
     }
@@ -747,57 +655,29 @@ async fn call(args: CallArgs) -> ExitCode {
 }
 
 fn load_baseline(out: &OutputArgs, all_ids: &[String]) -> Result<Option<Baseline>, String> {
-    let Some(path) = &out.expect else { return Ok(None) };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let ids: Vec<&str> = all_ids.iter().map(String::as_str).collect();
-    Baseline::parse(&path.display().to_string(), &text, &ids).map(Some)
+    out.expect.as_deref().map(|path| Baseline::read(path, all_ids)).transpose()
 }
 
 /// Print, write and gate a run: the one exit policy of `run` and `client`.
 fn finish(result: &RunResult, args: &OutputArgs, baseline: Option<&Baseline>) -> ExitCode {
     let comparison = baseline.map(|b| b.compare(&result.results, args.strict));
     print!("{}", report::render_terminal(result, comparison.as_ref(), args.strict, args.transcript));
-    if let Some(path) = &args.json {
-        let doc = report::JsonReport::new(result, comparison.as_ref(), args.strict);
-        let bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-        if let Err(e) = report::write_atomic(path, &bytes) {
-            eprintln!("qga-harness: cannot write {}: {e}", path.display());
-            return ExitCode::from(EXIT_HARNESS);
+    let written = (|| {
+        if let Some(path) = &args.json {
+            report::write_run(path, result, comparison.as_ref(), args.strict)?;
         }
-    }
-    if let Some(dir) = &args.report_dir {
-        let doc = report::JsonReport::new(result, comparison.as_ref(), args.strict);
-        let command = std::env::args().map(|a| shell_words::quote(&a).into_owned()).collect::<Vec<_>>().join(" ");
-        let junit = match report::junit::render(result, args.strict) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("qga-harness: cannot render JUnit: {e}");
-                return ExitCode::from(EXIT_HARNESS);
-            }
-        };
-        for (name, bytes) in [
-            ("run.json", serde_json::to_vec_pretty(&doc).unwrap_or_default()),
-            ("junit.xml", junit.into_bytes()),
-            ("summary.md", report::markdown::render(result, args.strict, &command).into_bytes()),
-        ] {
-            if let Err(e) = report::write_atomic(&dir.join(name), &bytes) {
-                eprintln!("qga-harness: cannot write {}: {e}", dir.join(name).display());
-                return ExitCode::from(EXIT_HARNESS);
-            }
+        if let Some(dir) = &args.report_dir {
+            let command = std::env::args().map(|a| shell_words::quote(&a).into_owned()).collect::<Vec<_>>().join(" ");
+            report::write_dir(dir, report::DirContents::Run { run: result, comparison: comparison.as_ref() }, args.strict, &command)?;
         }
-        if let Err(e) = report::html::write(&dir.join("html"), std::slice::from_ref(result)) {
-            eprintln!("qga-harness: cannot write the HTML report: {e}");
-            return ExitCode::from(EXIT_HARNESS);
+        match &args.write_baseline {
+            Some(path) => report::write_baseline(path, result, args.strict),
+            None => Ok(()),
         }
-    }
-    if let Some(path) = &args.write_baseline {
-        let agent = format!("{} ({}) over {}", result.agent, result.agent_version.as_deref().unwrap_or("version unknown"), result.transport);
-        let b = Baseline::from_results(&agent, &result.results, args.strict);
-        let text = toml::to_string(&b).unwrap_or_default();
-        if let Err(e) = report::write_atomic(path, text.as_bytes()) {
-            eprintln!("qga-harness: cannot write {}: {e}", path.display());
-            return ExitCode::from(EXIT_HARNESS);
-        }
+    })();
+    if let Err(e) = written {
+        eprintln!("qga-harness: {e}");
+        return ExitCode::from(EXIT_HARNESS);
     }
     // The one exit policy (also the libtest target's).
     ExitCode::from(qga_harness::gate::gate(result, baseline, args.strict).exit_code())

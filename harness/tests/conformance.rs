@@ -29,7 +29,7 @@
 use libtest_mimic::{Arguments, Failed, Trial};
 use qga_harness::agent::AgentTemplate;
 use qga_harness::baseline::Baseline;
-use qga_harness::case::{load, Case, Role};
+use qga_harness::case::{Case, Role, Selected, Selection};
 use qga_harness::client::Profile;
 use qga_harness::engine::{run_case, EngineOptions, Grading};
 use qga_harness::gate::{gate_results, Gate};
@@ -42,6 +42,8 @@ const HARNESS: &str = env!("CARGO_BIN_EXE_qga-harness");
 
 struct Config {
     template: AgentTemplate,
+    /// The agent cases of the embedded catalogue (of `QGA_SHARD`, if set).
+    selected: Selected,
     transport: TransportKind,
     baseline: Option<Baseline>,
     seed: u64,
@@ -69,21 +71,14 @@ fn config() -> &'static Config {
         };
         let template = match std::env::var("QGA_AGENT") {
             Ok(t) => AgentTemplate::parse(&t).unwrap_or_else(|e| panic!("QGA_AGENT: {e}")),
-            Err(_) => AgentTemplate::parse(&match transport {
-                TransportKind::Pty | TransportKind::VmVirtio | TransportKind::VmIsa => format!("{HARNESS} ref-agent --path {{path}}"),
-                TransportKind::Socketpair => format!("{HARNESS} ref-agent"),
-                TransportKind::UnixListen => format!("{HARNESS} ref-agent --unix-listen {{path}}"),
-            })
-            .expect("the reference agent's template"),
+            Err(_) => qga_harness::agent::template::reference_served_by(HARNESS, transport).expect("the reference agent's template"),
         };
-        let ids: Vec<String> = load::embedded().expect("catalogue").into_iter().map(|c| c.id).collect();
-        let baseline = std::env::var("QGA_EXPECT").ok().map(|path| {
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("QGA_EXPECT={path}: {e}"));
-            Baseline::parse(&path, &text, &ids.iter().map(String::as_str).collect::<Vec<_>>()).unwrap_or_else(|e| panic!("{e}"))
-        });
+        let shard = std::env::var("QGA_SHARD").ok().map(|s| qga_harness::case::shard::Shard::parse(&s).unwrap_or_else(|e| panic!("QGA_SHARD: {e}")));
+        let selected = Selection { role: Some(Role::Agent), shard, ..Selection::default() }.select().unwrap_or_else(|e| panic!("{e}"));
+        let baseline = std::env::var("QGA_EXPECT").ok().map(|path| Baseline::read(path.as_ref(), &selected.catalogue_ids).unwrap_or_else(|e| panic!("QGA_EXPECT: {e}")));
         let seed = std::env::var("QGA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
         let strict = std::env::var("QGA_STRICT").is_ok_and(|v| v == "1");
-        Config { template, transport, baseline, seed, strict }
+        Config { template, selected, transport, baseline, seed, strict }
     })
 }
 
@@ -217,14 +212,13 @@ fn main() {
     }
     let c = config();
     let prefix = format!("{}::{}", agent_name(c), c.transport);
-    let shard = std::env::var("QGA_SHARD").ok().map(|s| qga_harness::case::shard::Shard::parse(&s).unwrap_or_else(|e| panic!("QGA_SHARD: {e}")));
-    let trials: Vec<Trial> = load::embedded_role(Role::Agent)
-        .expect("the embedded catalogue loads")
-        .into_iter()
-        .filter(|case| shard.is_none_or(|s| s.contains(&case.id)))
+    let trials: Vec<Trial> = c
+        .selected
+        .cases
+        .iter()
         .map(|case| {
             let name = format!("{prefix}::{}", case.id);
-            Trial::test(name, move || run_one(&case))
+            Trial::test(name, move || run_one(case))
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);

@@ -22,12 +22,9 @@ use qga_harness::verdict::Outcome;
 use std::collections::BTreeSet;
 
 fn template(extra: &str, transport: TransportKind) -> AgentTemplate {
-    let words = match transport {
-        TransportKind::Pty | TransportKind::VmVirtio | TransportKind::VmIsa => format!("{HARNESS} ref-agent --path {{path}} {extra}"),
-        TransportKind::Socketpair => format!("{HARNESS} ref-agent {extra}"),
-        TransportKind::UnixListen => format!("{HARNESS} ref-agent --unix-listen {{path}} {extra}"),
-    };
-    AgentTemplate::parse(&words).unwrap()
+    let extra = shell_words::split(extra).unwrap();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    qga_harness::agent::template::reference_served_by(HARNESS, transport).unwrap().with_extra(&extra).unwrap()
 }
 
 fn run(extra: &str, transport: TransportKind, filter: &dyn Fn(&str) -> bool, seed: u64, keep: bool) -> RunResult {

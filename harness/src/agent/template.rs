@@ -287,3 +287,53 @@ mod tests {
         assert_eq!(problem("qemu-ga-like -m unix-listen -p {path}", Pty), None);
     }
 }
+
+// ---------------------------------------------------------------------------
+// The in-tree reference agent: `qga-harness ref-agent`, the default agent of
+// the command line and of the tests.
+
+/// The reference agent served by this executable, over `transport`: always
+/// there, nothing to build or install first.
+pub fn reference(transport: TransportKind) -> Result<AgentTemplate, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    reference_served_by(&exe.to_string_lossy(), transport).map_err(|e| e.to_string())
+}
+
+/// The reference agent served by `harness`, a qga-harness executable (the
+/// tests name the one cargo built for them).
+pub fn reference_served_by(harness: &str, transport: TransportKind) -> Result<AgentTemplate, TemplateError> {
+    let mut words = vec![harness.to_owned(), "ref-agent".to_owned()];
+    match transport {
+        TransportKind::Pty | TransportKind::VmVirtio | TransportKind::VmIsa => words.extend(["--path".into(), "{path}".into()]),
+        TransportKind::UnixListen => words.extend(["--unix-listen".into(), "{path}".into()]),
+        TransportKind::Socketpair => {}
+    }
+    AgentTemplate::from_words(words)
+}
+
+impl AgentTemplate {
+    /// This template with `extra` words after its own (options of the
+    /// reference agent, say).
+    pub fn with_extra(&self, extra: &[&str]) -> Result<AgentTemplate, TemplateError> {
+        AgentTemplate::from_words(self.words.iter().cloned().chain(extra.iter().map(|w| (*w).to_owned())).collect())
+    }
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_agent_takes_the_channel_its_transport_gives() {
+        let t = |k| reference_served_by("/x/qga harness", k).unwrap();
+        assert_eq!(t(TransportKind::Pty).expand(Some(Path::new("/p")), Path::new("/s")), ["/x/qga harness", "ref-agent", "--path", "/p"]);
+        assert_eq!(t(TransportKind::UnixListen).expand(Some(Path::new("/p")), Path::new("/s"))[2..], ["--unix-listen", "/p"]);
+        assert!(!t(TransportKind::Socketpair).uses_path());
+        for k in TransportKind::ALL {
+            assert_eq!(transport_problem(&t(k), k), None, "{k}");
+        }
+        let nonce = t(TransportKind::Socketpair).with_extra(&["--variant", "nonce"]).unwrap();
+        assert_eq!(nonce.expand(None, Path::new("/s")), ["/x/qga harness", "ref-agent", "--variant", "nonce"]);
+        assert!(reference(TransportKind::Pty).is_ok());
+    }
+}

@@ -6,16 +6,19 @@
 //! - [`pattern`]: reply shapes with placeholders.
 //! - [`load`]: reading and validating case files, with errors that name the
 //!   file, line and field.
+//! - [`selection`]: which cases a run runs (ids, tags, levels, role, shard).
 
 pub mod bytes;
 pub mod load;
 pub mod pattern;
+pub mod selection;
 pub mod shard;
 pub mod step;
 
 use crate::transport::{ChannelCapability, TransportKind};
 use crate::verdict::Level;
 use serde::{Deserialize, Serialize};
+pub use selection::{Selected, Selection};
 pub use step::Step;
 
 /// One conformance case.

@@ -56,3 +56,14 @@ pub async fn run_job(conn: &mut Connection, opts: &ClientOptions, job: &[String]
     lines
 }
 
+
+/// `qga-harness call`: run `job` over `duplex` with the default client
+/// options. The report lines, and whether every command returned.
+pub async fn call(duplex: crate::transport::Duplex, job: &[String], timeout: Duration) -> (Vec<Value>, bool) {
+    // The recording is nobody's to read here: a small one.
+    let transcript = crate::transcript::Transcript::new(crate::transcript::Caps { bytes: 1 << 16, entries: 1000 });
+    let mut conn = Connection::new(duplex, transcript, 1 << 20);
+    let lines = run_job(&mut conn, &ClientOptions::default(), job, timeout).await;
+    let ok = lines.len() == job.len() && lines.iter().all(|l| l.get("return").is_some());
+    (lines, ok)
+}

@@ -22,7 +22,10 @@
 //! client's 0xFF go through untouched.
 //!
 //! Client-bound bytes keep their order: a delayed reply holds back
-//! everything after it, as on a serial line.
+//! everything after it, as on a serial line, and so does the unwritten rest
+//! of a write the client did not take ([`queues`]: both queues are bounded).
+
+mod queues;
 
 use super::port::ClientPort;
 use crate::case::step::ReplyFault;
@@ -33,6 +36,7 @@ use crate::wire::framer::{scan, Scan};
 use crate::wire::message::ids_equal;
 use crate::wire::sentinel::SENTINEL;
 use serde_json::Value;
+use queues::{Held, HeldQueue, Outbox};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -42,8 +46,14 @@ use tokio::time::Instant;
 pub const PARTIAL_FLUSH: Duration = Duration::from_millis(20);
 /// Unconsumed input each link may hold.
 const MAX_BUFFERED: usize = 1 << 20;
-/// Client-bound bytes kept while no client is connected.
+/// Client-bound bytes kept while no client takes them.
 const MAX_BACKLOG: usize = 1 << 20;
+/// Client-bound bytes held back by a reply fault (a delayed reply and all
+/// behind it).
+const MAX_HELD: usize = 1 << 20;
+/// How often bytes waiting for a client that stopped reading are offered
+/// again.
+const OUTBOX_RETRY: Duration = Duration::from_millis(10);
 /// Requests logged per case; a client flooding more is not graded on them.
 const MAX_REQUESTS: usize = 10_000;
 
@@ -116,24 +126,14 @@ pub struct Injection {
     pub values: Vec<Value>,
 }
 
-/// One client-bound write waiting its turn.
-#[derive(Debug)]
-struct Held {
-    release: Instant,
-    bytes: Vec<u8>,
-    origin: Origin,
-    /// The reply these bytes carry, if any.
-    reply: Option<usize>,
-}
-
 /// The proxy between one client under test and the agent.
 #[derive(Debug)]
 pub struct Pump {
     transcript: Transcript,
     port: ClientPort,
     client: Option<Connection>,
-    /// Client-bound bytes while no client is connected.
-    backlog: Vec<u8>,
+    /// Client-bound bytes no client has taken yet.
+    outbox: Outbox,
     pub agent: Session,
     /// Client bytes not yet parsed (already forwarded).
     cin: Vec<u8>,
@@ -142,7 +142,7 @@ pub struct Pump {
     ain: Vec<u8>,
     partial_since: Option<Instant>,
     faults: VecDeque<ReplyFault>,
-    held: VecDeque<Held>,
+    held: HeldQueue,
     send_timeout: Duration,
     client_timeout: Duration,
     pub requests: Vec<SeenRequest>,
@@ -181,18 +181,19 @@ impl Pump {
     pub fn new(mut port: ClientPort, agent: Session, transcript: Transcript, client_timeout: Duration) -> std::io::Result<Pump> {
         let client = port.take_link(&transcript, MAX_BUFFERED)?;
         let send_timeout = agent.client().send_timeout;
+        let outbox = Outbox::new(MAX_BACKLOG, send_timeout, transcript.clone());
         Ok(Pump {
             transcript,
             port,
             client,
-            backlog: Vec::new(),
+            outbox,
             agent,
             cin: Vec::new(),
             flush_seen: false,
             ain: Vec::new(),
             partial_since: None,
             faults: VecDeque::new(),
-            held: VecDeque::new(),
+            held: HeldQueue::new(MAX_HELD),
             send_timeout,
             client_timeout,
             requests: Vec::new(),
@@ -240,6 +241,7 @@ impl Pump {
         if self.partial_since.is_some_and(|s| Instant::now() >= s + PARTIAL_FLUSH) {
             self.flush_partial().await;
         }
+        self.outbox.flush(&mut self.client).await;
         // A client link that ended (seen while writing or polling) is no
         // client: the next one can be accepted.
         if self.client.as_ref().is_some_and(Connection::is_closed) {
@@ -248,8 +250,11 @@ impl Pump {
             return Turn::ClientLeft;
         }
         let mut wake = until;
-        if let Some(h) = self.held.front() {
-            wake = wake.min(h.release);
+        if let Some(release) = self.held.next_release() {
+            wake = wake.min(release);
+        }
+        if self.client.is_some() && !self.outbox.is_empty() {
+            wake = wake.min(Instant::now() + OUTBOX_RETRY);
         }
         if let Some(since) = self.partial_since {
             wake = wake.min(since + PARTIAL_FLUSH);
@@ -315,10 +320,9 @@ impl Pump {
             }
             Got::Accept(Ok(conn)) => {
                 self.client = Some(conn);
-                if !self.backlog.is_empty() {
-                    let bytes = std::mem::take(&mut self.backlog);
-                    self.transcript.event(Event::Note { text: format!("{} byte(s) left for the next client go to this one", bytes.len()) });
-                    self.write_client(&bytes, Origin::Forwarded).await;
+                if !self.outbox.is_empty() {
+                    self.transcript.event(Event::Note { text: format!("{} byte(s) left for the next client go to this one", self.outbox.len()) });
+                    self.outbox.flush(&mut self.client).await;
                 }
                 Turn::ClientConnected
             }
@@ -642,7 +646,9 @@ impl Pump {
         self.replies.push(SeenReply { seq, value, request, delivery, delivered_seq: None });
         if let Some(d) = hold {
             let release = Instant::now() + d;
-            self.held.push_back(Held { release, bytes: bytes.clone(), origin: Origin::Forwarded, reply: Some(index) });
+            if let Err(h) = self.held.push(Held { release, bytes, origin: Origin::Forwarded, reply: Some(index) }) {
+                self.transcript.event(Event::Note { text: format!("a held reply of {} byte(s) dropped: the held queue is full ({} held)", h.bytes.len(), self.held.bytes()) });
+            }
         } else if let Some(chunk) = f.chunk {
             let n = bytes.chunks(chunk).count();
             for (i, piece) in bytes.chunks(chunk).enumerate() {
@@ -735,18 +741,15 @@ impl Pump {
         if bytes.is_empty() {
             return;
         }
-        let held: usize = self.held.iter().map(|h| h.bytes.len()).sum();
-        if !self.held.is_empty() && held + bytes.len() > MAX_BACKLOG {
-            // Behind a held reply, a flood is dropped (and said), not kept.
-            self.transcript.event(Event::Note { text: format!("{} client-bound byte(s) dropped behind a held reply ({held} held)", bytes.len()) });
-            return;
-        }
         if self.held.is_empty() {
             self.write_client(&bytes, origin).await;
             self.delivered(reply);
-        } else {
-            let release = self.held.back().map_or_else(Instant::now, |h| h.release);
-            self.held.push_back(Held { release, bytes, origin, reply });
+            return;
+        }
+        let release = self.held.last_release().unwrap_or_else(Instant::now);
+        if let Err(h) = self.held.push(Held { release, bytes, origin, reply }) {
+            // Behind a held reply, a flood is dropped (and said), not kept.
+            self.transcript.event(Event::Note { text: format!("{} client-bound byte(s) dropped behind a held reply ({} held)", h.bytes.len(), self.held.bytes()) });
         }
     }
 
@@ -758,48 +761,21 @@ impl Pump {
 
     /// Release held writes whose time has come.
     async fn release_held(&mut self) {
-        while self.held.front().is_some_and(|h| h.release <= Instant::now()) {
-            let h = self.held.pop_front().expect("checked");
+        while let Some(h) = self.held.pop_due(Instant::now()) {
             self.write_client(&h.bytes, h.origin).await;
             self.delivered(h.reply);
         }
     }
 
-    /// Write to the client now, or keep the bytes for the next client.
+    /// Write to the client now, or queue the bytes for it (behind any
+    /// that wait already).
     async fn write_client(&mut self, bytes: &[u8], origin: Origin) {
-        let Some(conn) = self.client.as_mut() else {
-            self.keep_for_next_client(bytes);
-            return;
-        };
-        conn.set_origin(Some(origin));
-        let r = conn.send(bytes, Instant::now() + self.send_timeout).await;
-        conn.set_origin(None);
-        match r {
-            Ok(()) => {}
-            Err(SendError::Timeout { written, .. }) => {
-                self.transcript.event(Event::Note { text: "the client is not reading: the rest waits for it".into() });
-                self.keep_for_next_client(&bytes[written..]);
-            }
-            Err(_) => {
-                self.client = None;
-                self.keep_for_next_client(bytes);
-            }
-        }
-    }
-
-    /// Client-bound bytes no client took, kept (up to [`MAX_BACKLOG`]; the
-    /// rest is dropped and said) for the next connection.
-    fn keep_for_next_client(&mut self, bytes: &[u8]) {
-        let room = MAX_BACKLOG.saturating_sub(self.backlog.len());
-        if bytes.len() > room {
-            self.transcript.event(Event::Note { text: format!("{} client-bound byte(s) dropped: the backlog is full", bytes.len() - room) });
-        }
-        self.backlog.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.outbox.write(&mut self.client, bytes, origin).await;
     }
 
     /// Everything held, released now (the case is over).
     pub async fn release_all(&mut self) {
-        while let Some(h) = self.held.pop_front() {
+        while let Some(h) = self.held.pop() {
             self.write_client(&h.bytes, h.origin).await;
             self.delivered(h.reply);
         }
@@ -856,6 +832,93 @@ pub fn describe_fault(f: &ReplyFault) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A client link over a socketpair, and the client's end of it.
+    fn client_pair(transcript: &Transcript) -> (Option<Connection>, std::os::unix::net::UnixStream, crate::transport::Transport) {
+        let mut t = crate::transport::Transport::open(crate::transport::TransportKind::Socketpair).unwrap();
+        let duplex = t.take_duplex().unwrap().unwrap();
+        let peer = std::os::unix::net::UnixStream::from(t.agent_stdio().unwrap().try_clone_to_owned().unwrap());
+        (Some(Connection::client_link(duplex, transcript.clone(), 1 << 16)), peer, t)
+    }
+
+    fn notes(t: &Transcript) -> String {
+        t.render(0, None)
+    }
+
+    #[tokio::test]
+    async fn bytes_a_client_did_not_take_go_before_later_bytes() {
+        use std::io::Read;
+        let t = Transcript::default();
+        let (mut client, mut peer, _keep) = client_pair(&t);
+        let mut outbox = Outbox::new(16 << 20, Duration::from_millis(20), t.clone());
+        // More than the socket holds unread: the client stops taking it.
+        let first: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        outbox.write(&mut client, &first, Origin::Forwarded).await;
+        assert!(!outbox.is_empty(), "the rest waits for the client");
+        assert!(notes(&t).contains("the client is not reading: the rest waits for it"));
+        // The client reads what it was given, so the socket has room again:
+        // a later write must still not overtake the rest of the first.
+        let mut head = vec![0u8; first.len() - outbox.len()];
+        peer.read_exact(&mut head).unwrap();
+        outbox.write(&mut client, b"later", Origin::Injected).await;
+        let total = first.len() + b"later".len();
+        let reader = std::thread::spawn(move || {
+            let mut rest = vec![0u8; total - head.len()];
+            peer.read_exact(&mut rest).unwrap();
+            head.extend_from_slice(&rest);
+            head
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !outbox.is_empty() {
+            assert!(Instant::now() < deadline, "{} byte(s) never went", outbox.len());
+            outbox.flush(&mut client).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let got = reader.join().unwrap();
+        assert!(got[..first.len()] == first[..], "the first write arrived whole and first");
+        assert_eq!(&got[first.len()..], b"later");
+    }
+
+    #[tokio::test]
+    async fn the_outbox_is_capped_and_keeps_the_earliest_bytes() {
+        use std::io::Read;
+        let t = Transcript::default();
+        let mut outbox = Outbox::new(10, Duration::from_millis(20), t.clone());
+        let mut nobody = None;
+        outbox.write(&mut nobody, b"abcdef", Origin::Forwarded).await;
+        outbox.write(&mut nobody, b"ghijkl", Origin::Injected).await;
+        outbox.write(&mut nobody, b"mn", Origin::Forwarded).await;
+        assert_eq!(outbox.len(), 10);
+        let n = notes(&t);
+        assert_eq!(n.matches("2 client-bound byte(s) dropped: the backlog is full").count(), 2, "{n}");
+        // The next client gets them, in order.
+        let (mut client, mut peer, _keep) = client_pair(&t);
+        outbox.flush(&mut client).await;
+        assert!(outbox.is_empty());
+        let mut got = [0u8; 10];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"abcdefghij");
+    }
+
+    #[test]
+    fn the_held_queue_is_capped_and_keeps_order() {
+        let now = Instant::now();
+        let held = |n: usize, ms: u64| Held { release: now + Duration::from_millis(ms), bytes: vec![b'x'; n], origin: Origin::Forwarded, reply: Some(n) };
+        let mut q = HeldQueue::new(10);
+        // The first is taken however long: one reply can always be delayed.
+        assert!(q.push(held(20, 5)).is_ok());
+        assert_eq!(q.push(held(1, 0)).unwrap_err().bytes.len(), 1, "nothing fits behind it");
+        assert_eq!(q.pop().unwrap().bytes.len(), 20);
+        assert_eq!(q.bytes(), 0);
+        assert!(q.push(held(4, 30)).is_ok() && q.push(held(6, 10)).is_ok());
+        assert!(q.push(held(1, 10)).is_err(), "over the cap");
+        assert_eq!((q.bytes(), q.last_release()), (10, Some(now + Duration::from_millis(10))));
+        // Released first in, first out: one due later holds back the rest.
+        assert!(q.pop_due(now + Duration::from_millis(20)).is_none());
+        assert_eq!(q.pop_due(now + Duration::from_millis(30)).unwrap().reply, Some(4));
+        assert_eq!(q.pop_due(now + Duration::from_millis(30)).unwrap().reply, Some(6));
+        assert!(q.is_empty() && q.next_release().is_none());
+    }
 
     #[test]
     fn parse_errors_answer_nothing() {

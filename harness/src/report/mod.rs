@@ -1,10 +1,14 @@
 //! Reports of a run: the terminal summary and the JSON document (the source
 //! of truth that other formats are made from), JUnit XML ([`junit`]) and a
-//! Markdown summary ([`markdown`]).
+//! Markdown summary ([`markdown`]). Reading run documents back and writing
+//! report files and directories: [`read_run`], [`write_dir`].
 
+mod files;
 pub mod html;
 pub mod junit;
 pub mod markdown;
+
+pub use files::{read_run, write_baseline, write_dir, write_run, DirContents};
 
 use crate::baseline::Comparison;
 use crate::engine::{CaseResult, RunResult};

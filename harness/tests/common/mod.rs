@@ -11,12 +11,7 @@ pub const HARNESS: &str = env!("CARGO_BIN_EXE_qga-harness");
 
 /// The in-tree reference agent, served by the harness binary itself.
 pub fn reference_agent(transport: TransportKind) -> AgentTemplate {
-    let words = match transport {
-        TransportKind::Pty | TransportKind::VmVirtio | TransportKind::VmIsa => format!("{HARNESS} ref-agent --path {{path}}"),
-        TransportKind::Socketpair => format!("{HARNESS} ref-agent"),
-        TransportKind::UnixListen => format!("{HARNESS} ref-agent --unix-listen {{path}}"),
-    };
-    AgentTemplate::parse(&words).unwrap()
+    qga_harness::agent::template::reference_served_by(HARNESS, transport).unwrap()
 }
 
 /// qemu-ga's path, if installed. Under CI (`CI` set) its absence is a test
