@@ -11,12 +11,13 @@ use qga_harness::baseline::Baseline;
 use qga_harness::case::{load, Case};
 use qga_harness::case::Role;
 use qga_harness::engine::client_case::{run_client_cases, ClientConfig};
-use qga_harness::engine::{run_cases, EngineOptions, RunResult};
+use qga_harness::engine::{run_cases, EngineOptions};
 use qga_harness::proxy::ClientTemplate;
 use qga_harness::report;
 use qga_harness::session::SessionConfig;
 use qga_harness::transcript::Transcript;
 use qga_harness::transport::TransportKind;
+use qga_harness::verdict::RunResult;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -561,7 +562,7 @@ fn report_cmd(args: ReportArgs) -> ExitCode {
             Some(other) => return usage(format!("{}: run document of layout {other}; this build reads {} and the layouts before it", path.display(), report::JSON_SCHEMA)),
             None => return usage(format!("{}: not a qga-harness run document (no \"schema\" member)", path.display())),
         }
-        match serde_json::from_slice::<qga_harness::engine::RunResult>(&text) {
+        match serde_json::from_slice::<qga_harness::verdict::RunResult>(&text) {
             Ok(r) => runs.push(r),
             Err(e) => return usage(format!("{}: not a qga-harness run document: {e}", path.display())),
         }

@@ -287,3 +287,29 @@ mod tests {
         assert_eq!(problem("qemu-ga-like -m unix-listen -p {path}", Pty), None);
     }
 }
+
+/// A likely cause of a failed start, from the template and what the agent
+/// said. (Mismatches visible in the template alone are usage errors before
+/// anything starts.)
+pub fn startup_hint(template: &AgentTemplate, transport: TransportKind, stderr: &[String]) -> Option<String> {
+    let text = stderr.join(" ").to_lowercase();
+    let program = template.program().rsplit('/').next().unwrap_or_default().to_owned();
+    if transport.vm().is_some() {
+        // The agent's stderr and the guest console are in the transcript;
+        // a host-side reading of them would mislead.
+        return Some(format!(
+            "over --transport {transport} the agent runs in a QEMU guest: the transcript holds the guest console and the agent's stderr (qemu-ga needs -m {} there)",
+            if transport == TransportKind::VmIsa { "isa-serial" } else { "virtio-serial" }
+        ));
+    }
+    if text.contains("unlink") || text.contains("address already in use") {
+        return Some(format!("the agent could not set up its channel: is its method the right one for --transport {transport}?"));
+    }
+    if text.contains("no such file") || text.contains("permission denied") {
+        return Some("the agent could not open a path it was given: check {path} and {statedir} in the template".into());
+    }
+    if stderr.is_empty() && program.contains("qemu-ga") {
+        return Some(format!("qemu-ga said nothing: with --transport {transport}, its -m method must match (isa-serial or virtio-serial on pty, unix-listen on unix-listen)"));
+    }
+    None
+}

@@ -186,6 +186,40 @@ pub enum GarbageKind {
     NoFlush,
 }
 
+impl GarbageKind {
+    /// `len` pseudo-random bytes of this kind from `seed`: the same seed
+    /// gives the same bytes (a case or a fuzz schedule repeats exactly).
+    pub fn bytes(self, len: usize, seed: u64) -> Vec<u8> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..len)
+            .map(|_| match self {
+                GarbageKind::Any => rng.gen::<u8>(),
+                GarbageKind::Printable => loop {
+                    let b = rng.gen_range(0x20u8..0x7f);
+                    if b != b'{' && b != b'}' && b != b'[' && b != b']' {
+                        break b;
+                    }
+                },
+                GarbageKind::NoFlush => loop {
+                    let b = rng.gen::<u8>();
+                    if b >= 0x20 && b < 0xFE {
+                        break b;
+                    }
+                },
+            })
+            .collect()
+    }
+}
+
+impl Garbage {
+    /// The bytes this step writes, at most `len` of them (a slow agent's
+    /// cap; the step's own length otherwise).
+    pub fn bytes(&self, len: usize) -> Vec<u8> {
+        self.kind.bytes(len.min(self.len), self.seed)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Abandon {

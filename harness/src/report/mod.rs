@@ -7,7 +7,7 @@ pub mod junit;
 pub mod markdown;
 
 use crate::baseline::Comparison;
-use crate::engine::{CaseResult, RunResult};
+use crate::verdict::{CaseResult, RunResult};
 use crate::transcript::{escape_bytes, render_entries};
 use crate::verdict::{FailureKind, Outcome};
 use serde::Serialize;
