@@ -203,7 +203,7 @@ impl GarbageKind {
                 },
                 GarbageKind::NoFlush => loop {
                     let b = rng.gen::<u8>();
-                    if b >= 0x20 && b < 0xFE {
+                    if (0x20..0xFE).contains(&b) {
                         break b;
                     }
                 },
@@ -432,5 +432,18 @@ mod tests {
         assert!(r.unwrap_err().to_string().contains("comand"));
         let r: Result<Doc, _> = toml::from_str(r#"steps = [ { explode = {} } ]"#);
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn garbage_is_seeded_and_of_its_kind() {
+        let g = Garbage { len: 4096, seed: 7, kind: GarbageKind::NoFlush };
+        assert_eq!(g.bytes(4096), g.bytes(4096));
+        assert_eq!(g.bytes(100).len(), 100);
+        assert_eq!(g.bytes(1 << 20).len(), 4096, "never longer than the step");
+        assert!(g.bytes(4096).iter().all(|&b| (0x20..0xFE).contains(&b)));
+        let p = GarbageKind::Printable.bytes(4096, 7);
+        assert!(p.iter().all(|&b| (0x20..0x7f).contains(&b) && !b"{}[]".contains(&b)));
+        let any = GarbageKind::Any.bytes(4096, 7);
+        assert!(any.contains(&0xFF) && any.contains(&0));
     }
 }

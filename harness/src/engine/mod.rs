@@ -15,14 +15,13 @@
 //! - [`grading`]: what the start-up profile changes: relaxed checks,
 //!   blocked cases, budgets paced to the agent.
 //! - [`request`]: send steps to bytes (through the qapi types).
-//! - [`denylist`]: commands never sent.
 //! - [`client_case`]: client mode, where a client under test is graded.
 //!
-//! The results it produces are [`crate::verdict`]'s.
+//! The results it produces are [`crate::verdict`]'s. Commands never sent
+//! are refused below, where bytes are written ([`crate::wire::denylist`]).
 
 pub mod case;
 pub mod client_case;
-pub mod denylist;
 pub mod expect;
 pub mod grading;
 pub mod recover;

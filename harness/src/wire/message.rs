@@ -261,6 +261,18 @@ mod tests {
     }
 
     #[test]
+    fn malformed_replies_say_what_kind() {
+        let kind = |t: &[u8]| Reply::parse(t).unwrap_err().kind;
+        assert_eq!(kind(br#"{"error": {"desc": "x"}}"#), MalformedKind::ErrorWithoutClass);
+        assert_eq!(kind(br#"{"error": {"class": 5, "desc": "x"}}"#), MalformedKind::ErrorWithoutClass);
+        assert_eq!(kind(br#"{"return": 1, "error": {}}"#), MalformedKind::ReturnAndError);
+        for t in [&b"[1]"[..], br#"{"error": {"class": "X"}}"#, br#"{"error": 1}"#, b"{}", b"{"] {
+            assert_eq!(kind(t), MalformedKind::Other, "{}", String::from_utf8_lossy(t));
+        }
+        assert_eq!(Reply::parse(br#"{"error": {"desc": "x"}}"#).unwrap_err().reason, r#"error without a string "class""#);
+    }
+
+    #[test]
     fn id_policy_names_how_an_id_changed() {
         use serde_json::json;
         let big = 18014398509481985i64; // 2^54 + 1: not a double

@@ -2,8 +2,7 @@
 //! observed reply, the request it answers, and a grading from a profile.
 
 use super::*;
-use crate::client::ProbeFinding;
-use crate::client::Profile;
+use crate::client::{ProbeFinding, Profile};
 use serde_json::{json, Value};
 
 /// A case with `tags` (the capabilities it is about).
@@ -45,6 +44,11 @@ impl Judge {
     fn check_all(&self, e: Value, p: Option<&Pending>, before: &[u8], text: &str, next: Option<u8>) -> Result<(), Miss> {
         let e: Expect = serde_json::from_value(e).unwrap();
         Checker { grading: &self.grading, case: &self.case, opts: &self.opts }.check(&e, p, &observed(before, text), next)
+    }
+
+    /// What the expectation says it wants, for request `p`.
+    fn describe(&self, e: &Value, p: &Pending) -> String {
+        describe_expectation(&serde_json::from_value(e.clone()).unwrap(), Some(p))
     }
 
     /// The kind of the miss, if the check failed.
@@ -96,12 +100,6 @@ fn sync_returns_and_explicit_ids() {
     assert_eq!(j.kind(e.clone(), Some(&p), b"", &format!(r#"{{"return": {}}}"#, i64::MAX)), None);
     assert_eq!(j.kind(e.clone(), Some(&p), b"", r#"{"return": 9223372036854775808.0}"#), Some(FailureKind::IdRounded));
     assert_eq!(j.kind(e, Some(&p), b"", r#"{"return": -1}"#), Some(FailureKind::IdTruncated));
-}
-
-impl Judge {
-    fn describe(&self, e: &Value, p: &Pending) -> String {
-        describe_expectation(&serde_json::from_value(e.clone()).unwrap(), Some(p))
-    }
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! The step interpreter: a case's steps run in order on the live session,
 //! one file per step family (mini-redis's one file per command).
 //!
-//! - [`send`]: `send` and `batch`: requests written, replies owed.
-//! - [`garbage`]: random bytes, and the agent's answer to them dropped.
-//! - [`faults`]: `abandon`, `kill`, `restart`, `reconnect`, `inject`.
-//! - [`read`]: `expect`, `expect-silence` and `resync`: reading and grading.
+//! - `send`: `send` and `batch`: requests written, replies owed.
+//! - `garbage`: random bytes, and the agent's answer to them dropped.
+//! - `faults`: `abandon`, `kill`, `restart`, `reconnect`, `inject`.
+//! - `read`: `expect`, `expect-silence` and `resync`: reading and grading.
 //!
 //! `pause` and `repeat` are here: they only order the others.
 
