@@ -145,6 +145,8 @@ pub(crate) fn test_result(id: &str, outcome: Outcome) -> CaseResult {
     }
 }
 
+/// The result of `case` before it runs: PASS, recovery not run, until the
+/// engine (or client mode) says otherwise.
 pub fn skeleton(case: &Case) -> CaseResult {
     CaseResult {
         id: case.id.clone(),
