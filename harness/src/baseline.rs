@@ -14,7 +14,7 @@
 //! (the baseline lists only failing outcomes and the case conformed:
 //! reported, so the baseline can be tightened).
 
-use crate::engine::CaseResult;
+use crate::verdict::CaseResult;
 use crate::verdict::Outcome;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -121,7 +121,7 @@ mod tests {
     use super::*;
 
     fn result(id: &str, outcome: Outcome) -> CaseResult {
-        crate::engine::test_result(id, outcome)
+        crate::verdict::test_result(id, outcome)
     }
 
     #[test]

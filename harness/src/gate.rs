@@ -4,7 +4,7 @@
 //! under cargo test or nextest.
 
 use crate::baseline::Baseline;
-use crate::engine::{CaseResult, RunResult};
+use crate::verdict::{CaseResult, RunResult};
 use crate::verdict::Outcome;
 
 /// What a run means for CI.
@@ -63,7 +63,7 @@ mod tests {
     use super::*;
 
     fn r(id: &str, outcome: Outcome) -> CaseResult {
-        crate::engine::test_result(id, outcome)
+        crate::verdict::test_result(id, outcome)
     }
 
     #[test]

@@ -10,12 +10,13 @@ use qga_harness::agent::AgentTemplate;
 use qga_harness::baseline::Baseline;
 use qga_harness::case::{load, Case, Role, Selected};
 use qga_harness::engine::client_case::{run_client_cases, ClientConfig};
-use qga_harness::engine::{run_cases, EngineOptions, RunResult};
+use qga_harness::engine::{run_cases, EngineOptions};
 use qga_harness::proxy::ClientTemplate;
 use qga_harness::report;
 use qga_harness::session::SessionConfig;
 use qga_harness::transcript::Transcript;
 use qga_harness::transport::TransportKind;
+use qga_harness::verdict::RunResult;
 use std::process::ExitCode;
 use std::time::Duration;
 

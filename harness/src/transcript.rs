@@ -151,7 +151,7 @@ pub enum Record {
 pub struct Entry {
     pub seq: u64,
     /// Time since the transcript was created, in microseconds.
-    #[serde(with = "crate::verdict::micros")]
+    #[serde(with = "micros")]
     pub at: Duration,
     #[serde(flatten)]
     pub record: Record,
@@ -608,6 +608,18 @@ impl Inner {
         for s in &mut self.streams {
             s.markers.retain(|&seg, _| seg >= keep_from);
         }
+    }
+}
+
+/// Durations as whole microseconds in JSON.
+pub mod micros {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_micros() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_micros(u64::deserialize(d)?))
     }
 }
 

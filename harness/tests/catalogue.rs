@@ -18,7 +18,8 @@ use common::*;
 use qga_fixtures::mutation::{Bug, Variant};
 use qga_harness::agent::AgentTemplate;
 use qga_harness::case::load;
-use qga_harness::engine::{run_cases, EngineOptions, RunResult};
+use qga_harness::engine::{run_cases, EngineOptions};
+use qga_harness::verdict::RunResult;
 // Cases run over a socketpair where they apply; the rest (unix-listen only)
 // over their own transport.
 use qga_harness::session::SessionConfig;
@@ -54,7 +55,7 @@ fn transport_for(case: &qga_harness::case::Case) -> TransportKind {
 }
 
 /// Every case, each over the transport it applies to, in catalogue order.
-fn run_all(extra: &str) -> Vec<qga_harness::engine::CaseResult> {
+fn run_all(extra: &str) -> Vec<qga_harness::verdict::CaseResult> {
     let cases = load::embedded_role(qga_harness::case::Role::Agent).unwrap();
     let mut by_id = std::collections::HashMap::new();
     for t in TransportKind::ALL {

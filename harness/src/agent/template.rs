@@ -203,6 +203,63 @@ fn unknown_placeholder(word: &str) -> Option<String> {
     None
 }
 
+/// A likely cause of a failed start, from the template and what the agent
+/// said. (Mismatches visible in the template alone are usage errors before
+/// anything starts.)
+pub fn startup_hint(template: &AgentTemplate, transport: TransportKind, stderr: &[String]) -> Option<String> {
+    let text = stderr.join(" ").to_lowercase();
+    let program = template.program().rsplit('/').next().unwrap_or_default().to_owned();
+    if transport.vm().is_some() {
+        // The agent's stderr and the guest console are in the transcript;
+        // a host-side reading of them would mislead.
+        return Some(format!(
+            "over --transport {transport} the agent runs in a QEMU guest: the transcript holds the guest console and the agent's stderr (qemu-ga needs -m {} there)",
+            if transport == TransportKind::VmIsa { "isa-serial" } else { "virtio-serial" }
+        ));
+    }
+    if text.contains("unlink") || text.contains("address already in use") {
+        return Some(format!("the agent could not set up its channel: is its method the right one for --transport {transport}?"));
+    }
+    if text.contains("no such file") || text.contains("permission denied") {
+        return Some("the agent could not open a path it was given: check {path} and {statedir} in the template".into());
+    }
+    if stderr.is_empty() && program.contains("qemu-ga") {
+        return Some(format!("qemu-ga said nothing: with --transport {transport}, its -m method must match (isa-serial or virtio-serial on pty, unix-listen on unix-listen)"));
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------
+// The in-tree reference agent: `qga-harness ref-agent`, the default agent of
+// the command line and of the tests.
+
+/// The reference agent served by this executable, over `transport`: always
+/// there, nothing to build or install first.
+pub fn reference(transport: TransportKind) -> Result<AgentTemplate, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    reference_served_by(&exe.to_string_lossy(), transport).map_err(|e| e.to_string())
+}
+
+/// The reference agent served by `harness`, a qga-harness executable (the
+/// tests name the one cargo built for them).
+pub fn reference_served_by(harness: &str, transport: TransportKind) -> Result<AgentTemplate, TemplateError> {
+    let mut words = vec![harness.to_owned(), "ref-agent".to_owned()];
+    match transport {
+        TransportKind::Pty | TransportKind::VmVirtio | TransportKind::VmIsa => words.extend(["--path".into(), "{path}".into()]),
+        TransportKind::UnixListen => words.extend(["--unix-listen".into(), "{path}".into()]),
+        TransportKind::Socketpair => {}
+    }
+    AgentTemplate::from_words(words)
+}
+
+impl AgentTemplate {
+    /// This template with `extra` words after its own (options of the
+    /// reference agent, say).
+    pub fn with_extra(&self, extra: &[&str]) -> Result<AgentTemplate, TemplateError> {
+        AgentTemplate::from_words(self.words.iter().cloned().chain(extra.iter().map(|w| (*w).to_owned())).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,42 +343,6 @@ mod tests {
         assert_eq!(problem("other-agent -m unix-listen --tty {path}", Pty), None);
         assert_eq!(problem("qemu-ga-like -m unix-listen -p {path}", Pty), None);
     }
-}
-
-// ---------------------------------------------------------------------------
-// The in-tree reference agent: `qga-harness ref-agent`, the default agent of
-// the command line and of the tests.
-
-/// The reference agent served by this executable, over `transport`: always
-/// there, nothing to build or install first.
-pub fn reference(transport: TransportKind) -> Result<AgentTemplate, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    reference_served_by(&exe.to_string_lossy(), transport).map_err(|e| e.to_string())
-}
-
-/// The reference agent served by `harness`, a qga-harness executable (the
-/// tests name the one cargo built for them).
-pub fn reference_served_by(harness: &str, transport: TransportKind) -> Result<AgentTemplate, TemplateError> {
-    let mut words = vec![harness.to_owned(), "ref-agent".to_owned()];
-    match transport {
-        TransportKind::Pty | TransportKind::VmVirtio | TransportKind::VmIsa => words.extend(["--path".into(), "{path}".into()]),
-        TransportKind::UnixListen => words.extend(["--unix-listen".into(), "{path}".into()]),
-        TransportKind::Socketpair => {}
-    }
-    AgentTemplate::from_words(words)
-}
-
-impl AgentTemplate {
-    /// This template with `extra` words after its own (options of the
-    /// reference agent, say).
-    pub fn with_extra(&self, extra: &[&str]) -> Result<AgentTemplate, TemplateError> {
-        AgentTemplate::from_words(self.words.iter().cloned().chain(extra.iter().map(|w| (*w).to_owned())).collect())
-    }
-}
-
-#[cfg(test)]
-mod reference_tests {
-    use super::*;
 
     #[test]
     fn the_reference_agent_takes_the_channel_its_transport_gives() {

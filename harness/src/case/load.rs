@@ -21,10 +21,10 @@ pub struct LoadError {
 
 /// The cases compiled into this binary (from the repository's cases/),
 /// and the schema section generated from the QGA schema
-/// ([`crate::schema::section`]).
+/// ([`super::schema_section`]).
 pub fn embedded() -> Result<Vec<Case>, LoadError> {
     let mut cases = load_all(EMBEDDED_CASES.iter().map(|(n, t)| (format!("cases/{n}"), (*t).to_owned())))?;
-    for case in crate::schema::section() {
+    for case in super::schema_section::section() {
         validate("schema", &case).map_err(|message| LoadError { file: "(generated) schema".into(), line: 0, message })?;
         if cases.iter().any(|c| c.id == case.id) {
             return Err(LoadError { file: "(generated) schema".into(), line: 0, message: format!("{} is also in a case file", case.id) });

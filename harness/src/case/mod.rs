@@ -7,19 +7,37 @@
 //! - [`load`]: reading and validating case files, with errors that name the
 //!   file, line and field.
 //! - [`selection`]: which cases a run runs (ids, tags, levels, role, shard).
+//! - [`schema_section`]: the cases generated from the QGA schema.
 
 pub mod bytes;
 pub mod load;
 pub mod pattern;
 pub mod selection;
+pub mod schema_section;
 pub mod shard;
 pub mod step;
 
 use crate::transport::{ChannelCapability, TransportKind};
-use crate::verdict::Level;
 use serde::{Deserialize, Serialize};
 pub use selection::{Selected, Selection};
 pub use step::Step;
+
+/// How strongly a case's requirement binds (RFC 2119 words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub enum Level {
+    /// Violating it breaks clients: FAIL.
+    MUST,
+    /// Violating it is allowed but worse: NON-STRICT.
+    SHOULD,
+    /// Not a requirement; what the agent does is worth knowing: INFO.
+    INFO,
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
 
 /// One conformance case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,21 +134,6 @@ pub enum Check {
     Newline,
     /// A sync before the first command.
     Sync,
-}
-
-impl Check {
-    /// The finding a violation of the check is.
-    pub fn kind(self) -> crate::verdict::FailureKind {
-        use crate::verdict::FailureKind as K;
-        match self {
-            Check::FlushByte => K::ClientNoFlushByte,
-            Check::DelimitedSync => K::ClientPlainSync,
-            Check::FreshIds => K::ClientPredictableIds,
-            Check::ResyncAfterTimeout => K::ClientNoResyncAfterTimeout,
-            Check::Newline => K::ClientNoNewline,
-            Check::Sync => K::ClientNoSync,
-        }
-    }
 }
 
 /// The side of the protocol a case grades.

@@ -186,6 +186,40 @@ pub enum GarbageKind {
     NoFlush,
 }
 
+impl GarbageKind {
+    /// `len` pseudo-random bytes of this kind from `seed`: the same seed
+    /// gives the same bytes (a case or a fuzz schedule repeats exactly).
+    pub fn bytes(self, len: usize, seed: u64) -> Vec<u8> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..len)
+            .map(|_| match self {
+                GarbageKind::Any => rng.gen::<u8>(),
+                GarbageKind::Printable => loop {
+                    let b = rng.gen_range(0x20u8..0x7f);
+                    if b != b'{' && b != b'}' && b != b'[' && b != b']' {
+                        break b;
+                    }
+                },
+                GarbageKind::NoFlush => loop {
+                    let b = rng.gen::<u8>();
+                    if (0x20..0xFE).contains(&b) {
+                        break b;
+                    }
+                },
+            })
+            .collect()
+    }
+}
+
+impl Garbage {
+    /// The bytes this step writes, at most `len` of them (a slow agent's
+    /// cap; the step's own length otherwise).
+    pub fn bytes(&self, len: usize) -> Vec<u8> {
+        self.kind.bytes(len.min(self.len), self.seed)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Abandon {
@@ -398,5 +432,18 @@ mod tests {
         assert!(r.unwrap_err().to_string().contains("comand"));
         let r: Result<Doc, _> = toml::from_str(r#"steps = [ { explode = {} } ]"#);
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn garbage_is_seeded_and_of_its_kind() {
+        let g = Garbage { len: 4096, seed: 7, kind: GarbageKind::NoFlush };
+        assert_eq!(g.bytes(4096), g.bytes(4096));
+        assert_eq!(g.bytes(100).len(), 100);
+        assert_eq!(g.bytes(1 << 20).len(), 4096, "never longer than the step");
+        assert!(g.bytes(4096).iter().all(|&b| (0x20..0xFE).contains(&b)));
+        let p = GarbageKind::Printable.bytes(4096, 7);
+        assert!(p.iter().all(|&b| (0x20..0x7f).contains(&b) && !b"{}[]".contains(&b)));
+        let any = GarbageKind::Any.bytes(4096, 7);
+        assert!(any.contains(&0xFF) && any.contains(&0));
     }
 }

@@ -567,7 +567,7 @@ async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptions, mut pro
     let ping = crate::wire::Request::new(qga::guest_ping {}, Some(n));
     let _ = t0;
     let reply = match conn.send(&ping.to_wire(), Instant::now() + client.send_timeout * 4).await {
-        Ok(()) => crate::engine::observe::next_reply(conn, client.reply_deadline(), client.max_reply_len).await.ok(),
+        Ok(()) => super::observe::next_reply(conn, client.reply_deadline(), client.max_reply_len).await.ok(),
         Err(_) => None,
     };
     if let Some(o) = reply.as_ref().filter(|o| o.before.contains(&SENTINEL)) {
@@ -669,9 +669,9 @@ async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptions, mut pro
     let n = client.ids.request_id();
     let req = format!("{{\"execute\": \"qga-harness-probe-no-such-command\", \"id\": {}}}\n", client.request_id_value(n));
     if conn.send(req.as_bytes(), Instant::now() + client.send_timeout).await.is_ok() {
-        if let Ok(o) = crate::engine::observe::next_reply(conn, client.reply_deadline(), client.max_reply_len).await {
+        if let Ok(o) = super::observe::next_reply(conn, client.reply_deadline(), client.max_reply_len).await {
             let finding = match &o.reply {
-                Err(why) if why.contains("class") => Some((FailureKind::ErrorWithoutClass, format!("an unknown command got {}: {why}", escape_bytes(&o.text)))),
+                Err(why) if why.kind == crate::wire::message::MalformedKind::ErrorWithoutClass => Some((FailureKind::ErrorWithoutClass, format!("an unknown command got {}: {}", escape_bytes(&o.text), why.reason))),
                 Ok(Reply::Error { class, .. }) if !crate::wire::message::QAPI_ERROR_CLASSES.contains(&class.as_str()) => {
                     Some((FailureKind::ErrorClassNotQapi, format!("an unknown command got error class {}, which QAPI does not define", escape_bytes(class.as_bytes()))))
                 }

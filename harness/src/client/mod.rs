@@ -3,6 +3,7 @@
 //! - [`resync`]: recover a channel of unknown state through
 //!   `guest-sync-delimited` (the protocol's answer to stale partial data).
 //! - [`execute`]: send one command and return its reply, proven to be ours.
+//! - [`observe`]: reading replies with the bytes around them, for grading.
 //!
 //! The client works on a [`Connection`](crate::connection::Connection) and
 //! never sees a file descriptor or a process.
@@ -10,6 +11,7 @@
 pub mod diagnose;
 pub mod execute;
 pub mod ids;
+pub mod observe;
 pub mod program;
 pub mod resync;
 

@@ -11,7 +11,8 @@
 //! the steps while the pump forwards; wait for the client to exit (or kill
 //! it at the deadline: hung); grade from its report and the pump's logs.
 
-use super::{fail_startup, skeleton, CaseResult, ClientRunInfo, EngineOptions, RunResult};
+use super::{fail_startup, EngineOptions};
+use crate::verdict::{skeleton, CaseResult, ClientRunInfo, RunResult};
 use crate::case::step::Step;
 use crate::case::{Case, Goal, Role};
 use crate::proxy::contract::{ClientRun, ClientTemplate, ReportLine};
@@ -271,7 +272,7 @@ impl Ctx<'_> {
                 Flow::Reached
             }
             Step::Garbage(g) => {
-                self.pump.inject(super::garbage(g.len, g.seed, g.kind)).await;
+                self.pump.inject(g.bytes(g.len)).await;
                 Flow::Reached
             }
             Step::Send(s) => {
@@ -457,7 +458,7 @@ pub async fn run_client_case(
     }
     // The case's wire-level checks: a habit it names, seen here, fails it.
     if r.outcome == Outcome::Pass {
-        if let Some(h) = graded.detail.habits.iter().find(|h| case.checks.iter().any(|c| c.kind() == h.kind)) {
+        if let Some(h) = graded.detail.habits.iter().find(|h| case.checks.iter().any(|&c| FailureKind::of_check(c) == h.kind)) {
             r.outcome = Outcome::for_violation(case.level);
             r.failure = Some(fail_at(h.kind, h.kind.summary(), h.detail.clone(), to));
         }

@@ -4,10 +4,10 @@
 
 use super::strategy::{schedule, FaultKind, Schedule, ScheduleParams};
 use crate::case::{Case, CaseFile};
-use crate::engine::{run_case, CaseResult, EngineOptions, Grading};
+use crate::engine::{run_case, EngineOptions, Grading};
 use crate::session::{Session, SessionConfig, SessionError};
 use crate::transcript::{Caps, Transcript};
-use crate::verdict::{Level, RecoveryGrade};
+use crate::verdict::{CaseResult, Level, RecoveryGrade};
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use std::cell::RefCell;
 use std::collections::BTreeMap;

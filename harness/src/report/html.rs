@@ -9,7 +9,7 @@
 //! Every string that came from an agent is HTML-escaped (html-escape);
 //! bytes were already rendered as `\xHH` text by the transcript.
 
-use crate::engine::{CaseResult, RunResult};
+use crate::verdict::{CaseResult, RunResult};
 use crate::transcript::{describe, escape_bytes, Direction, Entry, Event, Record};
 
 use std::fmt::Write;

@@ -6,7 +6,7 @@
 //! are escaped as `\xHH` before they get here.
 
 use super::sanitize;
-use crate::engine::RunResult;
+use crate::verdict::RunResult;
 use crate::verdict::Outcome;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use std::collections::BTreeMap;

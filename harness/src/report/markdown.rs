@@ -4,7 +4,7 @@
 //! the command that reproduces the run. Agent text is escaped: it may hold
 //! markup.
 
-use crate::engine::{CaseResult, RunResult};
+use crate::verdict::{CaseResult, RunResult};
 use crate::verdict::Outcome;
 use std::fmt::Write;
 

@@ -11,7 +11,7 @@ pub mod markdown;
 pub use files::{read_run, write_baseline, write_dir, write_run, DirContents};
 
 use crate::baseline::Comparison;
-use crate::engine::{CaseResult, RunResult};
+use crate::verdict::{CaseResult, RunResult};
 use crate::transcript::{escape_bytes, render_entries};
 use crate::verdict::{FailureKind, Outcome};
 use serde::Serialize;

@@ -17,6 +17,9 @@
 //! Members and enum values under an `if` condition (a build option, e.g.
 //! Windows only) may be absent.
 
+mod check;
+
+pub use check::{check_reply, SchemaMiss, SchemaMissKind};
 use qapi_parser::spec::{self, Spec};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -42,7 +45,7 @@ pub fn newer_than_schema(version: &str) -> bool {
 /// The schema's text, as shipped by qapi-qga.
 pub const SCHEMA_TEXT: &str = include_str!("../../schema/qga/qapi-schema.json");
 
-/// The read-only commands the schema section calls, with no arguments, in
+/// The read-only commands the schema section ([`crate::case::schema_section`]) calls, with no arguments, in
 /// the order of its cases (`schema/1` is guest-info). Nothing else is ever
 /// sent by the section, and the deny-list still has the last word.
 pub const ALLOW_LIST: &[&str] = &[
@@ -71,55 +74,6 @@ pub const ALLOW_LIST: &[&str] = &[
 /// and why. A test fails when the schema has a `guest-get-*` command in
 /// neither list.
 pub const EXCLUDED: &[(&str, &str)] = &[];
-
-/// The schema section: one case per allow-listed command, generated here
-/// rather than written one by one. A command the agent does not list as
-/// enabled in guest-info is UNSUPPORTED; one the schema version does not
-/// know is INFO.
-pub fn section() -> Vec<crate::case::Case> {
-    use crate::case::step::{Expect, IdCheck, Send, Step};
-    ALLOW_LIST
-        .iter()
-        .enumerate()
-        .map(|(i, &command)| {
-            let returns = Schema::embedded().commands.get(command).map_or("not in this schema version".to_owned(), |c| c.returns.as_ref().map_or("nothing ({})".into(), |t| t.to_string()));
-            crate::case::Case {
-                id: format!("schema/{}", i + 1),
-                title: format!("{command}'s reply matches the schema"),
-                level: crate::verdict::Level::MUST,
-                requirement: format!(
-                    "{command}, called with no arguments, returns what the schema says ({returns}): every required member, JSON types, integer ranges, enum values and union variants as declared; members the schema lacks are NON-STRICT; an error reply carries a QAPI class and a desc."
-                ),
-                source: format!("qga/qapi-schema.json as of {SCHEMA_VERSION}: the {command} command"),
-                tags: vec!["schema".into()],
-                needs: vec![command.into()],
-                fresh_agent: false,
-                channel: vec![],
-                transports: vec![],
-                timeout_ms: None,
-                role: crate::case::Role::Agent,
-                job: vec![],
-                goal: None,
-                checks: vec![],
-                steps: vec![
-                    Step::Send(Send::command(command, None)),
-                    Step::Expect(Expect {
-                        return_: None,
-                        error: None,
-                        id: IdCheck::Any,
-                        delimited: false,
-                        allow_errors_before: false,
-                        line: false,
-                        count: 1,
-                        // fsinfo and disks read /proc and /sys: slower than a ping.
-                        within_ms: Some(2000),
-                        schema: true,
-                    }),
-                ],
-            }
-        })
-        .collect()
-}
 
 /// A reference to a type: a name, maybe an array of it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -58,11 +58,25 @@ pub enum Reply {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("malformed reply: {reason}")]
 pub struct MalformedReply {
+    /// What is wrong, for code that grades it.
+    pub kind: MalformedKind,
+    /// What is wrong, for a reader (reports quote it).
     pub reason: String,
 }
 
+/// The defects of a reply that a grader tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MalformedKind {
+    /// An error object without a string `class`.
+    ErrorWithoutClass,
+    /// Both `return` and `error`.
+    ReturnAndError,
+    /// Anything else: not JSON, not an object, no `desc`, neither member.
+    Other,
+}
+
 fn malformed(reason: impl Into<String>) -> MalformedReply {
-    MalformedReply { reason: reason.into() }
+    MalformedReply { kind: MalformedKind::Other, reason: reason.into() }
 }
 
 impl Reply {
@@ -86,7 +100,7 @@ impl Reply {
             (None, Some(Value::Object(mut err))) => {
                 let class = match err.remove("class") {
                     Some(Value::String(s)) => s,
-                    _ => return Err(malformed("error without a string \"class\"")),
+                    _ => return Err(MalformedReply { kind: MalformedKind::ErrorWithoutClass, reason: "error without a string \"class\"".into() }),
                 };
                 let desc = match err.remove("desc") {
                     Some(Value::String(s)) => s,
@@ -95,7 +109,7 @@ impl Reply {
                 Ok(Reply::Error { class, desc, id })
             }
             (None, Some(_)) => Err(malformed("\"error\" is not an object")),
-            (Some(_), Some(_)) => Err(malformed("both \"return\" and \"error\"")),
+            (Some(_), Some(_)) => Err(MalformedReply { kind: MalformedKind::ReturnAndError, reason: "both \"return\" and \"error\"".into() }),
             (None, None) => Err(malformed("neither \"return\" nor \"error\"")),
         }
     }
@@ -244,6 +258,18 @@ mod tests {
         assert!(id_matches(r.id(), 3));
         let e = Reply::parse(br#"{"error": {"desc": "x", "class": "CommandNotFound"}}"#).unwrap();
         assert_eq!(e, Reply::Error { class: "CommandNotFound".into(), desc: "x".into(), id: None });
+    }
+
+    #[test]
+    fn malformed_replies_say_what_kind() {
+        let kind = |t: &[u8]| Reply::parse(t).unwrap_err().kind;
+        assert_eq!(kind(br#"{"error": {"desc": "x"}}"#), MalformedKind::ErrorWithoutClass);
+        assert_eq!(kind(br#"{"error": {"class": 5, "desc": "x"}}"#), MalformedKind::ErrorWithoutClass);
+        assert_eq!(kind(br#"{"return": 1, "error": {}}"#), MalformedKind::ReturnAndError);
+        for t in [&b"[1]"[..], br#"{"error": {"class": "X"}}"#, br#"{"error": 1}"#, b"{}", b"{"] {
+            assert_eq!(kind(t), MalformedKind::Other, "{}", String::from_utf8_lossy(t));
+        }
+        assert_eq!(Reply::parse(br#"{"error": {"desc": "x"}}"#).unwrap_err().reason, r#"error without a string "class""#);
     }
 
     #[test]

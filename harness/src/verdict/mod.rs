@@ -1,26 +1,17 @@
 //! Verdicts: how a case went, graded the way Autobahn|Testsuite grades, with
 //! a separate axis for how the channel recovered afterwards.
 
+mod result;
+
+pub use crate::case::Level;
+pub use crate::transcript::micros;
+pub use result::{skeleton, CaseResult, ClientRunInfo, RunResult, StartupError};
+#[cfg(test)]
+pub(crate) use result::test_result;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
-
-/// How strongly a case's requirement binds (RFC 2119 words).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-pub enum Level {
-    /// Violating it breaks clients: FAIL.
-    MUST,
-    /// Violating it is allowed but worse: NON-STRICT.
-    SHOULD,
-    /// Not a requirement; what the agent does is worth knowing: INFO.
-    INFO,
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
 
 /// The outcome of one case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -176,18 +167,6 @@ impl ClientGrade {
 impl fmt::Display for ClientGrade {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Durations as whole microseconds in JSON.
-pub mod micros {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_micros() as u64)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_micros(u64::deserialize(d)?))
     }
 }
 
@@ -394,6 +373,21 @@ impl FailureKind {
             ClientNoResyncAfterTimeout => "the client does not resync after its own timeout",
             ClientNoNewline => "the client's requests have no trailing newline",
             Other => "other",
+        }
+    }
+}
+
+impl FailureKind {
+    /// The finding a violation of a client-mode check is.
+    pub fn of_check(check: crate::case::Check) -> FailureKind {
+        use crate::case::Check;
+        match check {
+            Check::FlushByte => FailureKind::ClientNoFlushByte,
+            Check::DelimitedSync => FailureKind::ClientPlainSync,
+            Check::FreshIds => FailureKind::ClientPredictableIds,
+            Check::ResyncAfterTimeout => FailureKind::ClientNoResyncAfterTimeout,
+            Check::Newline => FailureKind::ClientNoNewline,
+            Check::Sync => FailureKind::ClientNoSync,
         }
     }
 }

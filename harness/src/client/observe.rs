@@ -4,6 +4,7 @@
 
 use crate::client::Deadline;
 use crate::connection::{Connection, Fill};
+use crate::wire::message::MalformedReply;
 use crate::wire::{scan, Reply, Scan, SENTINEL};
 use tokio::time::Instant;
 
@@ -15,7 +16,7 @@ pub struct Observed {
     /// The reply's own text.
     pub text: Vec<u8>,
     /// The parsed reply, or why it is malformed.
-    pub reply: Result<Reply, String>,
+    pub reply: Result<Reply, MalformedReply>,
 }
 
 impl Observed {
@@ -73,7 +74,7 @@ pub async fn next_reply(conn: &mut Connection, deadline: Deadline, max_len: usiz
                 before.extend_from_slice(&buf[..start]);
                 let text = buf[start..end].to_vec();
                 conn.consume(end);
-                let reply = Reply::parse(&text).map_err(|e| e.reason);
+                let reply = Reply::parse(&text);
                 return Ok(Observed { before, text, reply });
             }
             Scan::Sentinel { at } => {

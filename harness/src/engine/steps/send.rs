@@ -1,0 +1,80 @@
+//! `send` and `batch`: requests turned into bytes ([`crate::engine::request`])
+//! and written, each owing a reply that a later `expect` reads.
+
+use super::{harness, pause, violation, Ctx, StepError};
+use crate::case::step::Send;
+use crate::connection::SendError;
+use crate::engine::request;
+use crate::transcript::Event;
+use crate::verdict::FailureKind;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// One request (or raw bytes), written whole or in chunks.
+pub(super) async fn send(ctx: &mut Ctx<'_>, s: &Send) -> Result<(), StepError> {
+    let (bytes, pending) = request::build(s, ctx.opts());
+    if s.truncate.is_some() {
+        ctx.session.transcript().event(Event::Fault { detail: format!("partial request: {} byte(s)", bytes.len()) });
+    }
+    write(ctx, &bytes, s.chunk, s.delay_us).await?;
+    ctx.pending.extend(pending);
+    Ok(())
+}
+
+/// Several requests in one write: the agent sees them back to back.
+pub(super) async fn batch(ctx: &mut Ctx<'_>, sends: &[Send]) -> Result<(), StepError> {
+    let mut bytes = Vec::new();
+    let mut pending = Vec::new();
+    for s in sends {
+        let (b, p) = request::build(s, ctx.opts());
+        bytes.extend_from_slice(&b);
+        pending.extend(p);
+    }
+    write(ctx, &bytes, None, 0).await?;
+    ctx.pending.extend(pending);
+    Ok(())
+}
+
+/// A write that failed: refused by the deny-list (ERROR, nothing sent), or
+/// the agent stopped taking bytes (our input is left half-written: the
+/// channel must be renewed after the case).
+pub(super) fn send_failed(ctx: &mut Ctx<'_>, e: SendError) -> StepError {
+    match e {
+        SendError::Refused { .. } => StepError::Harness(FailureKind::Refused, e.to_string()),
+        SendError::Timeout { .. } => {
+            ctx.dirty = true;
+            violation(FailureKind::NotReading, "the agent reads what we write", e.to_string())
+        }
+        SendError::Closed => {
+            ctx.dirty = true;
+            violation(FailureKind::AgentGone, "the agent reads what we write", e.to_string())
+        }
+        SendError::Io(_) => {
+            ctx.dirty = true;
+            harness(e)
+        }
+    }
+}
+
+/// Write `bytes`, in `chunk`-sized pieces `delay_us` apart if the step asks.
+async fn write(ctx: &mut Ctx<'_>, bytes: &[u8], chunk: Option<usize>, delay_us: u64) -> Result<(), StepError> {
+    let send_timeout = ctx.opts().send_timeout;
+    let pieces: Vec<&[u8]> = match chunk {
+        Some(n) => bytes.chunks(n).collect(),
+        None => vec![bytes],
+    };
+    let last = pieces.len().saturating_sub(1);
+    for (i, piece) in pieces.into_iter().enumerate() {
+        // Each chunk gets its own deadline, and the connection extends it
+        // while the agent keeps taking bytes: a slow reader is not a dead one.
+        let conn = ctx.session.conn().map_err(harness)?;
+        conn.set_send_stall(Some(send_timeout));
+        if let Err(e) = conn.send(piece, Instant::now() + send_timeout).await {
+            return Err(send_failed(ctx, e));
+        }
+        if delay_us > 0 && i < last {
+            pause(Duration::from_micros(delay_us)).await;
+        }
+    }
+    Ok(())
+}
