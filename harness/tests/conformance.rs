@@ -18,7 +18,7 @@
 //!   uses (for engines without partitions of their own; nextest has
 //!   `--partition`).
 //!
-//! Each case runs through the engine's `run_case` and is gated by the
+//! Each case runs through the engine's `AgentRunner` (as in `run`) and is gated by the
 //! library's `gate` (the same as `run`). Tests in one process share one
 //! agent, one case at a time (with `--test-threads` above 1 they take turns
 //! on it). Under nextest each
@@ -31,9 +31,9 @@ use qga_harness::agent::AgentTemplate;
 use qga_harness::baseline::Baseline;
 use qga_harness::case::{Case, Role, Selected, Selection};
 use qga_harness::client::Profile;
-use qga_harness::engine::{run_case, EngineOptions, Grading};
+use qga_harness::engine::{AgentRunner, EngineOptions};
 use qga_harness::gate::{gate_results, Gate};
-use qga_harness::session::{Session, SessionConfig};
+use qga_harness::session::SessionConfig;
 use qga_harness::transcript::{render_entries, Transcript};
 use qga_harness::transport::TransportKind;
 use std::sync::{Mutex, OnceLock};
@@ -53,7 +53,7 @@ struct Config {
 /// The agent shared by the tests of this process.
 struct Shared {
     rt: tokio::runtime::Runtime,
-    session: Option<(Session, Grading)>,
+    runner: Option<AgentRunner>,
     /// Why the agent could not be started (every test then says so).
     broken: Option<String>,
 }
@@ -112,7 +112,7 @@ fn shared() -> &'static Mutex<Shared> {
     static S: OnceLock<Mutex<Shared>> = OnceLock::new();
     S.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        Mutex::new(Shared { rt, session: None, broken: None })
+        Mutex::new(Shared { rt, runner: None, broken: None })
     })
 }
 
@@ -122,29 +122,28 @@ fn ensure(sh: &mut Shared) -> Result<(), String> {
     if let Some(b) = &sh.broken {
         return Err(b.clone());
     }
-    if sh.session.is_some() {
+    if sh.runner.is_some() {
         return Ok(());
     }
     let c = config();
-    let mut sc = SessionConfig::new(c.template.clone(), c.transport);
-    sc.client.ids = qga_harness::client::Ids::seeded(c.seed);
+    let sc = SessionConfig::new(c.template.clone(), c.transport);
     let cache = profile_cache(c);
     let cached: Option<Profile> = std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let cases = &c.selected.cases;
+    let eo = options(c);
     let started = sh.rt.block_on(async {
         let t = Transcript::default();
         if let Some(p) = cached {
-            if let Ok(s) = Session::start_known(sc.clone(), t.clone(), &p).await {
-                return Ok((s, p));
+            if let Ok(r) = AgentRunner::start(sc.clone(), t.clone(), cases, &eo, Some(&p)).await {
+                return Ok(r);
             }
         }
-        Session::start(sc, t.clone()).await.map_err(|e| format!("the agent could not be run: {e}\n{}", t.render(0, None)))
+        AgentRunner::start(sc, t.clone(), cases, &eo, None).await.map_err(|e| format!("the agent could not be run: {e}\n{}", t.render(0, None)))
     });
     match started {
-        Ok((mut s, profile)) => {
-            let _ = std::fs::write(&cache, serde_json::to_vec(&profile).unwrap_or_default());
-            let grading = Grading::new(profile, &[]);
-            grading.pace_client(s.client_mut());
-            sh.session = Some((s, grading));
+        Ok(runner) => {
+            let _ = std::fs::write(&cache, serde_json::to_vec(runner.profile()).unwrap_or_default());
+            sh.runner = Some(runner);
             Ok(())
         }
         Err(e) => {
@@ -154,25 +153,28 @@ fn ensure(sh: &mut Shared) -> Result<(), String> {
     }
 }
 
+/// The engine's options for every test: the seed's ids, transcripts kept
+/// for the failure message.
+fn options(c: &Config) -> EngineOptions {
+    EngineOptions { keep_transcripts: true, seed: c.seed, ..EngineOptions::default() }
+}
+
 fn run_one(case: &Case) -> Result<(), Failed> {
     let c = config();
     let mut sh = shared().lock().unwrap_or_else(|p| p.into_inner());
     ensure(&mut sh).map_err(Failed::from)?;
-    let Shared { rt, session, .. } = &mut *sh;
-    let (session_ref, grading) = session.as_mut().expect("ensured");
-    let eo = EngineOptions { keep_transcripts: true, seed: c.seed, ..EngineOptions::default() };
+    let Shared { rt, runner, .. } = &mut *sh;
+    let r = runner.as_mut().expect("ensured");
     let (result, renew) = rt.block_on(async {
-        session_ref.client_mut().ids = session_ref.client().ids.for_case(c.seed, &case.id);
-        let r = run_case(session_ref, case, grading, &eo).await;
-        session_ref.transcript().reset();
-        if r.1 && session_ref.renew().await.is_err() {
-            return (r.0, true);
+        let ran = r.run(case).await;
+        if ran.renew && r.renew().await.is_err() {
+            return (ran.result, true);
         }
-        (r.0, false)
+        (ran.result, false)
     });
     if renew {
         // The channel could not be renewed: the next test starts afresh.
-        *session = None;
+        *runner = None;
     }
     match gate_results(std::slice::from_ref(&result), c.baseline.as_ref(), c.strict) {
         Gate::Pass => Ok(()),
@@ -226,8 +228,8 @@ fn main() {
     // (under nextest every test is a process, and a TERM grace per test
     // would be most of its time).
     if let Ok(mut sh) = shared().lock() {
-        if let Some((mut s, _)) = sh.session.take() {
-            sh.rt.block_on(s.kill_agent());
+        if let Some(mut r) = sh.runner.take() {
+            sh.rt.block_on(r.kill_agent());
         }
     }
     conclusion.exit();

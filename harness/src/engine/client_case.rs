@@ -71,27 +71,15 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
     let began = Instant::now();
     let mut agent_cfg = cfg.agent.clone();
     agent_cfg.client.ids = crate::client::Ids::seeded(eo.seed);
-    let mut run = RunResult {
-        role: Role::Client,
-        shard: None,
-        client: Some(ClientRunInfo {
-            agent: agent_cfg.template.to_string(),
-            agent_transport: agent_cfg.transport.to_string(),
-            timeout_ms: cfg.client_timeout.as_millis() as u64,
-            habits: Vec::new(),
-            sync_id_bits: None,
-        }),
-        agent: cfg.client.to_string(),
-        transport: cfg.port.to_string(),
-        agent_version: None,
-        supported_commands: None,
-        seed: eo.seed,
-        profile: None,
-        startup_error: None,
-        vm: None,
-        elapsed: Duration::ZERO,
-        results: Vec::with_capacity(cases.len()),
-    };
+    let mut run = RunResult::begin(Role::Client, cfg.client.to_string(), cfg.port.to_string(), eo.seed);
+    run.client = Some(ClientRunInfo {
+        agent: agent_cfg.template.to_string(),
+        agent_transport: agent_cfg.transport.to_string(),
+        timeout_ms: cfg.client_timeout.as_millis() as u64,
+        habits: Vec::new(),
+        sync_id_bits: None,
+    });
+    run.results.reserve(cases.len());
     let start_mark = transcript.mark();
     let template = agent_cfg.template.clone();
     let agent_transport = agent_cfg.transport;
@@ -103,10 +91,7 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
             return run;
         }
     };
-    run.agent_version = profile.version.clone();
-    run.supported_commands = profile.supported_commands.clone();
-    run.vm = session.vm_info();
-    run.profile = Some(profile);
+    run.started(&profile, session.vm_info());
     transcript.reset();
     // Sync ids the client used so far: `$previous-id`, and the fresh-ids check.
     let mut earlier: Vec<Value> = Vec::new();

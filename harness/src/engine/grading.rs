@@ -43,6 +43,11 @@ impl Grading {
         Grading { profile, blockers, factor, quiet_gap }
     }
 
+    /// What the start-up probe found.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
     /// Budgets follow the agent's pace: the client's waits, multiplied.
     pub fn pace_client(&self, c: &mut ClientOptions) {
         c.reply_timeout = c.reply_timeout.mul_f64(self.factor);

@@ -8,6 +8,8 @@
 //! own replies. An agent that died or wedged is restarted for the next case.
 //!
 //! - [`run`]: a whole run: start the agent, run every case, renew between.
+//! - [`runner`]: one started agent running cases one at a time; the run,
+//!   the fuzzer and the libtest target all go through it.
 //! - [`case`]: one case's lifecycle: applies? steps, recovery, outcome.
 //! - [`steps`]: the step interpreter, one file per step family.
 //! - [`expect`]: whether one reply meets an expectation (pure, unit-tested).
@@ -27,9 +29,11 @@ pub mod grading;
 pub mod recover;
 pub mod request;
 pub mod run;
+pub mod runner;
 pub mod steps;
 
 pub use case::run_case;
 pub use grading::{needed_capabilities, Grading};
 pub use run::{run_cases, EngineOptions};
+pub use runner::{AgentRunner, Ran};
 pub(crate) use run::fail_startup;

@@ -2,12 +2,9 @@
 //! it), run every case on the one session, renew the channel where a case
 //! left it unusable, and turn a failed start into one error for the run.
 
-use super::case::run_case;
-use super::grading::Grading;
-use crate::case::step::GarbageKind;
+use super::runner::AgentRunner;
 use crate::case::Case;
-use crate::client::Profile;
-use crate::session::{Session, SessionConfig, SessionError};
+use crate::session::{SessionConfig, SessionError};
 use crate::transcript::{Event, Transcript};
 use crate::verdict::{skeleton, Failure, FailureKind, Outcome, RunResult, Stage, StartupError};
 use std::time::Duration;
@@ -38,63 +35,33 @@ impl Default for EngineOptions {
 /// cases (each result carries its own part), so memory stays bounded.
 pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transcript, eo: &EngineOptions) -> RunResult {
     let began = Instant::now();
-    let mut config = config;
-    config.client.ids = crate::client::Ids::seeded(eo.seed);
-    let mut run = RunResult {
-        role: crate::case::Role::Agent,
-        client: None,
-        shard: None,
-        agent: config.template.to_string(),
-        transport: config.transport.to_string(),
-        agent_version: None,
-        supported_commands: None,
-        seed: eo.seed,
-        profile: None,
-        startup_error: None,
-        vm: None,
-        elapsed: Duration::ZERO,
-        results: Vec::with_capacity(cases.len()),
-    };
+    let mut run = RunResult::begin(crate::case::Role::Agent, config.template.to_string(), config.transport.to_string(), eo.seed);
+    run.results.reserve(cases.len());
     let start_mark = transcript.mark();
-    let transport = config.transport;
-    let template = config.template.clone();
-    let (mut session, profile) = match Session::start(config, transcript.clone()).await {
-        Ok(s) => s,
+    let (transport, template) = (config.transport, config.template.clone());
+    let mut runner = match AgentRunner::start(config, transcript.clone(), cases, eo, None).await {
+        Ok(r) => r,
         Err(e) => {
             fail_startup(&mut run, cases, e, &template, transport, &transcript, start_mark);
             run.elapsed = began.elapsed();
             return run;
         }
     };
-    let mut profile = profile;
-    if session.vm().is_some() {
-        measure_garbage_answer(&mut session, &mut profile).await;
-    }
-    run.agent_version = profile.version.clone();
-    run.supported_commands = profile.supported_commands.clone();
-    run.vm = session.vm_info();
-    let grading = Grading::new(profile.clone(), cases);
-    grading.pace_client(session.client_mut());
-    run.profile = Some(profile);
-    let base_ids = session.client().ids.clone();
+    run.started(runner.profile(), runner.session().vm_info());
     for case in cases {
-        // Each case's ids come from its own stream: reproducible whatever
-        // earlier cases needed.
-        session.client_mut().ids = base_ids.for_case(eo.seed, &case.id);
-        let result = run_case(&mut session, case, &grading, eo).await;
-        run.results.push(result.0);
-        transcript.reset();
-        if result.1 {
-            // A fresh channel and agent for the next case, so one case's
-            // leftovers (a half-written burst, a backlog) cannot change
-            // another's outcome. If even that fails, later cases say so.
-            if let Err(e) = session.renew().await {
+        let ran = runner.run(case).await;
+        run.results.push(ran.result);
+        // A fresh channel and agent for the next case, so one case's
+        // leftovers cannot change another's outcome. If even that fails,
+        // later cases say so.
+        if ran.renew {
+            if let Err(e) = runner.renew().await {
                 transcript.event(Event::Note { text: format!("could not renew the channel: {e}") });
+                transcript.reset();
             }
-            transcript.reset();
         }
     }
-    session.shutdown().await;
+    runner.shutdown().await;
     run.elapsed = began.elapsed();
     run
 }
@@ -154,23 +121,4 @@ pub(crate) fn fail_startup(
         run.results.push(r);
     }
     run.startup_error = Some(err);
-}
-
-/// Random bytes (all 256 values, as the garbage cases send) a guest agent
-/// answers before the cases, to measure how fast it writes error floods.
-const GARBAGE_PROBE: usize = 1024;
-
-/// VM transports: how long the agent takes to answer [`GARBAGE_PROBE`]
-/// random bytes, into the profile's pace; the garbage cases' cap follows it
-/// (the grading's garbage cap). An emulated CPU writes error floods far more
-/// slowly than its guest-info reply suggests.
-async fn measure_garbage_answer(session: &mut Session, profile: &mut Profile) {
-    let garbage = GarbageKind::Any.bytes(GARBAGE_PROBE, 0x9a4ba6e);
-    let client = session.client().clone();
-    let Ok(conn) = session.conn() else { return };
-    if let Some(us) = crate::client::diagnose::measure_garbage_answer(conn, &client, &garbage).await {
-        profile.pace.garbage_in = GARBAGE_PROBE as u64;
-        profile.pace.garbage_us = us;
-        conn.transcript().event(Event::Note { text: format!("{GARBAGE_PROBE} bytes of garbage answered in {us} µs") });
-    }
 }

@@ -47,6 +47,35 @@ pub struct ClientRunInfo {
 }
 
 impl RunResult {
+    /// A run of `role` against `agent` (in client mode, the client's
+    /// template) over `transport`, before anything ran.
+    pub fn begin(role: crate::case::Role, agent: String, transport: String, seed: u64) -> RunResult {
+        RunResult {
+            role,
+            client: None,
+            shard: None,
+            agent,
+            transport,
+            agent_version: None,
+            supported_commands: None,
+            seed,
+            profile: None,
+            startup_error: None,
+            vm: None,
+            elapsed: Duration::ZERO,
+            results: Vec::new(),
+        }
+    }
+
+    /// What the agent's start found out: its version, its commands, its
+    /// profile, the machine it runs on.
+    pub fn started(&mut self, profile: &crate::client::Profile, vm: Option<crate::vm::VmRunInfo>) {
+        self.agent_version = profile.version.clone();
+        self.supported_commands = profile.supported_commands.clone();
+        self.profile = Some(profile.clone());
+        self.vm = vm;
+    }
+
     /// A short name for what was graded, for a matrix column: the agent's
     /// version, or for a client run its program and arguments (paths cut to
     /// their last part, placeholders left out).
