@@ -66,13 +66,9 @@ async fn measure_client(config: SessionConfig, template: &str, args: &BenchArgs)
     let (mut session, _) = Session::start(config.clone(), transcript).await.map_err(|e| e.to_string())?;
     let eo = qga_harness::engine::EngineOptions { keep_transcripts: false, seed: 1, ..Default::default() };
     let per_case = |t: &str| -> Result<ClientConfig, String> {
-        Ok(ClientConfig {
-            client: ClientTemplate::parse(t)?,
-            port: qga_harness::transport::TransportKind::UnixListen,
-            client_timeout: Duration::from_millis(1000),
-            agent: config.clone(),
-            startup_allowance: Duration::from_millis(5000),
-        })
+        let mut agent = config.clone();
+        agent.set_budgets(qga_harness::budget::Budgets { client_startup: Duration::from_millis(5000), ..agent.budgets });
+        Ok(ClientConfig { client: ClientTemplate::parse(t)?, port: qga_harness::transport::TransportKind::UnixListen, agent })
     };
     let floor_cfg = per_case(&format!("{floor_bin} {{path}}"))?;
     let client_cfg = per_case(template)?;
@@ -269,7 +265,7 @@ pub fn raw_startup(config: &SessionConfig) -> Result<Duration, String> {
     let quiet = Transcript::new(qga_harness::transcript::Caps { bytes: 0, entries: 0 });
     let t = Instant::now();
     let agent = AgentProcess::spawn_with(argv, stdio, Some(statedir), quiet, StderrTo::Null).map_err(|e| e.to_string())?;
-    let deadline = t + config.startup_timeout;
+    let deadline = t + config.budgets.startup;
     let result = (|| {
         let stream;
         let fd: RawFd = match &duplex {

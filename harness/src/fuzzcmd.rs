@@ -87,7 +87,15 @@ async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
         }
     };
     let agent = match args.agent.session_config() {
-        Ok(c) => c,
+        Ok(mut c) => {
+            let b = qga_harness::budget::Budgets {
+                client_timeout: Duration::from_millis(args.client_timeout_ms),
+                client_startup: Duration::from_millis(args.client_startup_ms),
+                ..c.budgets
+            };
+            c.set_budgets(b);
+            c
+        }
         Err(e) => {
             eprintln!("qga-harness: {e}");
             return ExitCode::from(crate::EXIT_USAGE);
@@ -119,13 +127,7 @@ async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
     };
     println!("{command_line}");
     let cfg = ClientFuzzConfig {
-        client: ClientConfig {
-            client,
-            port: args.client_transport,
-            client_timeout: Duration::from_millis(args.client_timeout_ms),
-            agent,
-            startup_allowance: Duration::from_millis(args.client_startup_ms),
-        },
+        client: ClientConfig { client, port: args.client_transport, agent },
         schedules: args.schedules,
         seed,
         jobs,
@@ -197,7 +199,7 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     if let Some(template) = args.client.clone() {
         return run_client(args, template).await;
     }
-    let session = match args.agent.session_config_with(Duration::from_millis(50), Duration::from_millis(250)) {
+    let session = match args.agent.session_config_with(qga_harness::budget::Mode::Fuzz) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("qga-harness: {e}");
@@ -211,12 +213,7 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     let seed = args.seed.unwrap_or_else(rand::random);
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     // The budgets in effect are part of what reproduces a failure.
-    let budgets = format!(
-        "--reply-timeout-ms {} --resync-budget-ms {} --startup-timeout-ms {}",
-        session.client.reply_timeout.as_millis(),
-        session.client.resync.budget.as_millis(),
-        session.startup_timeout.as_millis()
-    );
+    let budgets = session.budgets.flags();
     let replay_flags = format!("{budgets} --seed {seed}");
     let mut command_line = format!(
         "qga-harness fuzz --agent {} --transport {} --cases {} --seed {seed} --jobs {jobs} --repeat {} --max-faults {} {budgets}",

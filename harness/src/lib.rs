@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod baseline;
+pub mod budget;
 pub mod case;
 pub mod client;
 pub mod connection;

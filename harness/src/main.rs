@@ -8,6 +8,7 @@
 use clap::{Args, Parser, Subcommand};
 use qga_harness::agent::AgentTemplate;
 use qga_harness::baseline::Baseline;
+use qga_harness::budget::{Budgets, Mode};
 use qga_harness::case::{load, Case, Role, Selected};
 use qga_harness::engine::client_case::{run_client_cases, ClientConfig};
 use qga_harness::engine::{run_cases, EngineOptions};
@@ -77,8 +78,9 @@ pub struct AgentArgs {
     #[arg(long)]
     reply_timeout_ms: Option<u64>,
     /// Wait from spawn to the first answered sync, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    startup_timeout_ms: u64,
+    /// [default: 2000]
+    #[arg(long)]
+    startup_timeout_ms: Option<u64>,
     /// Total budget for one resync, in milliseconds [default: 1000; fuzz: 250;
     /// vm-*: 4000].
     #[arg(long)]
@@ -100,9 +102,10 @@ pub struct AgentArgs {
     /// once per host boot; else TCG).
     #[arg(long, value_enum, default_value_t = qga_harness::vm::AccelChoice::Auto)]
     vm_accel: qga_harness::vm::AccelChoice,
-    /// vm-*: from QEMU's start to the guest init's hello, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
-    vm_boot_timeout_ms: u64,
+    /// vm-*: from QEMU's start to the guest init's hello, in milliseconds
+    /// [default: 30000].
+    #[arg(long)]
+    vm_boot_timeout_ms: Option<u64>,
 }
 
 /// Which cases.
@@ -213,16 +216,17 @@ struct ClientArgs {
     #[arg(long, value_enum, default_value_t = TransportKind::Pty)]
     agent_transport: TransportKind,
     /// The client's timeout for one reply, passed as `{timeout_ms}`; cases
-    /// that hold a reply past it wait this long.
-    #[arg(long, default_value_t = 1000)]
-    client_timeout_ms: u64,
+    /// that hold a reply past it wait this long [default: 1000].
+    #[arg(long)]
+    client_timeout_ms: Option<u64>,
     /// Time allowed for the client program to start, added to every case's
-    /// budget (interpreters start slowly).
-    #[arg(long, default_value_t = 2000)]
-    client_startup_ms: u64,
-    /// Wait from the agent's spawn to its first answered sync, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    startup_timeout_ms: u64,
+    /// budget (interpreters start slowly) [default: 2000].
+    #[arg(long)]
+    client_startup_ms: Option<u64>,
+    /// Wait from the agent's spawn to its first answered sync, in
+    /// milliseconds [default: 2000].
+    #[arg(long)]
+    startup_timeout_ms: Option<u64>,
     /// Seed of the harness's own ids and injected values.
     #[arg(long)]
     seed: Option<u64>,
@@ -286,14 +290,26 @@ impl SelectArgs {
 impl AgentArgs {
     /// The session configuration, or a usage error message.
     pub fn session_config(&self) -> Result<SessionConfig, String> {
-        self.session_config_with(Duration::from_millis(250), Duration::from_millis(1000))
+        self.session_config_with(Mode::Run)
     }
 
-    /// The session configuration with other defaults for the reply timeout
-    /// and resync budget (the fuzzer's are tighter: a failing schedule is
-    /// run again at every step of shrinking, and every failure costs a
-    /// timeout).
-    pub fn session_config_with(&self, reply: Duration, resync: Duration) -> Result<SessionConfig, String> {
+    /// The budgets of `mode` on this transport, with the user's flags over
+    /// them.
+    pub fn budgets(&self, mode: Mode) -> Budgets {
+        let mut b = Budgets::defaults(self.transport, mode);
+        let ms = Duration::from_millis;
+        b.reply = self.reply_timeout_ms.map_or(b.reply, ms);
+        b.resync = self.resync_budget_ms.map_or(b.resync, ms);
+        b.send = self.send_timeout_ms.map_or(b.send, ms);
+        b.startup = self.startup_timeout_ms.map_or(b.startup, ms);
+        b.vm_boot = self.vm_boot_timeout_ms.map_or(b.vm_boot, ms);
+        b
+    }
+
+    /// The session configuration with the budgets of `mode` (the fuzzer's
+    /// are tighter: a failing schedule is run again at every step of
+    /// shrinking, and every failure costs a timeout).
+    pub fn session_config_with(&self, mode: Mode) -> Result<SessionConfig, String> {
         let template = match &self.agent {
             Some(t) => AgentTemplate::parse(t).map_err(|e| e.to_string())?,
             None => qga_harness::agent::template::reference(self.transport)?,
@@ -307,21 +323,8 @@ impl AgentArgs {
             return Err(format!("agent program not found: {}", template.program()));
         }
         let mut config = SessionConfig::new(template, self.transport);
-        // A guest's agent runs under emulation, behind emulated devices: the
-        // defaults leave room for that, so a slow but correct path never
-        // FAILs on timing alone (the user's flags still win).
-        let vm = self.transport.vm().is_some();
-        let (reply, resync, send) = if vm {
-            (reply.max(Duration::from_millis(1000)), resync.max(Duration::from_millis(4000)), Duration::from_millis(5000))
-        } else {
-            (reply, resync, config.client.send_timeout)
-        };
-        config.client.reply_timeout = self.reply_timeout_ms.map_or(reply, Duration::from_millis);
-        config.client.resync.budget = self.resync_budget_ms.map_or(resync, Duration::from_millis);
-        config.client.send_timeout = self.send_timeout_ms.map_or(send, Duration::from_millis);
-        config.startup_timeout = Duration::from_millis(self.startup_timeout_ms);
+        config.set_budgets(self.budgets(mode));
         config.vm.accel = self.vm_accel;
-        config.vm.boot_timeout = Duration::from_millis(self.vm_boot_timeout_ms);
         Ok(config)
     }
 
@@ -458,13 +461,11 @@ async fn replay(args: ReplayArgs) -> ExitCode {
             Ok(c) => c,
             Err(e) => return usage(e),
         };
-        Some(ClientConfig {
-            client,
-            port: args.client_transport,
-            client_timeout: Duration::from_millis(args.client_timeout_ms),
-            agent: config.clone(),
-            startup_allowance: Duration::from_millis(2000),
-        })
+        let mut agent = config.clone();
+        let mut budgets = agent.budgets;
+        budgets.client_timeout = Duration::from_millis(args.client_timeout_ms);
+        agent.set_budgets(budgets);
+        Some(ClientConfig { client, port: args.client_transport, agent })
     } else {
         None
     };
@@ -596,14 +597,18 @@ async fn client_cmd(args: ClientArgs) -> ExitCode {
         resync_budget_ms: None,
         send_timeout_ms: None,
         vm_accel: qga_harness::vm::AccelChoice::Auto,
-        vm_boot_timeout_ms: 30_000,
+        vm_boot_timeout_ms: None,
         transcript_cap: args.transcript_cap,
         transcript_entries: 100_000,
     };
-    let mut agent = match agent_args.session_config() {
+    let mut agent = match agent_args.session_config_with(Mode::Client) {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
+    let mut budgets = agent.budgets;
+    budgets.client_timeout = args.client_timeout_ms.map_or(budgets.client_timeout, Duration::from_millis);
+    budgets.client_startup = args.client_startup_ms.map_or(budgets.client_startup, Duration::from_millis);
+    agent.set_budgets(budgets);
     if args.agent.is_none() {
         // Recognisable replies: the reference agent's guest-info carries a
         // nonce per reply, so no two replies of the agent are alike.
@@ -619,13 +624,7 @@ async fn client_cmd(args: ClientArgs) -> ExitCode {
         Ok(b) => b,
         Err(e) => return usage(e),
     };
-    let cfg = ClientConfig {
-        client,
-        port: args.transport,
-        client_timeout: Duration::from_millis(args.client_timeout_ms),
-        agent,
-        startup_allowance: Duration::from_millis(args.client_startup_ms),
-    };
+    let cfg = ClientConfig { client, port: args.transport, agent };
     let eo = EngineOptions { seed: args.seed.unwrap_or_else(rand::random), ..EngineOptions::default() };
     let mut result = run_client_cases(cfg, &cases, agent_args.transcript(), &eo).await;
     result.shard = args.select.shard;

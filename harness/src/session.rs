@@ -6,6 +6,7 @@
 //! restarts the agent on the *same* channel, which is the situation the
 //! protocol's resync exists for. Everything it does goes into the transcript.
 
+use crate::budget::{Budgets, Mode};
 use crate::agent::{AgentProcess, AgentTemplate, Peer, SpawnError};
 use crate::client::{diagnose, resync, ClientOptions, Profile, ResyncError, ResyncPolicy, Resynced};
 use crate::connection::Connection;
@@ -27,12 +28,13 @@ const READY_ROUND: Duration = Duration::from_millis(100);
 pub struct SessionConfig {
     pub template: AgentTemplate,
     pub transport: TransportKind,
+    /// The client's options; its waits come from `budgets`.
     pub client: ClientOptions,
-    /// From spawn to the first answered sync. Only a broken agent gets near
-    /// it: qemu-ga answers within 1.5–2.5 ms of spawn (protocol.md §4).
-    pub startup_timeout: Duration,
-    /// SIGTERM grace before SIGKILL.
-    pub term_grace: Duration,
+    /// Every time limit: the client's waits, the agent's start (only a
+    /// broken agent gets near it: qemu-ga answers within 1.5–2.5 ms of
+    /// spawn), SIGTERM's grace, a VM's boot. Set with
+    /// [`SessionConfig::set_budgets`], which hands them on.
+    pub budgets: Budgets,
     /// Unconsumed input the connection may hold.
     pub max_buffered: usize,
     /// For the VM transports: kernel, cache, accelerator, boot budget.
@@ -41,15 +43,23 @@ pub struct SessionConfig {
 
 impl SessionConfig {
     pub fn new(template: AgentTemplate, transport: TransportKind) -> SessionConfig {
-        SessionConfig {
+        let mut config = SessionConfig {
             template,
             transport,
             client: ClientOptions::default(),
-            startup_timeout: Duration::from_secs(2),
-            term_grace: Duration::from_millis(100),
+            budgets: Budgets::defaults(transport, Mode::Run),
             max_buffered: 1 << 20,
             vm: crate::vm::VmOptions::default(),
-        }
+        };
+        config.set_budgets(config.budgets);
+        config
+    }
+
+    /// Use `budgets` for everything this session waits for.
+    pub fn set_budgets(&mut self, budgets: Budgets) {
+        self.budgets = budgets;
+        self.client.set_budgets(&budgets);
+        self.vm.boot_timeout = budgets.vm_boot;
     }
 }
 
@@ -115,7 +125,8 @@ impl Session {
             let t = Instant::now();
             session.restart().await?;
             let restart = t.elapsed();
-            session.config.client.resync.budget += restart * 3;
+            session.config.budgets.resync += restart * 3;
+            session.config.client.resync.budget = session.config.budgets.resync;
             session.restart_time = Some(restart);
             session.transcript.event(Event::Note { text: format!("control-port restart to first sync: {restart:?}; resync budget now {:?}", session.config.client.resync.budget) });
         }
@@ -168,7 +179,7 @@ impl Session {
     async fn probe(&mut self) -> Result<Profile, SessionError> {
         let start = Instant::now();
         let mark = self.transcript.mark();
-        let budget = self.config.startup_timeout;
+        let budget = self.config.budgets.startup;
         let client = self.config.client.clone();
         let conn = self.conn.as_mut().ok_or(SessionError::NoAgent)?;
         let agent = &mut self.agent;
@@ -392,7 +403,7 @@ impl Session {
     /// Connect to a unix-listen agent, retrying (bounded) while it starts.
     async fn connect(&mut self) -> Result<(), SessionError> {
         let start = Instant::now();
-        let deadline = start + self.config.startup_timeout;
+        let deadline = start + self.config.budgets.startup;
         let path = self.transport.agent_path().map(|p| p.display().to_string()).unwrap_or_default();
         loop {
             match self.transport.connect().await {
@@ -426,7 +437,7 @@ impl Session {
     /// arrived before it opened the tty, so early syncs are simply lost.
     pub async fn wait_ready(&mut self) -> Result<Resynced, SessionError> {
         let start = Instant::now();
-        let deadline = start + self.config.startup_timeout;
+        let deadline = start + self.config.budgets.startup;
         let client = self.config.client.clone();
         // The first sync request of the whole start-up, not of its last round.
         let first = Some(self.transcript.mark());
@@ -515,7 +526,7 @@ impl Session {
 
     /// SIGTERM the current agent, escalating to SIGKILL after the grace.
     pub async fn terminate_agent(&mut self) {
-        let grace = self.config.term_grace;
+        let grace = self.config.budgets.term_grace;
         if let Some(agent) = self.agent.as_mut() {
             agent.terminate(grace).await;
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 fn config(template: &str, transport: TransportKind) -> SessionConfig {
     let mut c = SessionConfig::new(AgentTemplate::parse(template).unwrap(), transport);
-    c.startup_timeout = Duration::from_millis(300);
+    c.budgets.startup = Duration::from_millis(300);
     c
 }
 
@@ -68,7 +68,7 @@ async fn flooding_agent_is_cut_off_and_memory_stays_bounded() {
         let t = Transcript::new(Caps { bytes: cap, entries: 10_000 });
         let mut c = config("yes", k);
         c.client.resync.byte_budget = 8 << 20;
-        c.startup_timeout = Duration::from_secs(5);
+        c.budgets.startup = Duration::from_secs(5);
         let (e, took) = start_err(c, &t).await;
         let msg = e.to_string();
         assert!(msg.contains("byte budget"), "{k}: {msg}");
@@ -102,7 +102,7 @@ async fn agent_ignoring_sigterm_is_killed_after_the_grace() {
     let template = format!("sh -c \"trap '' TERM; exec {HARNESS} ref-agent\"");
     let t = Transcript::default();
     let mut c = config(&template, TransportKind::Socketpair);
-    c.term_grace = Duration::from_millis(50);
+    c.budgets.term_grace = Duration::from_millis(50);
     let (session, _) = Session::start(c, t.clone()).await.unwrap();
     let began = Instant::now();
     session.shutdown().await;

@@ -9,14 +9,14 @@ use qga_harness::case::load;
 use qga_harness::case::step::Step;
 use qga_harness::fuzz::runner::Progress;
 use qga_harness::fuzz::{fuzz, FuzzConfig, FuzzReport, ScheduleParams};
+use qga_harness::budget::{Budgets, Mode};
 use qga_harness::session::SessionConfig;
 use qga_harness::transport::TransportKind;
 use std::time::Duration;
 
 fn config(template: &str, transport: TransportKind, schedules: u32, seed: u64, out: &std::path::Path) -> FuzzConfig {
     let mut session = SessionConfig::new(AgentTemplate::parse(template).unwrap(), transport);
-    session.client.reply_timeout = Duration::from_millis(50);
-    session.client.resync.budget = Duration::from_millis(250);
+    session.set_budgets(Budgets::defaults(transport, Mode::Fuzz));
     FuzzConfig {
         session,
         schedules,
@@ -84,7 +84,7 @@ fn every_resync_breaking_mutant_is_found_and_shrunk() {
         let mut cfg = config(&format!("{HARNESS} ref-agent --bug {bug}"), TransportKind::Socketpair, 200, 7, &out);
         // Every shrinking step that still fails costs a timeout: keep them
         // short, and give shrinking the time it needs.
-        cfg.session.client.resync.budget = Duration::from_millis(100);
+        cfg.session.set_budgets(Budgets { resync: Duration::from_millis(100), ..cfg.session.budgets });
         cfg.shrink_time = Duration::from_secs(30);
         let r = run(&cfg);
         let Some(f) = r.failures.first() else {

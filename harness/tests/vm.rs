@@ -130,12 +130,10 @@ fn a_guest_boots_answers_restarts_its_agent_without_a_reboot_and_leaves_no_qemu(
     let t = Transcript::default();
     let qemu_pid = rt.block_on(async {
         let template = AgentTemplate::parse(&qemu_ga_template(qga, "virtio-serial")).unwrap();
-        let mut config = SessionConfig::new(template, TransportKind::VmVirtio);
-        // As the CLI sets them for a guest: an emulated device is slower
-        // than a pty, and these waits only bound a broken agent.
-        config.client.reply_timeout = Duration::from_secs(1);
-        config.client.resync.budget = Duration::from_secs(4);
-        config.client.send_timeout = Duration::from_secs(5);
+        let config = SessionConfig::new(template, TransportKind::VmVirtio);
+        // The budgets for a guest (an emulated device is slower than a
+        // pty, and these waits only bound a broken agent), as the CLI's.
+        assert_eq!((config.budgets.reply, config.budgets.resync, config.budgets.send), (Duration::from_secs(1), Duration::from_secs(4), Duration::from_secs(5)));
         let (mut session, _profile) = match Session::start(config, t.clone()).await {
             Ok(s) => s,
             Err(e) => panic!("the guest's agent did not start: {e}\n{}", t.render(0, None)),
@@ -274,9 +272,7 @@ fn qemu_dying_mid_run_is_an_error_of_the_vm_not_a_finding_against_the_agent() {
     let t = Transcript::default();
     rt.block_on(async {
         let template = AgentTemplate::parse(&qemu_ga_template(qga, "virtio-serial")).unwrap();
-        let mut config = SessionConfig::new(template, TransportKind::VmVirtio);
-        config.client.reply_timeout = Duration::from_secs(1);
-        config.client.resync.budget = Duration::from_secs(4);
+        let config = SessionConfig::new(template, TransportKind::VmVirtio);
         let (mut session, profile) = Session::start(config, t.clone()).await.unwrap_or_else(|e| panic!("{e}\n{}", t.render(0, None)));
         let cases = qga_harness::case::load::embedded().unwrap();
         let case = cases.iter().find(|c| c.id == "sync/1").unwrap();

@@ -80,6 +80,7 @@ pub enum ReplyMatch {
     Order,
 }
 
+use crate::budget::Budgets;
 use std::time::Duration;
 
 /// The client: how it syncs, where its ids come from, how it proves a reply
@@ -116,22 +117,36 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions {
-            reply_timeout: Duration::from_millis(250),
-            send_timeout: Duration::from_millis(250),
+        let mut opts = ClientOptions {
+            reply_timeout: Duration::ZERO,
+            send_timeout: Duration::ZERO,
             mode: SyncMode::REFERENCE,
             ids: Ids::default(),
             matching: ReplyMatch::IdEcho,
             string_ids: false,
             skip_stray_ff: false,
-            idle_timeout: Duration::from_millis(250),
+            idle_timeout: Duration::ZERO,
             max_reply_len: 1 << 20,
             resync: ResyncPolicy::default(),
-        }
+        };
+        opts.set_budgets(&Budgets::defaults(crate::transport::TransportKind::Pty, crate::budget::Mode::Run));
+        opts
     }
 }
 
 impl ClientOptions {
+    /// The client's waits from the run's budgets (the one place they are
+    /// set: defaults, the user's flags and the agent's pace all arrive as a
+    /// [`Budgets`] value).
+    pub fn set_budgets(&mut self, b: &Budgets) {
+        self.reply_timeout = b.reply;
+        self.idle_timeout = b.idle;
+        self.send_timeout = b.send;
+        self.resync.first_attempt = b.resync_first_attempt;
+        self.resync.max_attempt = b.resync_max_attempt;
+        self.resync.budget = b.resync;
+    }
+
     /// The `id` member for a request with integer id `n`.
     pub fn request_id_value(&self, n: i64) -> serde_json::Value {
         if self.string_ids {

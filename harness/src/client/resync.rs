@@ -48,12 +48,9 @@ pub struct ResyncPolicy {
 
 impl Default for ResyncPolicy {
     fn default() -> Self {
-        ResyncPolicy {
-            first_attempt: Duration::from_millis(25),
-            max_attempt: Duration::from_millis(200),
-            budget: Duration::from_secs(1),
-            byte_budget: 4 << 20,
-        }
+        // The waits are the run budgets' defaults ([`crate::budget`]).
+        let b = crate::budget::Budgets::defaults(crate::transport::TransportKind::Pty, crate::budget::Mode::Run);
+        ResyncPolicy { first_attempt: b.resync_first_attempt, max_attempt: b.resync_max_attempt, budget: b.resync, byte_budget: 4 << 20 }
     }
 }
 

@@ -69,7 +69,7 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
         }
     }
 
-    let budget = grading.scale(case.timeout_ms.map_or(eo.case_timeout, Duration::from_millis));
+    let budget = case.timeout_ms.map_or(grading.budgets().case, |ms| grading.scale(Duration::from_millis(ms)));
     let mut killed = false;
     let mut restarted = false;
     let mut dirty = false;
@@ -141,7 +141,7 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
         }
     }
     let rec_from = transcript.mark();
-    r.recovery = recover(session, grading, eo, killed || restarted).await;
+    r.recovery = recover(session, grading, killed || restarted).await;
     let wedged = r.recovery.grade == RecoveryGrade::Wedged;
     if wedged {
         // The VM may have ended while the case's last bytes were read.

@@ -33,12 +33,21 @@ pub struct ClientConfig {
     pub client: ClientTemplate,
     /// The port the client is given: unix-listen or pty.
     pub port: TransportKind,
-    /// `{timeout_ms}`.
-    pub client_timeout: Duration,
-    /// The agent behind the harness, and its channel.
+    /// The agent behind the harness, and its channel. Its budgets are the
+    /// run's, the client's own included (`client_timeout`, `client_startup`).
     pub agent: SessionConfig,
+}
+
+impl ClientConfig {
+    /// `{timeout_ms}`: the client's own wait for one reply.
+    pub fn client_timeout(&self) -> Duration {
+        self.agent.budgets.client_timeout
+    }
+
     /// Time allowed for the client program to start (interpreters are slow).
-    pub startup_allowance: Duration,
+    pub fn client_startup(&self) -> Duration {
+        self.agent.budgets.client_startup
+    }
 }
 
 /// How often the pump looks up from its wait to see whether the client
@@ -48,10 +57,13 @@ const EXIT_TICK: Duration = Duration::from_millis(5);
 const EXIT_TICK_CLOSED: Duration = Duration::from_micros(500);
 
 /// A case's budget: the client's start-up, then for each command (and the
-/// sync) room for a timeout and a retry, and the case's own pauses.
+/// sync) room for a timeout and a retry, and the case's own pauses. Not
+/// paced to the agent behind: every term is a limit the client or the case
+/// sets itself (a client whose agent is slow times out on its own clock, and
+/// reports that).
 pub fn case_budget(case: &Case, cfg: &ClientConfig) -> Duration {
     if let Some(ms) = case.timeout_ms {
-        return Duration::from_millis(ms) + cfg.startup_allowance;
+        return Duration::from_millis(ms) + cfg.client_startup();
     }
     let mut paused = Duration::ZERO;
     Step::visit(&case.steps, &mut |s| {
@@ -63,7 +75,7 @@ pub fn case_budget(case: &Case, cfg: &ClientConfig) -> Duration {
         }
     });
     let commands = case.client_job().len() as u32 + 1;
-    cfg.startup_allowance + paused + cfg.client_timeout * 3 * commands
+    cfg.client_startup() + paused + cfg.client_timeout() * 3 * commands
 }
 
 /// Run client `cases` against one client program, with one agent behind.
@@ -75,7 +87,7 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
     run.client = Some(ClientRunInfo {
         agent: agent_cfg.template.to_string(),
         agent_transport: agent_cfg.transport.to_string(),
-        timeout_ms: cfg.client_timeout.as_millis() as u64,
+        timeout_ms: cfg.client_timeout().as_millis() as u64,
         habits: Vec::new(),
         sync_id_bits: None,
     });
@@ -365,7 +377,7 @@ pub async fn run_client_case(
             return (r, session);
         }
     };
-    let pump = match Pump::new(port, session, transcript.clone(), cfg.client_timeout) {
+    let pump = match Pump::new(port, session, transcript.clone(), cfg.client_timeout()) {
         Ok(p) => p,
         Err(e) => panic!("a fresh client port always yields its link: {e}"),
     };
@@ -386,7 +398,7 @@ pub async fn run_client_case(
     let split = case.steps.iter().position(|s| matches!(s, Step::Await(_))).unwrap_or(case.steps.len());
     let (before, after) = case.steps.split_at(split);
     ctx.steps(before).await;
-    let argv = cfg.client.expand(ctx.pump.client_path(), cfg.client_timeout, &job);
+    let argv = cfg.client.expand(ctx.pump.client_path(), cfg.client_timeout(), &job);
     match ClientRun::start(argv, transcript.clone()) {
         Ok(run) => ctx.run = Some(run),
         Err(e) => {
@@ -428,7 +440,7 @@ pub async fn run_client_case(
         exit: exit.clone(),
         hung,
         client_pid: run.process.pid(),
-        client_timeout: cfg.client_timeout,
+        client_timeout: cfg.client_timeout(),
         earlier_ids,
     });
     r.outcome = outcome_for(graded.detail.grade, case.goal.unwrap_or(Goal::Recover), case.level);

@@ -2,6 +2,7 @@
 //! checks relax for a defect the probe already reported, which cases a
 //! missing capability blocks, and budgets paced to the agent.
 
+use crate::budget::Budgets;
 use crate::case::step::{GarbageKind, Send, Step};
 use crate::case::Case;
 use crate::client::{Capability, ClientOptions, Profile};
@@ -23,6 +24,8 @@ pub struct Grading {
     blockers: Vec<(Capability, Option<String>)>,
     /// Budgets are multiplied by this.
     pub(super) factor: f64,
+    /// The run's budgets at the agent's pace.
+    budgets: Budgets,
     /// Once output has started, a gap this long means the agent has
     /// finished writing for now.
     pub(super) quiet_gap: Duration,
@@ -40,7 +43,20 @@ impl Grading {
         }
         let factor = profile.pace.factor.max(1.0);
         let quiet_gap = QUIET_GAP.max(Duration::from_micros(profile.pace.max_gap_us * 3));
-        Grading { profile, blockers, factor, quiet_gap }
+        let budgets = Budgets::defaults(crate::transport::TransportKind::Pty, crate::budget::Mode::Run).scaled(&profile.pace);
+        Grading { profile, blockers, factor, quiet_gap, budgets }
+    }
+
+    /// Grade with `budgets` (the run's, before pacing): they are paced to
+    /// the agent here, once.
+    pub fn with_budgets(mut self, budgets: Budgets) -> Grading {
+        self.budgets = budgets.scaled(&self.profile.pace);
+        self
+    }
+
+    /// The run's budgets at the agent's pace.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 
     /// What the start-up probe found.
@@ -49,6 +65,7 @@ impl Grading {
     }
 
     /// Budgets follow the agent's pace: the client's waits, multiplied.
+    /// (For a session whose budgets were not given to [`Grading::with_budgets`].)
     pub fn pace_client(&self, c: &mut ClientOptions) {
         c.reply_timeout = c.reply_timeout.mul_f64(self.factor);
         c.idle_timeout = c.idle_timeout.mul_f64(self.factor);
@@ -92,7 +109,7 @@ impl Grading {
     }
 
     pub(super) fn scale(&self, d: Duration) -> Duration {
-        d.mul_f64(self.factor)
+        Budgets::pace(&self.profile.pace, d)
     }
 
     /// Whether `case` tests `cap` itself (then it runs, and grades it).

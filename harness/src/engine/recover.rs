@@ -3,7 +3,6 @@
 //! axis of every result.
 
 use super::grading::Grading;
-use super::run::EngineOptions;
 use crate::client::{execute_skipping, resync, Capability, ResyncPolicy};
 use crate::session::Session;
 use crate::verdict::{Recovery, RecoveryGrade};
@@ -14,7 +13,7 @@ use std::time::Duration;
 /// Resync and verify with fresh commands; grade how it went. Uses the
 /// client the start-up probe set up, and checks only that the replies are
 /// ours: decoding them is the cases' business.
-pub(super) async fn recover(session: &mut Session, grading: &Grading, eo: &EngineOptions, after_restart: bool) -> Recovery {
+pub(super) async fn recover(session: &mut Session, grading: &Grading, after_restart: bool) -> Recovery {
     let wedged = |detail: String, attempts: u32, bytes: u64, t: Duration| Recovery {
         grade: RecoveryGrade::Wedged,
         resync_time: t,
@@ -73,7 +72,7 @@ pub(super) async fn recover(session: &mut Session, grading: &Grading, eo: &Engin
             Err(e) => return fail(format!("guest-info after resync: {e}")),
         }
     }
-    let quick = eo.quick_resync.mul_f64(grading.factor);
+    let quick = grading.budgets().quick_resync;
     let grade = if r.attempts == 1 && r.elapsed <= quick { RecoveryGrade::Resynced } else { RecoveryGrade::Slow };
     Recovery { grade, resync_time: r.elapsed, bytes_discarded: r.bytes_discarded, attempts: r.attempts, detail: None }
 }

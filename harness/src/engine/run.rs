@@ -7,17 +7,12 @@ use crate::case::Case;
 use crate::session::{SessionConfig, SessionError};
 use crate::transcript::{Event, Transcript};
 use crate::verdict::{skeleton, Failure, FailureKind, Outcome, RunResult, Stage, StartupError};
-use std::time::Duration;
 use tokio::time::Instant;
 
-/// Engine limits.
+/// How the engine runs (its time limits are the session's
+/// [`crate::budget::Budgets`]).
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// Default budget for one case, for a brisk agent; multiplied by the
-    /// agent's measured pace factor.
-    pub case_timeout: Duration,
-    /// A recovery slower than this (or needing retries) is graded slow.
-    pub quick_resync: Duration,
     /// Keep each case's transcript in the result.
     pub keep_transcripts: bool,
     /// Drives every random id (and nothing else is random): the same seed
@@ -27,7 +22,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { case_timeout: Duration::from_secs(5), quick_resync: Duration::from_millis(50), keep_transcripts: true, seed: rand::random() }
+        EngineOptions { keep_transcripts: true, seed: rand::random() }
     }
 }
 

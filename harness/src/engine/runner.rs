@@ -55,8 +55,8 @@ impl AgentRunner {
         if session.vm().is_some() {
             measure_garbage_answer(&mut session, &mut profile).await;
         }
-        let grading = Grading::new(profile, cases);
-        grading.pace_client(session.client_mut());
+        let grading = Grading::new(profile, cases).with_budgets(session.config().budgets);
+        session.client_mut().set_budgets(grading.budgets());
         let base_ids = session.client().ids.clone();
         Ok(AgentRunner { session, grading, base_ids, eo: eo.clone() })
     }
