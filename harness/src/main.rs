@@ -375,14 +375,14 @@ fn reference_agent(transport: TransportKind) -> Result<AgentTemplate, String> {
 }
 
 fn program_exists(program: &str) -> bool {
-    qga_harness::agent::template::find_program(program, &[]).is_some()
+    qga_harness::process::find_program(program, &[]).is_some()
 }
 
 /// Our stdout (or stderr) was closed by its reader (`qga-harness list |
 /// head`): end the way a plain Unix tool does, killed by SIGPIPE, quietly,
 /// after killing every agent (nothing else runs destructors on this path).
 fn exit_on_broken_pipe() -> ! {
-    qga_harness::agent::process::kill_all();
+    qga_harness::process::kill_all();
     // SAFETY: plain libc calls; the process ends here.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -474,7 +474,7 @@ async fn stop_on_signal() {
         _ = int.recv() => 130,
         _ = term.recv() => 143,
     };
-    qga_harness::agent::process::kill_all();
+    qga_harness::process::kill_all();
     eprintln!("qga-harness: interrupted; all agents killed");
     std::process::exit(code);
 }

@@ -7,7 +7,7 @@
 //! waits are async sleeps with deadlines, so a mute guest costs a bounded
 //! wait and never blocks the runtime.
 
-use super::protocol::hex;
+use super::protocol::{hex, unstamp};
 use crate::transcript::{Event, Transcript};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -43,6 +43,10 @@ pub struct Control {
     inbox: VecDeque<Message>,
     transcript: Transcript,
     closed: bool,
+    /// The guest's stamp on its hello and the host's time on reading it:
+    /// later stamps are converted with this offset. The hello is read while
+    /// the boot waits for nothing else, within a poll of its arrival.
+    clock: Option<(u64, std::time::Instant)>,
 }
 
 /// Guest text that is not valid hex is kept as it came: it is evidence.
@@ -67,7 +71,7 @@ fn describe(how: &str) -> String {
 impl Control {
     pub fn new(stream: UnixStream, transcript: Transcript) -> io::Result<Control> {
         stream.set_nonblocking(true)?;
-        Ok(Control { stream, buf: Vec::new(), inbox: VecDeque::new(), transcript, closed: false })
+        Ok(Control { stream, buf: Vec::new(), inbox: VecDeque::new(), transcript, closed: false, clock: None })
     }
 
     /// True once the guest's side is gone (QEMU exited).
@@ -96,7 +100,23 @@ impl Control {
         }
     }
 
+    /// When a line stamped `stamp` was made, on the host's clock: now when
+    /// there is no stamp or no offset yet, never later than now.
+    fn when(&mut self, stamp: Option<u64>, is_hello: bool) -> std::time::Instant {
+        let now = std::time::Instant::now();
+        let Some(us) = stamp else { return now };
+        if is_hello {
+            self.clock = Some((us, now));
+        }
+        match self.clock {
+            Some((hello_us, hello_at)) => (hello_at + Duration::from_micros(us.saturating_sub(hello_us))).min(now),
+            None => now,
+        }
+    }
+
     fn take_line(&mut self, line: &str) {
+        let (stamp, line) = unstamp(line);
+        let when = self.when(stamp, line.starts_with("hello "));
         let mut w = line.splitn(3, ' ');
         let (word, a, b) = (w.next().unwrap_or(""), w.next().unwrap_or(""), w.next().unwrap_or(""));
         let msg = match word {
@@ -106,14 +126,14 @@ impl Control {
             "exit" => {
                 let pid = a.parse().unwrap_or(0);
                 let status = describe(b);
-                self.transcript.event(Event::Exit { pid, status: format!("{status} (in the guest)") });
+                self.transcript.event_at(Event::Exit { pid, status: format!("{status} (in the guest)") }, when);
                 Message::Exit { pid, status }
             }
             "stderr" => {
                 // Which instance said it: a restart's old and new agents
                 // can both have stderr in flight.
                 let text = format!("[guest pid {a}] {}", String::from_utf8_lossy(&unhex(b)));
-                self.transcript.event(Event::Stderr { text });
+                self.transcript.event_at(Event::Stderr { text }, when);
                 return;
             }
             "running" | "exited" | "none" => Message::Status(line.to_owned()),
@@ -188,8 +208,13 @@ impl Control {
 
     /// Signal the agent's process group (`kill` or `term`) and wait up to
     /// `timeout` for its exit; the status, if it came.
+    /// The group is signalled even when its leader has exited: a
+    /// daemonising agent leaves its children in it.
     pub async fn signal(&mut self, word: &str, pid: i32, timeout: Duration) -> Option<String> {
         if let Some(s) = self.exit_of(pid) {
+            if self.send(word).is_ok() {
+                self.wait_for(timeout, |m| matches!(m, Message::Ok).then_some(())).await;
+            }
             return Some(s);
         }
         self.send(word).ok()?;
