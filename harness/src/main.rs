@@ -463,8 +463,10 @@ fn main() -> ExitCode {
     })
 }
 
-/// Ctrl-C or SIGTERM: kill every agent group, then exit. Destructors do not
-/// run on `exit`, so this is the path that guarantees no agent outlives us.
+/// Ctrl-C or SIGTERM: kill every process group (agents, QEMU) and remove
+/// every scratch directory (VM sockets and console, agent state), then
+/// exit. Destructors do not run on `exit`, so this is the path that
+/// guarantees nothing we started or made outlives us.
 async fn stop_on_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {

@@ -54,7 +54,7 @@ fn unhex(s: &str) -> Vec<u8> {
     super::protocol::unhex(s).unwrap_or_else(|| s.as_bytes().to_vec())
 }
 
-/// The init's `code N` / `signal N`, in the words AgentProcess uses for a
+/// The init's `code N` / `signal N`, in the words ProcessGroup uses for a
 /// local agent, so reports read the same whatever the transport.
 fn describe(how: &str) -> String {
     let mut w = how.split_whitespace();
@@ -264,5 +264,26 @@ mod tests {
         drop(guest);
         assert_eq!(c.wait_for(Duration::from_millis(50), |_| None::<()>).await, None);
         assert!(c.is_closed());
+    }
+
+    /// An exit the guest stamped 10 ms after its hello, read 80 ms later:
+    /// the transcript says when it happened, not when the host polled.
+    #[tokio::test(flavor = "current_thread")]
+    async fn guest_events_carry_the_time_they_happened() {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let t = Transcript::new(Default::default());
+        let mut c = Control::new(host, t.clone()).unwrap();
+        guest.write_all(b"@5000000 hello /dev/vport1p1 2300\n").unwrap();
+        c.wait_for(Duration::from_secs(1), |m| matches!(m, Message::Hello { .. }).then_some(())).await.unwrap();
+        let seq = t.event(Event::Note { text: "hello read".into() });
+        let hello_at = t.entries(seq, None)[0].at;
+        std::thread::sleep(Duration::from_millis(80));
+        guest.write_all(b"@5010000 exit 7 code 0\n").unwrap();
+        assert_eq!(c.exit_of(7).as_deref(), Some("exit status 0"));
+        let exit = t.entries(0, None).into_iter().find(|e| matches!(e.record, crate::transcript::Record::Event(Event::Exit { .. }))).unwrap();
+        let read_at = t.event(Event::Note { text: "now".into() });
+        let now_at = t.entries(read_at, None)[0].at;
+        assert!(exit.at < now_at.saturating_sub(Duration::from_millis(50)), "exit at {:?}, read at {now_at:?}", exit.at);
+        assert!(exit.at + Duration::from_millis(1) >= hello_at + Duration::from_millis(10), "exit at {:?}, hello read at {hello_at:?}", exit.at);
     }
 }
