@@ -7,6 +7,8 @@
 //! - [`live`]: what is alive right now, so a signal handler that exits
 //!   without running destructors can still kill every group and remove
 //!   every scratch directory ([`kill_all`]).
+//! - [`tool`]: helper tools run to their end (ldd, apt-get), each in a
+//!   group [`kill_all`] knows about.
 //! - [`find_program`]: where a program name resolves, for the CLI's check
 //!   and the VM image.
 //!
@@ -15,6 +17,7 @@
 
 pub mod group;
 pub mod live;
+pub mod tool;
 
 pub use group::{ProcessGroup, SpawnError, StderrTo};
 pub use live::{kill_all, ScratchDir};
