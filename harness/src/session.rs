@@ -360,8 +360,7 @@ impl Session {
 
     /// Kill the agent, start a new one on the same channel, and resync.
     pub async fn restart(&mut self) -> Result<Resynced, SessionError> {
-        self.kill_agent().await;
-        self.start_agent().await?;
+        self.peer.restart(&mut self.link, self.config.startup_timeout).await?;
         self.wait_ready().await
     }
 

@@ -191,6 +191,13 @@ impl Peer {
         }
     }
 
+    /// Kill the agent and start a new instance on the same link (for a
+    /// guest, in the same VM while it is up).
+    pub async fn restart(&mut self, link: &mut Link, startup: Duration) -> Result<(), PeerError> {
+        self.kill().await;
+        self.start(link, startup).await
+    }
+
     /// Kill the agent and drop what ran it (a guest's VM too): the next
     /// start begins from nothing.
     pub async fn discard(&mut self) {

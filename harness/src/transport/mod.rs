@@ -260,7 +260,7 @@ pub enum Transport {
     Socketpair(socketpair::SocketPair),
     UnixListen(unix::UnixListen),
     /// The agent's channel is QEMU's chardev socket, which exists once the
-    /// guest boots: the session gets it from [`crate::vm::GuestVm::boot`].
+    /// guest boots: the peer attaches it to the link then.
     Vm(TransportKind),
 }
 

@@ -8,6 +8,7 @@
 //! wait and never blocks the runtime.
 
 use super::protocol::{hex, unstamp};
+use super::VmError;
 use crate::transcript::{Event, Transcript};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -183,27 +184,21 @@ impl Control {
     }
 
     /// Start the agent in the guest; its pid.
-    pub async fn start(&mut self, statedir: &str, argv: &[String], timeout: Duration) -> Result<i32, String> {
+    pub async fn start(&mut self, statedir: &str, argv: &[String], timeout: Duration) -> Result<i32, VmError> {
         let mut line = format!("start {}", hex(statedir.as_bytes()));
         for a in argv {
             line.push(' ');
             line.push_str(&hex(a.as_bytes()));
         }
-        self.send(&line).map_err(|e| format!("control port: {e}"))?;
+        self.send(&line).map_err(VmError::ControlPort)?;
         let got = self
             .wait_for(timeout, |m| match m {
                 Message::Started { pid } => Some(Ok(*pid)),
-                Message::Error(e) => Some(Err(e.clone())),
+                Message::Error(e) => Some(Err(VmError::Agent(e.clone()))),
                 _ => None,
             })
             .await;
-        got.unwrap_or_else(|| {
-            Err(if self.closed {
-                "the guest's control port closed (the VM is gone)".to_owned()
-            } else {
-                format!("the guest init did not answer start within {timeout:?}")
-            })
-        })
+        got.unwrap_or(Err(if self.closed { VmError::ControlClosed } else { VmError::NoAnswer(timeout) }))
     }
 
     /// Signal the agent's process group (`kill` or `term`) and wait up to

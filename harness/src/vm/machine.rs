@@ -207,7 +207,7 @@ impl GuestVm {
     /// the state directory is the guest path the caller gave `{statedir}`).
     pub async fn start(&mut self, argv: &[String], statedir: &str) -> Result<i32, VmError> {
         self.instances += 1;
-        let pid = self.control.start(statedir, argv, CONTROL_TIMEOUT).await.map_err(VmError::Agent)?;
+        let pid = self.control.start(statedir, argv, CONTROL_TIMEOUT).await?;
         self.transcript.event(Event::Spawn { pid, argv: argv.to_vec() });
         self.pid = Some(pid);
         self.status = None;

@@ -77,6 +77,13 @@ pub enum VmError {
     QemuExited { status: String, console: &'static str },
     #[error("the VM did not boot: the guest did not come up within {budget:?} ({accel}); {console}")]
     NoHello { budget: Duration, accel: Accel, console: &'static str },
+    #[error("the guest init: control port: {0}")]
+    ControlPort(std::io::Error),
+    #[error("the guest init: the guest's control port closed (the VM is gone)")]
+    ControlClosed,
+    #[error("the guest init: the guest init did not answer start within {0:?}")]
+    NoAnswer(Duration),
+    /// The init's own refusal (it could not start the agent), in its words.
     #[error("the guest init: {0}")]
     Agent(String),
 }
