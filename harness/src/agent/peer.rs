@@ -109,7 +109,7 @@ impl Peer {
             }
             _ => {
                 self.instance = None;
-                let prepared = self.prepare()?;
+                let prepared = self.prepare().await?;
                 let (vm, duplex) = crate::vm::boot(kind, &prepared, &self.vm_options, self.transcript.clone()).await?;
                 link.attach_chardev(duplex, vm.agent_socket());
                 match self.instance.insert(Instance::Guest(Box::new(vm))) {
@@ -130,12 +130,18 @@ impl Peer {
     }
 
     /// The kernel and image, prepared once per peer.
-    fn prepare(&mut self) -> Result<Prepared, PeerError> {
+    async fn prepare(&mut self) -> Result<Prepared, PeerError> {
         if let Some(p) = &self.prepared {
             return Ok(p.clone());
         }
         let program = crate::vm::agent_binary(self.template.program()).ok_or_else(|| SpawnError::NotFound(self.template.program().to_owned()))?;
-        let p = crate::vm::prepare(&program, &self.vm_options)?;
+        // On a blocking thread: a kernel fetch or an image build takes
+        // seconds, and the runtime's thread must stay free for Ctrl-C, whose
+        // handler kills the tools and removes their directories.
+        let opts = self.vm_options.clone();
+        let p = tokio::task::spawn_blocking(move || crate::vm::prepare(&program, &opts))
+            .await
+            .map_err(|e| VmError::Setup(format!("preparing the guest: {e}")))??;
         self.transcript.event(Event::Note {
             text: format!(
                 "guest image {} ({} KiB, {}); kernel {}",

@@ -9,7 +9,7 @@
 
 use super::kernel::{module_load_order, Kernel};
 use super::VmError;
-use crate::process::tool;
+use crate::process::{tool, ScratchDir};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -95,7 +95,7 @@ const STRIP_ABOVE: u64 = 16 << 20;
 fn agent_bytes(real: &Path) -> Result<Vec<u8>, VmError> {
     let size = std::fs::metadata(real).map_err(|e| VmError::Image(format!("{}: {e}", real.display())))?.len();
     if size > STRIP_ABOVE {
-        if let Ok(dir) = tempfile::tempdir() {
+        if let Ok(dir) = ScratchDir::new("qga-harness-strip-") {
             let out = dir.path().join("agent");
             let ok = tool::status(Command::new("objcopy").arg("--strip-debug").arg(real).arg(&out)).is_ok_and(|s| s.success());
             if let (true, Ok(bytes)) = (ok, std::fs::read(&out)) {

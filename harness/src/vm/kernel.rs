@@ -8,7 +8,7 @@
 //! `linux-image-cloud-amd64` points at, unpacked with `dpkg -x` into the cache.
 
 use super::VmError;
-use crate::process::tool;
+use crate::process::{tool, ScratchDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -79,9 +79,11 @@ fn fetch(cache: &Path, root: &Path) -> Result<(), VmError> {
         .map(|p| p.trim().to_owned())
         .filter(|p| p.starts_with("linux-image-"))
         .ok_or_else(|| missing(format!("apt-cache depends {KERNEL_META_PACKAGE} named no kernel package (is apt's package list up to date?)")))?;
+    // Removed on a signal too: a half-fetched kernel is no use to anyone.
     let work = tempfile::Builder::new()
         .prefix("kernel-fetch-")
         .tempdir_in(cache)
+        .map(ScratchDir::adopt)
         .map_err(|e| missing(format!("cannot create a directory in {}: {e}", cache.display())))?;
     let dl = tool::output(
         Command::new("apt-get")
