@@ -12,8 +12,8 @@
 //! | connection | [`connection`] | buffered I/O with deadlines over a transport |
 //! | link | [`link`] | the channel to a peer and the connection on it, with the deny-list; reconnect |
 //! | agent | [`agent`] | command templates; the peer: start, stop, restart an agent, local or in a guest |
-//! | session | [`session`] | composes a link, a peer and the client's options: readiness, restart, renew |
 //! | client | [`client`] | the reference client: resync and execute |
+//! | session | [`session`] | composes a link, a peer and the client (below it): readiness, restart, renew |
 //! | cases | [`case`] | the catalogue as data: cases, steps, patterns |
 //! | engine | [`engine`] | runs cases, grades them, measures recovery |
 //! | fuzzing | [`fuzz`] | random fault schedules, shrunk to replayable cases |
