@@ -9,8 +9,7 @@
 //! channel reconnects is the link's: nothing here branches on either.
 //! Everything it does goes into the transcript.
 
-use crate::agent::{AgentTemplate, Peer, SpawnError};
-use crate::agent::peer::PeerError;
+use crate::agent::{AgentTemplate, Peer, PeerError, SpawnError};
 use crate::client::{diagnose, resync, ClientOptions, Profile, ResyncError, ResyncPolicy, Resynced};
 use crate::connection::Connection;
 use crate::link::{Link, LinkError};
