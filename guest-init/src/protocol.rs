@@ -4,16 +4,22 @@
 //! Host to guest:
 //! - `start STATEDIR ARG...` (every word hex-encoded): start the agent with
 //!   this argv in a fresh, empty STATEDIR; answered `started PID`.
-//! - `kill` / `term`: SIGKILL / SIGTERM the agent's process group; answered
-//!   `ok`, then the agent's `exit` event once it is reaped.
+//! - `kill` / `term`: SIGKILL / SIGTERM the agent's process group, whether
+//!   or not its leader still lives (a daemonising agent leaves children in
+//!   it); answered `ok`, then the agent's `exit` event once it is reaped.
 //! - `status`: answered `running PID`, `exited PID HOW N` or `none`.
 //! - `poweroff`: kill the agent and power the guest off.
 //!
-//! Guest to host:
+//! Guest to host, every line stamped `@T ` first: T is the init's monotonic
+//! clock, in microseconds since it started, when the line was made. The
+//! host reads its lines when it polls, which can be long after; the stamp
+//! says when an agent's stderr or exit happened (the host converts it with
+//! the offset it measures at `hello`, read while it waits for nothing else).
 //! - `hello AGENT_PATH UPTIME_MS` once, when the agent's port exists (the
 //!   guest kernel's uptime then, for the boot time's breakdown);
 //! - `exit PID code N` / `exit PID signal N` when the agent is reaped;
 //! - `stderr PID HEX`: a piece of the agent's stderr (capped per instance);
+//! - `ok`, `started PID`, `running PID`, `exited PID HOW N`, `none`: replies;
 //! - `error HEX`: a command failed (the reason, hex-encoded).
 //!
 //! Hex keeps every word free of spaces and newlines whatever bytes an argv
@@ -38,6 +44,21 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     s.as_bytes().chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+}
+
+/// `line` stamped with `us`, the guest's clock when it was made.
+pub fn stamped(us: u64, line: &str) -> String {
+    format!("@{us} {line}")
+}
+
+/// A guest line's stamp (None when it has none) and the rest of the line.
+pub fn unstamp(line: &str) -> (Option<u64>, &str) {
+    let Some(rest) = line.strip_prefix('@') else { return (None, line) };
+    let (t, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    match t.parse() {
+        Ok(t) => (Some(t), rest),
+        Err(_) => (None, line),
+    }
 }
 
 /// A command from the host.
@@ -94,5 +115,12 @@ mod tests {
         assert!(parse(&format!("start {}", hex(b"/s"))).is_err());
         assert_eq!(parse("kill"), Ok(Command::Kill));
         assert!(parse("reboot").is_err());
+    }
+
+    #[test]
+    fn stamps_round_trip_and_unstamped_lines_pass() {
+        assert_eq!(unstamp(&stamped(1234, "exit 7 code 0")), (Some(1234), "exit 7 code 0"));
+        assert_eq!(unstamp("exit 7 code 0"), (None, "exit 7 code 0"));
+        assert_eq!(unstamp("@x exit"), (None, "@x exit"));
     }
 }

@@ -1,14 +1,14 @@
 //! The agent under the init: one instance at a time, in its own process
 //! group, its stderr and exit reported on the control port.
 
-use crate::protocol::{hex, Command};
+use crate::protocol::{hex, stamped, Command};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::raw::c_int;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 extern "C" {
     fn kill(pid: c_int, sig: c_int) -> c_int;
@@ -28,20 +28,23 @@ struct State {
 #[derive(Clone)]
 pub struct Supervisor {
     out: Arc<Mutex<File>>,
+    /// The origin of the stamps on every line sent.
+    start: Instant,
     state: Arc<Mutex<State>>,
 }
 
 impl Supervisor {
     pub fn new(control: File) -> Supervisor {
-        let sup = Supervisor { out: Arc::new(Mutex::new(control)), state: Arc::default() };
+        let sup = Supervisor { out: Arc::new(Mutex::new(control)), start: Instant::now(), state: Arc::default() };
         let reaper = sup.clone();
         std::thread::spawn(move || reaper.reap());
         sup
     }
 
-    /// One line to the host. Writes are whole lines under the lock, so
-    /// events from the reaper and stderr threads never interleave.
+    /// One line to the host, stamped now. Writes are whole lines under the
+    /// lock, so events from the reaper and stderr threads never interleave.
     pub fn send(&self, line: &str) {
+        let line = stamped(self.start.elapsed().as_micros() as u64, line);
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         let _ = out.write_all(format!("{line}\n").as_bytes());
     }
@@ -79,6 +82,11 @@ impl Supervisor {
         if st.pid.is_some() && st.exited.is_none() {
             return Err("an agent is already running".into());
         }
+        if let Some(old) = st.pid {
+            // What the last instance left in its group (a daemon's children).
+            // SAFETY: kill(2) on a process group we created.
+            unsafe { kill(-old, 9) };
+        }
         // A fresh, empty state directory per instance, as on the host.
         let _ = std::fs::remove_dir_all(statedir);
         std::fs::create_dir_all(statedir).map_err(|e| format!("create {statedir}: {e}"))?;
@@ -102,10 +110,12 @@ impl Supervisor {
         Ok(pid)
     }
 
-    /// Signal the current instance's process group.
+    /// Signal the current instance's process group, whether or not its
+    /// leader still lives: a daemonising agent's leader exits at once and
+    /// leaves its children in the group.
     pub fn kill(&self, sig: c_int) {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let (Some(pid), None) = (st.pid, &st.exited) {
+        if let Some(pid) = st.pid {
             // SAFETY: kill(2) on a process group we created.
             unsafe { kill(-pid, sig) };
         }

@@ -14,7 +14,7 @@ use crate::AgentArgs;
 use clap::Args;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use qapi::qga;
-use qga_harness::agent::process::{AgentProcess, StderrTo};
+use qga_harness::process::{ProcessGroup as AgentProcess, StderrTo};
 use qga_harness::client::{execute, resync};
 use qga_harness::session::{Session, SessionConfig};
 use qga_harness::transcript::Transcript;

@@ -14,7 +14,7 @@
 
 use crate::bench::{line, stats, us, BenchArgs};
 use qapi::qga;
-use qga_harness::agent::process::{AgentProcess, StderrTo};
+use qga_harness::process::{ProcessGroup as AgentProcess, StderrTo};
 use qga_harness::client::{diagnose::Profile, execute};
 use qga_harness::session::{Session, SessionConfig};
 use qga_harness::transcript::Transcript;

@@ -334,14 +334,14 @@ impl AgentArgs {
 }
 
 fn program_exists(program: &str) -> bool {
-    qga_harness::agent::template::find_program(program, &[]).is_some()
+    qga_harness::process::find_program(program, &[]).is_some()
 }
 
 /// Our stdout (or stderr) was closed by its reader (`qga-harness list |
 /// head`): end the way a plain Unix tool does, killed by SIGPIPE, quietly,
 /// after killing every agent (nothing else runs destructors on this path).
 fn exit_on_broken_pipe() -> ! {
-    qga_harness::agent::process::kill_all();
+    qga_harness::process::kill_all();
     // SAFETY: plain libc calls; the process ends here.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -422,8 +422,10 @@ fn main() -> ExitCode {
     })
 }
 
-/// Ctrl-C or SIGTERM: kill every agent group, then exit. Destructors do not
-/// run on `exit`, so this is the path that guarantees no agent outlives us.
+/// Ctrl-C or SIGTERM: kill every process group (agents, QEMU) and remove
+/// every scratch directory (VM sockets and console, agent state), then
+/// exit. Destructors do not run on `exit`, so this is the path that
+/// guarantees nothing we started or made outlives us.
 async fn stop_on_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
@@ -433,7 +435,7 @@ async fn stop_on_signal() {
         _ = int.recv() => 130,
         _ = term.recv() => 143,
     };
-    qga_harness::agent::process::kill_all();
+    qga_harness::process::kill_all();
     eprintln!("qga-harness: interrupted; all agents killed");
     std::process::exit(code);
 }

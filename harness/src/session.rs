@@ -1,24 +1,25 @@
 //! A session: one channel, and the agent instances that come and go on it.
 //!
-//! The session joins the lower layers: it opens the transport, spawns the
-//! agent from its template (handing it `{path}` or its stdio), connects where
-//! the transport needs it, and waits until the agent answers a sync. It
-//! restarts the agent on the *same* channel, which is the situation the
-//! protocol's resync exists for. Everything it does goes into the transcript.
+//! The session composes the lower layers: a [`Link`] (the channel and the
+//! connection on it), a [`Peer`] (the agent, started on the link, local or
+//! in a guest) and the client's options. It waits until the agent answers a
+//! sync, restarts the agent on the *same* channel (the situation the
+//! protocol's resync exists for), and renews the channel when a case left
+//! it unusable. Where the agent runs is the peer's business and how the
+//! channel reconnects is the link's: nothing here branches on either.
+//! Everything it does goes into the transcript.
 
 use crate::budget::{Budgets, Mode};
-use crate::agent::{AgentProcess, AgentTemplate, Peer, SpawnError};
+use crate::agent::{AgentTemplate, Peer, PeerError, SpawnError};
 use crate::client::{diagnose, resync, ClientOptions, Profile, ResyncError, ResyncPolicy, Resynced};
 use crate::connection::Connection;
+use crate::link::{Link, LinkError};
 use crate::transcript::{Event, Transcript};
-use crate::transport::{Transport, TransportKind};
-use crate::wire::denylist::DenyList;
+use crate::transport::TransportKind;
 use std::io;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How often to retry connect() while a unix-listen agent starts.
-const CONNECT_RETRY: Duration = Duration::from_micros(200);
 /// Each readiness round; between rounds the session checks that the agent is
 /// still alive, so an agent that dies during start-up is reported at once.
 const READY_ROUND: Duration = Duration::from_millis(100);
@@ -83,11 +84,26 @@ pub enum SessionError {
     Vm(#[from] crate::vm::VmError),
 }
 
-/// `conn` with the deny-list installed: nothing the harness writes on it,
-/// from a case, the fuzzer or a forwarding client, can spell a denied command.
-fn guarded(mut conn: Connection, deny: &DenyList) -> Connection {
-    conn.set_guard(Box::new(deny.clone()));
-    conn
+/// The link's errors keep the words they had when the session made them:
+/// callers match on these variants.
+impl From<LinkError> for SessionError {
+    fn from(e: LinkError) -> SessionError {
+        match e {
+            LinkError::Transport { kind, source } => SessionError::Transport { kind, source },
+            LinkError::Connect { path, waited, last_error } => SessionError::Connect { path, waited, last_error },
+            LinkError::PeerExited { status } => SessionError::AgentExited { status, stage: "accepting a connection" },
+        }
+    }
+}
+
+impl From<PeerError> for SessionError {
+    fn from(e: PeerError) -> SessionError {
+        match e {
+            PeerError::Spawn(e) => SessionError::Spawn(e),
+            PeerError::Link(e) => e.into(),
+            PeerError::Vm(e) => SessionError::Vm(e),
+        }
+    }
 }
 
 /// One channel and its current agent.
@@ -95,18 +111,8 @@ fn guarded(mut conn: Connection, deny: &DenyList) -> Connection {
 pub struct Session {
     config: SessionConfig,
     transcript: Transcript,
-    transport: Transport,
-    conn: Option<Connection>,
-    agent: Option<Peer>,
-    instances: u32,
-    /// For the VM transports: the kernel and image, prepared at the first
-    /// boot and reused by every later one (a fresh channel is a new VM).
-    vm_prepared: Option<crate::vm::Prepared>,
-    /// The measured control-port restart (VM transports, [`Session::start`]).
-    restart_time: Option<Duration>,
-    /// The guard of every connection the session opens: one stream across
-    /// reconnects, since an agent may keep its parser state for the next client.
-    deny: DenyList,
+    link: Link,
+    peer: Peer,
 }
 
 impl Session {
@@ -119,15 +125,15 @@ impl Session {
         let mut session = Session::launch(config, transcript, None).await?;
         let profile = session.probe().await?;
         profile.apply(&mut session.config.client);
-        if session.vm().is_some() {
-            // A control-port restart, measured: cases that restart the
-            // agent resync within the budget plus three of these.
+        if session.peer.restart_is_slow() {
+            // A restart, measured: cases that restart the agent resync
+            // within the budget plus three of these.
             let t = Instant::now();
             session.restart().await?;
             let restart = t.elapsed();
             session.config.budgets.resync += restart * 3;
             session.config.client.resync.budget = session.config.budgets.resync;
-            session.restart_time = Some(restart);
+            session.peer.set_restart_time(restart);
             session.transcript.event(Event::Note { text: format!("control-port restart to first sync: {restart:?}; resync budget now {:?}", session.config.client.resync.budget) });
         }
         Ok((session, profile))
@@ -148,30 +154,14 @@ impl Session {
         if config.transport == TransportKind::UnixListen && !config.template.uses_path() {
             return Err(SessionError::NeedsPath);
         }
-        let kind = config.transport;
-        let transport = Transport::open(kind).map_err(|source| SessionError::Transport { kind, source })?;
-        let deny = DenyList::new();
-        let mut session = Session { config, transcript, transport, conn: None, agent: None, instances: 0, vm_prepared: None, restart_time: None, deny };
+        let link = Link::open(config.transport, transcript.clone(), config.max_buffered)?;
+        let peer = Peer::new(config.template.clone(), config.vm.clone(), transcript.clone());
+        let mut session = Session { config, transcript, link, peer };
         if let Some(p) = profile {
             p.apply(&mut session.config.client);
         }
-        session.open_connection()?;
         session.start_agent().await?;
         Ok(session)
-    }
-
-    /// Attach a connection to a persistent channel's harness end.
-    fn open_connection(&mut self) -> Result<(), SessionError> {
-        let kind = self.transport.kind();
-        let duplex = self.transport.take_duplex().map_err(|source| SessionError::Transport { kind, source })?;
-        self.conn = duplex.map(|d| self.new_connection(d));
-        Ok(())
-    }
-
-    /// Every connection the session makes is made here, with the deny-list
-    /// installed.
-    fn new_connection(&self, duplex: crate::transport::Duplex) -> Connection {
-        guarded(Connection::new(duplex, self.transcript.clone(), self.config.max_buffered), &self.deny)
     }
 
     /// The start-up probe; an agent that dies on the client's 0xFF is
@@ -181,9 +171,9 @@ impl Session {
         let mark = self.transcript.mark();
         let budget = self.config.budgets.startup;
         let client = self.config.client.clone();
-        let conn = self.conn.as_mut().ok_or(SessionError::NoAgent)?;
-        let agent = &mut self.agent;
-        let mut gone = || agent.as_mut().is_none_or(|a| a.exit_status().is_some());
+        let conn = self.link.conn().ok_or(SessionError::NoAgent)?;
+        let peer = &mut self.peer;
+        let mut gone = || !peer.is_started() || peer.exit_status().is_some();
         let failed = match diagnose::diagnose(conn, &client, budget, &mut gone).await {
             Ok(p) => return Ok(p),
             Err(e) => e,
@@ -197,9 +187,9 @@ impl Session {
         // On a fresh channel: the old one still holds our later attempts,
         // 0xFF and all, which would kill the new agent too.
         self.fresh_channel().await?;
-        let conn = self.conn.as_mut().ok_or(SessionError::NoAgent)?;
-        let agent = &mut self.agent;
-        let mut gone = || agent.as_mut().is_none_or(|a| a.exit_status().is_some());
+        let conn = self.link.conn().ok_or(SessionError::NoAgent)?;
+        let peer = &mut self.peer;
+        let mut gone = || !peer.is_started() || peer.exit_status().is_some();
         match diagnose::probe_without_ff(conn, &client, budget, span, &mut gone).await {
             Ok(p) => Ok(p),
             Err(e) => {
@@ -211,9 +201,12 @@ impl Session {
 
     /// The agent's exit status, if it exits within `grace`.
     async fn wait_exit(&mut self, grace: Duration) -> Option<String> {
+        if !self.peer.is_started() {
+            return None;
+        }
         let until = Instant::now() + grace;
         loop {
-            let status = self.agent.as_mut()?.exit_status().map(str::to_owned);
+            let status = self.peer.exit_status().map(str::to_owned);
             if status.is_some() || Instant::now() >= until {
                 return status;
             }
@@ -232,15 +225,8 @@ impl Session {
 
     /// Kill the agent, open a new channel and start a new agent on it.
     async fn fresh_channel(&mut self) -> Result<(), SessionError> {
-        if let Some(mut old) = self.agent.take() {
-            old.kill().await;
-        }
-        self.conn = None;
-        let kind = self.transport.kind();
-        self.transport = Transport::open(kind).map_err(|source| SessionError::Transport { kind, source })?;
-        self.transcript.event(Event::Note { text: format!("a fresh {kind} channel") });
-        self.deny = DenyList::new();
-        self.open_connection()?;
+        self.peer.discard().await;
+        self.link.renew()?;
         self.start_agent().await
     }
 
@@ -262,171 +248,45 @@ impl Session {
     }
 
     pub fn transport_kind(&self) -> TransportKind {
-        self.transport.kind()
+        self.link.kind()
     }
 
     /// The connection to the current agent.
     pub fn conn(&mut self) -> Result<&mut Connection, SessionError> {
-        self.conn.as_mut().ok_or(SessionError::NoAgent)
+        self.link.conn().ok_or(SessionError::NoAgent)
     }
 
+    /// The agent, once an instance has been started.
     pub fn agent(&mut self) -> Option<&mut Peer> {
-        self.agent.as_mut()
+        self.peer.is_started().then_some(&mut self.peer)
     }
 
     /// What a report says about the VM (VM transports only).
     pub fn vm_info(&self) -> Option<crate::vm::VmRunInfo> {
-        let vm = self.vm()?;
-        let p = self.vm_prepared.as_ref()?;
-        Some(crate::vm::VmRunInfo {
-            device: match self.transport.kind() {
-                TransportKind::VmIsa => "isa-serial".into(),
-                _ => "virtio-serial".into(),
-            },
-            accel: vm.accel,
-            accel_reason: vm.accel_reason.clone(),
-            boot_ms: vm.boot_time.as_millis() as u64,
-            restart_ms: self.restart_time.map_or(0, |d| d.as_millis() as u64),
-            kernel: p.kernel.release.clone(),
-            image: p.image.key.clone(),
-        })
+        self.peer.vm_info(self.link.kind())
     }
 
     /// For the VM transports: whether the VM itself has ended, and how.
     pub async fn vm_gone(&mut self) -> Option<String> {
-        let link_closed = self.conn.as_ref().is_none_or(|c| c.is_closed());
-        match self.agent.as_mut() {
-            Some(Peer::Guest(vm)) => vm.gone(link_closed).await,
-            _ => None,
-        }
+        self.peer.vm_gone(self.link.is_closed()).await
     }
 
     /// The VM the agent runs in, for the VM transports.
     pub fn vm(&self) -> Option<&crate::vm::GuestVm> {
-        match &self.agent {
-            Some(Peer::Guest(vm)) => Some(vm),
-            _ => None,
-        }
+        self.peer.vm()
     }
 
-    /// Spawn a new agent instance on the channel (connecting, for
+    /// Start a new agent instance on the channel (connecting, for
     /// unix-listen). Does not wait for it to answer: see [`Session::wait_ready`].
     pub async fn start_agent(&mut self) -> Result<(), SessionError> {
-        if let Some(kind) = self.transport.kind().vm() {
-            return self.start_guest_agent(kind).await;
-        }
-        if let Some(mut old) = self.agent.take() {
-            old.kill().await;
-        }
-        if self.instances > 0 {
-            self.transcript.event(Event::Restart);
-        }
-        self.instances += 1;
-        let statedir = tempfile::Builder::new()
-            .prefix("qga-harness-state-")
-            .tempdir()
-            .map_err(|source| SessionError::Transport { kind: self.transport.kind(), source })?;
-        let uses_path = self.config.template.uses_path();
-        let argv = self.config.template.expand(self.transport.agent_path().filter(|_| uses_path), statedir.path());
-        let stdio = if uses_path { None } else { self.transport.agent_stdio() };
-        let agent = AgentProcess::spawn(argv, stdio, Some(statedir), self.transcript.clone())?;
-        self.agent = Some(Peer::Local(agent));
-        if !self.transport.is_persistent() {
-            self.conn = None;
-            self.connect().await?;
-        }
-        Ok(())
-    }
-
-    /// The VM transports: boot the guest the first time (connecting to
-    /// QEMU's chardev socket before the guest runs, so no byte is missed),
-    /// then start the agent inside through the control port. Later starts
-    /// stop the old instance and start a new one in the same guest: the
-    /// channel, and whatever it holds, stays.
-    async fn start_guest_agent(&mut self, kind: crate::vm::VmKind) -> Result<(), SessionError> {
-        self.instances += 1;
-        let up = match self.agent.as_mut() {
-            Some(Peer::Guest(vm)) => vm.is_up(),
-            _ => false,
-        };
-        if up {
-            self.transcript.event(Event::Restart);
-        } else if self.agent.is_some() {
-            self.transcript.event(Event::Note { text: "the VM is gone: booting a new one (a new channel)".into() });
-        }
-        let vm = match self.agent.as_mut() {
-            Some(Peer::Guest(vm)) if up => {
-                vm.stop(None).await;
-                vm
-            }
-            _ => {
-                self.agent = None;
-                let prepared = match &self.vm_prepared {
-                    Some(p) => p.clone(),
-                    None => {
-                        let program = crate::vm::agent_binary(self.config.template.program())
-                            .ok_or_else(|| SpawnError::NotFound(self.config.template.program().to_owned()))?;
-                        let p = crate::vm::prepare(&program, &self.config.vm)?;
-                        self.transcript.event(Event::Note {
-                            text: format!(
-                                "guest image {} ({} KiB, {}); kernel {}",
-                                p.image.key,
-                                p.image.bytes / 1024,
-                                if p.image.built { "built" } else { "cached" },
-                                p.kernel.release
-                            ),
-                        });
-                        self.vm_prepared = Some(p.clone());
-                        p
-                    }
-                };
-                let (vm, duplex) = crate::vm::boot(kind, &prepared, &self.config.vm, self.transcript.clone()).await?;
-                self.conn = Some(self.new_connection(duplex));
-                self.agent = Some(Peer::Guest(Box::new(vm)));
-                match self.agent.as_mut() {
-                    Some(Peer::Guest(vm)) => vm,
-                    _ => unreachable!(),
-                }
-            }
-        };
-        let statedir = vm.next_statedir();
-        let path = std::path::PathBuf::from(&vm.agent_path);
-        let mut argv = self.config.template.expand(Some(&path), std::path::Path::new(&statedir));
-        // The image holds the agent at its absolute host path.
-        if let Some(abs) = crate::vm::agent_binary(&argv[0]) {
-            argv[0] = abs.display().to_string();
-        }
-        vm.start(&argv, &statedir).await?;
-        Ok(())
-    }
-
-    /// Connect to a unix-listen agent, retrying (bounded) while it starts.
-    async fn connect(&mut self) -> Result<(), SessionError> {
-        let start = Instant::now();
-        let deadline = start + self.config.budgets.startup;
-        let path = self.transport.agent_path().map(|p| p.display().to_string()).unwrap_or_default();
-        loop {
-            match self.transport.connect().await {
-                Ok(duplex) => {
-                    self.transcript.event(Event::Connect { detail: format!("{path} after {:?}", start.elapsed()) });
-                    self.conn = Some(self.new_connection(duplex));
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.check_alive("accepting a connection")?;
-                    if Instant::now() >= deadline {
-                        self.transcript.event(Event::Timeout { waiting_for: format!("connect to {path}") });
-                        return Err(SessionError::Connect { path, waited: start.elapsed(), last_error: e.to_string() });
-                    }
-                    tokio::time::sleep(CONNECT_RETRY).await;
-                }
-            }
-        }
+        Ok(self.peer.start(&mut self.link, self.config.budgets.startup).await?)
     }
 
     fn check_alive(&mut self, stage: &'static str) -> Result<(), SessionError> {
-        let agent = self.agent.as_mut().ok_or(SessionError::NoAgent)?;
-        match agent.exit_status() {
+        if !self.peer.is_started() {
+            return Err(SessionError::NoAgent);
+        }
+        match self.peer.exit_status() {
             Some(status) => Err(SessionError::AgentExited { status: status.to_owned(), stage }),
             None => Ok(()),
         }
@@ -455,7 +315,7 @@ impl Session {
                 budget: round,
                 byte_budget: client.resync.byte_budget.saturating_sub(discarded),
             };
-            let conn = self.conn.as_mut().ok_or(SessionError::NoAgent)?;
+            let conn = self.link.conn().ok_or(SessionError::NoAgent)?;
             match resync(conn, &policy, &client).await {
                 Ok(mut r) => {
                     // Report the whole start-up as one resync.
@@ -491,59 +351,31 @@ impl Session {
         }
     }
 
-    /// Close the connection and open a new one to the same agent
-    /// (unix-listen, or QEMU's chardev socket for a VM): a new client on a
-    /// channel whose agent keeps its parser state. On a pty or socketpair
-    /// there is nothing to reconnect.
+    /// Close the connection and open a new one to the same agent, where
+    /// the channel allows it (see [`Link::reconnect`]).
     pub async fn reconnect(&mut self) -> Result<(), SessionError> {
-        if let Some(vm) = self.vm() {
-            let path = vm.agent_socket();
-            self.conn = None;
-            self.transcript.event(Event::Note { text: "client disconnected".into() });
-            let s = tokio::net::UnixStream::connect(&path).await.map_err(|e| SessionError::Connect {
-                path: path.display().to_string(),
-                waited: Duration::ZERO,
-                last_error: e.to_string(),
-            })?;
-            self.transcript.event(Event::Connect { detail: format!("{} (QEMU chardev)", path.display()) });
-            self.conn = Some(self.new_connection(crate::transport::Duplex::socket(s)));
-            return Ok(());
-        }
-        if self.transport.is_persistent() {
-            return Ok(());
-        }
-        self.conn = None;
-        self.transcript.event(Event::Note { text: "client disconnected".into() });
-        self.connect().await
+        let peer = &mut self.peer;
+        Ok(self.link.reconnect(self.config.budgets.startup, &mut || peer.exit_status().map(str::to_owned)).await?)
     }
 
     /// SIGKILL the current agent (the channel stays open).
     pub async fn kill_agent(&mut self) {
-        if let Some(agent) = self.agent.as_mut() {
-            agent.kill().await;
-        }
+        self.peer.kill().await;
     }
 
     /// SIGTERM the current agent, escalating to SIGKILL after the grace.
     pub async fn terminate_agent(&mut self) {
-        let grace = self.config.budgets.term_grace;
-        if let Some(agent) = self.agent.as_mut() {
-            agent.terminate(grace).await;
-        }
+        self.peer.terminate(self.config.budgets.term_grace).await;
     }
 
     /// Kill the agent, start a new one on the same channel, and resync.
     pub async fn restart(&mut self) -> Result<Resynced, SessionError> {
-        self.kill_agent().await;
-        self.start_agent().await?;
+        self.peer.restart(&mut self.link, self.config.budgets.startup).await?;
         self.wait_ready().await
     }
 
     /// Stop the agent (SIGTERM, then SIGKILL) and close the session.
-    pub async fn shutdown(mut self) {
-        self.terminate_agent().await;
-        if let Some(Peer::Guest(vm)) = self.agent.take() {
-            vm.shutdown().await;
-        }
+    pub async fn shutdown(self) {
+        self.peer.shutdown(self.config.budgets.term_grace).await;
     }
 }

@@ -360,6 +360,15 @@ impl Transcript {
         self.lock().record(Stream::Events, Record::Event(event))
     }
 
+    /// Record an event that happened at `when`, earlier than now (one a
+    /// guest reported late): its entry carries that time, its place in the
+    /// sequence is where it was learnt.
+    pub fn event_at(&self, event: Event, when: Instant) -> u64 {
+        let mut t = self.lock();
+        let at = when.saturating_duration_since(t.origin);
+        t.record_at(Stream::Events, Record::Event(event), at)
+    }
+
     /// Forget the entries kept so far (sequence numbers go on). The engine
     /// takes each case's entries out and then resets, so one long run keeps
     /// at most one case's worth under the caps.
@@ -494,6 +503,11 @@ impl Inner {
     /// Keep `record` in its stream's head or tail if the budget allows;
     /// otherwise count it under a marker. Returns the entry's seq.
     fn record(&mut self, stream: Stream, record: Record) -> u64 {
+        let at = self.origin.elapsed();
+        self.record_at(stream, record, at)
+    }
+
+    fn record_at(&mut self, stream: Stream, record: Record, at: Duration) -> u64 {
         let len = match &record {
             Record::Bytes { data, .. } => data.len(),
             Record::Event(_) => 0,
@@ -503,7 +517,6 @@ impl Inner {
             return self.alloc();
         }
         let b = Budget::of(self.caps, stream);
-        let at = self.origin.elapsed();
         let s = &mut self.streams[stream.index()];
         if !s.head_closed && s.head_entries < b.head_entries && s.head_bytes.saturating_add(len) <= b.head_bytes {
             s.head_entries += 1;

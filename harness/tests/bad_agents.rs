@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use qga_harness::agent::process::live_in_group;
+use qga_harness::process::live_in_group;
 use qga_harness::agent::AgentTemplate;
 use qga_harness::session::{Session, SessionConfig, SessionError};
 use qga_harness::transcript::{Caps, Event, Record, Transcript};

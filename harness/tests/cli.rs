@@ -203,11 +203,14 @@ fn live_with_marker(marker: &str) -> Vec<i32> {
 #[test]
 fn ctrl_c_kills_the_agent_group() {
     // A mute agent that forks, with a long start-up timeout: the harness is
-    // waiting on it when the SIGINT comes.
+    // waiting on it when the SIGINT comes. A private TMPDIR shows that the
+    // agent's state directory goes too (tests/vm.rs: a guest's directory).
     let marker = format!("31.{}", std::process::id());
+    let tmp = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(HARNESS)
         .args(["run", "--transport", "socketpair", "--startup-timeout-ms", "60000", "--agent"])
         .arg(format!("sh -c 'sleep {marker} & exec sleep {marker}'"))
+        .env("TMPDIR", tmp.path())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -227,6 +230,8 @@ fn ctrl_c_kills_the_agent_group() {
     };
     assert_eq!(status.code(), Some(130));
     assert!(live_with_marker(&marker).is_empty(), "survivors: {:?}", live_with_marker(&marker));
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "left behind in the temp dir: {left:?}");
 }
 
 #[test]

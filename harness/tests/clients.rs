@@ -254,7 +254,7 @@ fn a_hanging_forking_client_is_killed_with_all_its_children() {
     assert_eq!(run.outcome("client-sync/1"), "TIMEOUT");
     let entries = run.doc["results"][0]["transcript"].as_array().unwrap();
     let pid = entries.iter().find(|e| e["kind"] == "spawn" && e["argv"][0] == "sh").map(|e| e["pid"].as_i64().unwrap()).expect("spawn event");
-    assert!(qga_harness::agent::process::live_in_group(pid as i32).is_empty(), "processes of group {pid} survived");
+    assert!(qga_harness::process::live_in_group(pid as i32).is_empty(), "processes of group {pid} survived");
 }
 
 #[test]

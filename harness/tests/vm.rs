@@ -21,7 +21,7 @@ mod common;
 
 use assert_cmd::Command;
 use qapi::qga;
-use qga_harness::agent::process::live_in_group;
+use qga_harness::process::live_in_group;
 use qga_harness::agent::AgentTemplate;
 use qga_harness::client::execute;
 use qga_harness::session::{Session, SessionConfig};
@@ -292,4 +292,53 @@ fn qemu_dying_mid_run_is_an_error_of_the_vm_not_a_finding_against_the_agent() {
         assert_eq!(r.outcome, qga_harness::verdict::Outcome::Pass, "{:?}", r.failure);
         session.shutdown().await;
     });
+}
+
+/// Ctrl-C in the middle of a VM run: the signal handler exits without
+/// running destructors, so the process layer's registry does their work:
+/// QEMU is killed and reaped, and the VM's directory (sockets, console) and
+/// every agent state directory are removed. A private TMPDIR shows what is
+/// left behind.
+#[test]
+fn ctrl_c_leaves_no_vm_directory_and_no_qemu() {
+    let Some(qga) = vm_ready() else { return };
+    let _heavy = heavy();
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().starts_with("qga-harness-");
+    let left = || std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.path()).filter(|p| ours(p)).collect::<Vec<_>>();
+    let mut harness = std::process::Command::new(assert_cmd::cargo::cargo_bin("qga-harness"))
+        .args(["run", "--agent", &qemu_ga_template(qga, "virtio-serial"), "--transport", "vm-virtio"])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until the guest is up: QEMU has made the agent's socket in the VM's directory.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let vm_dir = loop {
+        if let Some(d) = left().into_iter().find(|p| p.to_string_lossy().contains("qga-harness-vm-") && p.join("qga.sock").exists()) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no VM directory appeared in {}", tmp.path().display());
+        assert!(harness.try_wait().unwrap().is_none(), "the harness ended before its VM was up");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // QEMU: the process whose command line names the VM's directory (it leads its own group).
+    let needle = vm_dir.to_string_lossy().into_owned();
+    let qemu: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle)))
+        .collect();
+    assert!(!qemu.is_empty(), "no QEMU runs with {needle}");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(harness.id() as i32, libc::SIGINT) };
+    let status = harness.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(left().is_empty(), "left behind in the temp dir: {:?}", left());
+    for pid in qemu {
+        assert!(live_in_group(pid).is_empty(), "QEMU {pid} outlived the harness: {:?}", live_in_group(pid));
+    }
 }

@@ -77,20 +77,6 @@ impl AgentTemplate {
 /// method (`-m X`, `-mX`, `-m=X`, `--method X`, `--method=X`) must match
 /// the transport, and it needs `-p {path}`: it has no stdio mode, and
 /// without a path it opens the machine's own device.
-/// A program as an absolute path: as given when it names one, else found
-/// on PATH and then in `extra` directories. One lookup for the CLI's check
-/// and for the VM image, which holds the agent at this path.
-pub fn find_program(program: &str, extra: &[&str]) -> Option<std::path::PathBuf> {
-    if program.contains('/') {
-        return std::path::absolute(program).ok().filter(|p| p.is_file());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(extra.iter().map(std::path::PathBuf::from))
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
 pub fn transport_problem(template: &AgentTemplate, transport: TransportKind) -> Option<String> {
     let qemu_ga = template.words.iter().position(|w| Path::new(w).file_name().is_some_and(|n| n == "qemu-ga"));
     if let Some(at) = qemu_ga {

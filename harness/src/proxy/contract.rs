@@ -18,7 +18,7 @@
 //!   error reply). Other stdout lines are not allowed; stderr is free.
 //! - **Exit.** Exit 0 when every command returned, non-zero otherwise.
 
-use crate::agent::process::AgentProcess;
+use crate::process::ProcessGroup;
 use crate::agent::SpawnError;
 use crate::transcript::{escape_bytes, Event, Transcript};
 use serde_json::Value;
@@ -129,7 +129,7 @@ pub fn parse_line(text: &str) -> Result<Reported, String> {
 /// A running client under test, and the lines it has reported so far.
 #[derive(Debug)]
 pub struct ClientRun {
-    pub process: AgentProcess,
+    pub process: ProcessGroup,
     lines_rx: mpsc::UnboundedReceiver<(Instant, String)>,
     /// True once its stdout reached end of file (it exited, or closed it).
     pub stdout_closed: bool,
@@ -139,7 +139,7 @@ impl ClientRun {
     /// Start the client. Its report is read on a thread (bounded) and
     /// handed over line by line through [`ClientRun::next_line`].
     pub fn start(argv: Vec<String>, transcript: Transcript) -> Result<ClientRun, SpawnError> {
-        let (process, stdout) = AgentProcess::spawn_reporting(argv, None, transcript.clone())?;
+        let (process, stdout) = ProcessGroup::spawn_reporting(argv, None, transcript.clone())?;
         let (tx, lines_rx) = mpsc::unbounded_channel();
         let pid = process.pid();
         let _ = std::thread::Builder::new().name(format!("client-report-{pid}")).spawn(move || read_report(stdout, tx, transcript));

@@ -58,10 +58,10 @@ impl TransportKind {
     pub const LOCAL: [TransportKind; 3] = [TransportKind::Pty, TransportKind::Socketpair, TransportKind::UnixListen];
 
     /// The VM device, for the transports that run the agent in a guest.
-    pub fn vm(self) -> Option<crate::vm::VmKind> {
+    pub fn vm(self) -> Option<VmKind> {
         match self {
-            TransportKind::VmVirtio => Some(crate::vm::VmKind::Virtio),
-            TransportKind::VmIsa => Some(crate::vm::VmKind::Isa),
+            TransportKind::VmVirtio => Some(VmKind::Virtio),
+            TransportKind::VmIsa => Some(VmKind::Isa),
             _ => None,
         }
     }
@@ -82,6 +82,25 @@ impl TransportKind {
             // land within microseconds of the harness's decision.
             LocalProcess => matches!(self, Pty | Socketpair | UnixListen),
         }
+    }
+}
+
+/// Which emulated device carries the agent's channel, for the transports
+/// that run the agent in a guest ([`crate::vm`] boots it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmKind {
+    /// A virtserialport named org.qemu.guest_agent.0 on virtio-serial-pci.
+    Virtio,
+    /// The guest's /dev/ttyS1, an emulated 16550A.
+    Isa,
+}
+
+impl fmt::Display for VmKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VmKind::Virtio => "virtio-serial",
+            VmKind::Isa => "ISA serial",
+        })
     }
 }
 
@@ -241,7 +260,7 @@ pub enum Transport {
     Socketpair(socketpair::SocketPair),
     UnixListen(unix::UnixListen),
     /// The agent's channel is QEMU's chardev socket, which exists once the
-    /// guest boots: the session gets it from [`crate::vm::GuestVm::boot`].
+    /// guest boots: the peer attaches it to the link then.
     Vm(TransportKind),
 }
 

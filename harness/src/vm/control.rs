@@ -7,7 +7,8 @@
 //! waits are async sleeps with deadlines, so a mute guest costs a bounded
 //! wait and never blocks the runtime.
 
-use super::protocol::hex;
+use super::protocol::{hex, unstamp};
+use super::VmError;
 use crate::transcript::{Event, Transcript};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -43,6 +44,10 @@ pub struct Control {
     inbox: VecDeque<Message>,
     transcript: Transcript,
     closed: bool,
+    /// The guest's stamp on its hello and the host's time on reading it:
+    /// later stamps are converted with this offset. The hello is read while
+    /// the boot waits for nothing else, within a poll of its arrival.
+    clock: Option<(u64, std::time::Instant)>,
 }
 
 /// Guest text that is not valid hex is kept as it came: it is evidence.
@@ -50,7 +55,7 @@ fn unhex(s: &str) -> Vec<u8> {
     super::protocol::unhex(s).unwrap_or_else(|| s.as_bytes().to_vec())
 }
 
-/// The init's `code N` / `signal N`, in the words AgentProcess uses for a
+/// The init's `code N` / `signal N`, in the words ProcessGroup uses for a
 /// local agent, so reports read the same whatever the transport.
 fn describe(how: &str) -> String {
     let mut w = how.split_whitespace();
@@ -67,7 +72,7 @@ fn describe(how: &str) -> String {
 impl Control {
     pub fn new(stream: UnixStream, transcript: Transcript) -> io::Result<Control> {
         stream.set_nonblocking(true)?;
-        Ok(Control { stream, buf: Vec::new(), inbox: VecDeque::new(), transcript, closed: false })
+        Ok(Control { stream, buf: Vec::new(), inbox: VecDeque::new(), transcript, closed: false, clock: None })
     }
 
     /// True once the guest's side is gone (QEMU exited).
@@ -96,7 +101,23 @@ impl Control {
         }
     }
 
+    /// When a line stamped `stamp` was made, on the host's clock: now when
+    /// there is no stamp or no offset yet, never later than now.
+    fn when(&mut self, stamp: Option<u64>, is_hello: bool) -> std::time::Instant {
+        let now = std::time::Instant::now();
+        let Some(us) = stamp else { return now };
+        if is_hello {
+            self.clock = Some((us, now));
+        }
+        match self.clock {
+            Some((hello_us, hello_at)) => (hello_at + Duration::from_micros(us.saturating_sub(hello_us))).min(now),
+            None => now,
+        }
+    }
+
     fn take_line(&mut self, line: &str) {
+        let (stamp, line) = unstamp(line);
+        let when = self.when(stamp, line.starts_with("hello "));
         let mut w = line.splitn(3, ' ');
         let (word, a, b) = (w.next().unwrap_or(""), w.next().unwrap_or(""), w.next().unwrap_or(""));
         let msg = match word {
@@ -106,14 +127,14 @@ impl Control {
             "exit" => {
                 let pid = a.parse().unwrap_or(0);
                 let status = describe(b);
-                self.transcript.event(Event::Exit { pid, status: format!("{status} (in the guest)") });
+                self.transcript.event_at(Event::Exit { pid, status: format!("{status} (in the guest)") }, when);
                 Message::Exit { pid, status }
             }
             "stderr" => {
                 // Which instance said it: a restart's old and new agents
                 // can both have stderr in flight.
                 let text = format!("[guest pid {a}] {}", String::from_utf8_lossy(&unhex(b)));
-                self.transcript.event(Event::Stderr { text });
+                self.transcript.event_at(Event::Stderr { text }, when);
                 return;
             }
             "running" | "exited" | "none" => Message::Status(line.to_owned()),
@@ -163,33 +184,32 @@ impl Control {
     }
 
     /// Start the agent in the guest; its pid.
-    pub async fn start(&mut self, statedir: &str, argv: &[String], timeout: Duration) -> Result<i32, String> {
+    pub async fn start(&mut self, statedir: &str, argv: &[String], timeout: Duration) -> Result<i32, VmError> {
         let mut line = format!("start {}", hex(statedir.as_bytes()));
         for a in argv {
             line.push(' ');
             line.push_str(&hex(a.as_bytes()));
         }
-        self.send(&line).map_err(|e| format!("control port: {e}"))?;
+        self.send(&line).map_err(VmError::ControlPort)?;
         let got = self
             .wait_for(timeout, |m| match m {
                 Message::Started { pid } => Some(Ok(*pid)),
-                Message::Error(e) => Some(Err(e.clone())),
+                Message::Error(e) => Some(Err(VmError::Agent(e.clone()))),
                 _ => None,
             })
             .await;
-        got.unwrap_or_else(|| {
-            Err(if self.closed {
-                "the guest's control port closed (the VM is gone)".to_owned()
-            } else {
-                format!("the guest init did not answer start within {timeout:?}")
-            })
-        })
+        got.unwrap_or(Err(if self.closed { VmError::ControlClosed } else { VmError::NoAnswer(timeout) }))
     }
 
     /// Signal the agent's process group (`kill` or `term`) and wait up to
     /// `timeout` for its exit; the status, if it came.
+    /// The group is signalled even when its leader has exited: a
+    /// daemonising agent leaves its children in it.
     pub async fn signal(&mut self, word: &str, pid: i32, timeout: Duration) -> Option<String> {
         if let Some(s) = self.exit_of(pid) {
+            if self.send(word).is_ok() {
+                self.wait_for(timeout, |m| matches!(m, Message::Ok).then_some(())).await;
+            }
             return Some(s);
         }
         self.send(word).ok()?;
@@ -239,5 +259,26 @@ mod tests {
         drop(guest);
         assert_eq!(c.wait_for(Duration::from_millis(50), |_| None::<()>).await, None);
         assert!(c.is_closed());
+    }
+
+    /// An exit the guest stamped 10 ms after its hello, read 80 ms later:
+    /// the transcript says when it happened, not when the host polled.
+    #[tokio::test(flavor = "current_thread")]
+    async fn guest_events_carry_the_time_they_happened() {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let t = Transcript::new(Default::default());
+        let mut c = Control::new(host, t.clone()).unwrap();
+        guest.write_all(b"@5000000 hello /dev/vport1p1 2300\n").unwrap();
+        c.wait_for(Duration::from_secs(1), |m| matches!(m, Message::Hello { .. }).then_some(())).await.unwrap();
+        let seq = t.event(Event::Note { text: "hello read".into() });
+        let hello_at = t.entries(seq, None)[0].at;
+        std::thread::sleep(Duration::from_millis(80));
+        guest.write_all(b"@5010000 exit 7 code 0\n").unwrap();
+        assert_eq!(c.exit_of(7).as_deref(), Some("exit status 0"));
+        let exit = t.entries(0, None).into_iter().find(|e| matches!(e.record, crate::transcript::Record::Event(Event::Exit { .. }))).unwrap();
+        let read_at = t.event(Event::Note { text: "now".into() });
+        let now_at = t.entries(read_at, None)[0].at;
+        assert!(exit.at < now_at.saturating_sub(Duration::from_millis(50)), "exit at {:?}, read at {now_at:?}", exit.at);
+        assert!(exit.at + Duration::from_millis(1) >= hello_at + Duration::from_millis(10), "exit at {:?}, hello read at {hello_at:?}", exit.at);
     }
 }

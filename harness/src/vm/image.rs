@@ -9,6 +9,7 @@
 
 use super::kernel::{module_load_order, Kernel};
 use super::VmError;
+use crate::process::{tool, ScratchDir};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -94,9 +95,9 @@ const STRIP_ABOVE: u64 = 16 << 20;
 fn agent_bytes(real: &Path) -> Result<Vec<u8>, VmError> {
     let size = std::fs::metadata(real).map_err(|e| VmError::Image(format!("{}: {e}", real.display())))?.len();
     if size > STRIP_ABOVE {
-        if let Ok(dir) = tempfile::tempdir() {
+        if let Ok(dir) = ScratchDir::new("qga-harness-strip-") {
             let out = dir.path().join("agent");
-            let ok = Command::new("objcopy").arg("--strip-debug").arg(real).arg(&out).status().is_ok_and(|s| s.success());
+            let ok = tool::status(Command::new("objcopy").arg("--strip-debug").arg(real).arg(&out)).is_ok_and(|s| s.success());
             if let (true, Ok(bytes)) = (ok, std::fs::read(&out)) {
                 return Ok(bytes);
             }
@@ -170,7 +171,7 @@ fn rel(p: &Path) -> String {
 /// The shared libraries `binary` loads, the dynamic loader included, as
 /// ldd resolves them on this host. A static binary needs none.
 fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, VmError> {
-    let out = Command::new("ldd").arg(binary).output().map_err(|e| VmError::Image(format!("ldd: {e}")))?;
+    let out = tool::output(Command::new("ldd").arg(binary)).map_err(|e| VmError::Image(format!("ldd: {e}")))?;
     // glibc's ldd says "not a dynamic executable" on stderr (exit 1) for a
     // classic static binary, "statically linked" on stdout for static-pie.
     if String::from_utf8_lossy(&out.stderr).contains("not a dynamic executable") {

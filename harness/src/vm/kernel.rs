@@ -8,6 +8,7 @@
 //! `linux-image-cloud-amd64` points at, unpacked with `dpkg -x` into the cache.
 
 use super::VmError;
+use crate::process::{tool, ScratchDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -69,9 +70,7 @@ fn missing(why: String) -> VmError {
 /// it. Unpacked beside the target first and renamed into place, so two runs
 /// fetching at once cannot see half a kernel.
 fn fetch(cache: &Path, root: &Path) -> Result<(), VmError> {
-    let out = Command::new("apt-cache")
-        .args(["depends", KERNEL_META_PACKAGE])
-        .output()
+    let out = tool::output(Command::new("apt-cache").args(["depends", KERNEL_META_PACKAGE]))
         .map_err(|e| missing(format!("apt-cache: {e}")))?;
     let deps = String::from_utf8_lossy(&out.stdout);
     let package = deps
@@ -80,16 +79,19 @@ fn fetch(cache: &Path, root: &Path) -> Result<(), VmError> {
         .map(|p| p.trim().to_owned())
         .filter(|p| p.starts_with("linux-image-"))
         .ok_or_else(|| missing(format!("apt-cache depends {KERNEL_META_PACKAGE} named no kernel package (is apt's package list up to date?)")))?;
+    // Removed on a signal too: a half-fetched kernel is no use to anyone.
     let work = tempfile::Builder::new()
         .prefix("kernel-fetch-")
         .tempdir_in(cache)
+        .map(ScratchDir::adopt)
         .map_err(|e| missing(format!("cannot create a directory in {}: {e}", cache.display())))?;
-    let dl = Command::new("apt-get")
-        // apt's own network timeouts bound the wait (no retries).
-        .args(["download", "-q", "-o", "Acquire::http::Timeout=30", "-o", "Acquire::Retries=0", &package])
-        .current_dir(work.path())
-        .output()
-        .map_err(|e| missing(format!("apt-get: {e}")))?;
+    let dl = tool::output(
+        Command::new("apt-get")
+            // apt's own network timeouts bound the wait (no retries).
+            .args(["download", "-q", "-o", "Acquire::http::Timeout=30", "-o", "Acquire::Retries=0", &package])
+            .current_dir(work.path()),
+    )
+    .map_err(|e| missing(format!("apt-get: {e}")))?;
     let deb = std::fs::read_dir(work.path())
         .ok()
         .and_then(|rd| rd.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb")));
@@ -97,7 +99,7 @@ fn fetch(cache: &Path, root: &Path) -> Result<(), VmError> {
         return Err(missing(format!("apt-get download {package} failed: {}", String::from_utf8_lossy(&dl.stderr).trim())));
     };
     let unpacked = work.path().join("root");
-    let st = Command::new("dpkg").arg("-x").arg(&deb).arg(&unpacked).status().map_err(|e| missing(format!("dpkg -x: {e}")))?;
+    let st = tool::status(Command::new("dpkg").arg("-x").arg(&deb).arg(&unpacked)).map_err(|e| missing(format!("dpkg -x: {e}")))?;
     if !st.success() {
         return Err(missing(format!("dpkg -x {} failed", deb.display())));
     }

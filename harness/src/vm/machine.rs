@@ -6,9 +6,10 @@
 //! and the agent inside restarts through the control port, never through a
 //! reboot, so the chardev socket the harness holds stays the same channel.
 
+use super::console::Console;
 use super::control::{Control, Message, CONTROL_PORT};
 use super::{Accel, VmError, VmKind, VmOptions};
-use crate::agent::AgentProcess;
+use crate::process::{ProcessGroup, ScratchDir};
 use crate::transcript::{Event, Transcript};
 use crate::transport::Duplex;
 use std::path::{Path, PathBuf};
@@ -23,22 +24,9 @@ const CONNECT_RETRY: Duration = Duration::from_millis(2);
 /// The guest console's tail kept in the transcript.
 const CONSOLE_TAIL: usize = 16 * 1024;
 
-/// The last `CONSOLE_TAIL` bytes of the guest console, escaped as text.
-fn console_tail(dir: &Path) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    // Only the tail is read: a guest can print without end.
-    let mut tail = Vec::new();
-    if let Ok(mut f) = std::fs::File::open(dir.join("console.log")) {
-        let len = f.metadata().map_or(0, |m| m.len());
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(CONSOLE_TAIL as u64)));
-        let _ = f.take(CONSOLE_TAIL as u64).read_to_end(&mut tail);
-    }
-    String::from_utf8_lossy(&tail).into_owned()
-}
-
 /// The console's tail into the transcript; what a message can say of it.
-fn note_console(transcript: &Transcript, dir: &Path) -> &'static str {
-    let text = console_tail(dir);
+fn note_console(transcript: &Transcript, console: &Console) -> &'static str {
+    let text = console.tail(CONSOLE_TAIL);
     if text.trim().is_empty() {
         return "the guest console was empty";
     }
@@ -51,7 +39,7 @@ pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
 
 #[derive(Debug)]
 pub struct GuestVm {
-    qemu: AgentProcess,
+    qemu: ProcessGroup,
     control: Control,
     transcript: Transcript,
     /// The agent's port inside the guest (`{path}`).
@@ -61,11 +49,12 @@ pub struct GuestVm {
     pub accel_reason: String,
     /// From QEMU's spawn to the init's hello (the agent's port is there).
     pub boot_time: Duration,
+    console: Console,
     /// The current agent instance in the guest.
     pid: Option<i32>,
     status: Option<String>,
     instances: u32,
-    _dir: tempfile::TempDir,
+    _dir: ScratchDir,
 }
 
 /// The QEMU command line for one guest.
@@ -87,10 +76,11 @@ pub fn qemu_argv(kind: VmKind, accel: Accel, kernel: &Path, initramfs: &Path, qg
     };
     a.push("-append".into());
     a.push(format!("console=ttyS0 quiet loglevel=3 panic=-1 qga.port={port}"));
-    // The console (ttyS0) goes to a file beside the sockets; its tail goes
-    // into the transcript when the guest fails or ends (QEMU writes it a
-    // character at a time, too fine-grained to record as it comes).
-    let console = format!("file,id=console,path={}", qga_sock.with_file_name("console.log").display());
+    // The console (ttyS0) is a socket beside the others, drained into a
+    // bounded tail ([`Console`]) that goes into the transcript when the
+    // guest fails or ends (QEMU writes it a character at a time, too
+    // fine-grained to record as it comes). Nobody connected: QEMU drops it.
+    let console = format!("socket,id=console,path={},server=on,wait=off", console_socket(qga_sock).display());
     s(&mut a, &["-chardev", &console, "-serial", "chardev:console"]);
     let qga = format!("socket,id=qga,path={},server=on,wait=off", qga_sock.display());
     let ctl = format!("socket,id=ctl,path={},server=on,wait=off", ctl_sock.display());
@@ -109,17 +99,22 @@ pub fn qemu_argv(kind: VmKind, accel: Accel, kernel: &Path, initramfs: &Path, qg
     a
 }
 
+/// The console's socket, beside the agent's.
+fn console_socket(qga_sock: &Path) -> PathBuf {
+    qga_sock.with_file_name("console.sock")
+}
+
 /// Connect to a QEMU chardev socket, retrying while QEMU starts.
-async fn connect(path: &Path, qemu: &mut AgentProcess, until: Instant) -> Result<std::os::unix::net::UnixStream, VmError> {
+async fn connect(path: &Path, qemu: &mut ProcessGroup, until: Instant) -> Result<std::os::unix::net::UnixStream, VmError> {
     loop {
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(s) => return Ok(s),
             Err(e) => {
                 if let Some(st) = qemu.exit_status() {
-                    return Err(VmError::Boot(format!("QEMU exited ({st}) before opening {}", path.display())));
+                    return Err(VmError::QemuExitedEarly { status: st.to_owned(), path: path.to_owned() });
                 }
                 if Instant::now() >= until {
-                    return Err(VmError::Boot(format!("QEMU did not open {} in time: {e}", path.display())));
+                    return Err(VmError::SocketTimeout { path: path.to_owned(), error: e.to_string() });
                 }
                 tokio::time::sleep(CONNECT_RETRY).await;
             }
@@ -143,18 +138,20 @@ impl GuestVm {
     ) -> Result<(GuestVm, Duplex), VmError> {
         let start = Instant::now();
         let until = start + budget;
-        let dir = tempfile::Builder::new().prefix("qga-harness-vm-").tempdir().map_err(|e| VmError::Boot(e.to_string()))?;
+        let dir = ScratchDir::new("qga-harness-vm-").map_err(|e| VmError::Setup(e.to_string()))?;
         let (qga_sock, ctl_sock) = (dir.path().join("qga.sock"), dir.path().join("control.sock"));
         // The initramfs is unpacked into RAM beside its own copy.
         let image_mb = std::fs::metadata(initramfs).map_or(0, |m| m.len() >> 20) as u32;
         let memory_mb = opts.memory_mb.max(128 + 3 * image_mb);
         let mut argv = qemu_argv(kind, accel, kernel, initramfs, &qga_sock, &ctl_sock, memory_mb);
         argv[0] = opts.qemu.clone();
-        let mut qemu = AgentProcess::spawn(argv, None, None, transcript.clone()).map_err(|e| VmError::Boot(e.to_string()))?;
+        let mut qemu = ProcessGroup::spawn(argv, None, None, transcript.clone()).map_err(|e| VmError::Setup(e.to_string()))?;
+        // The console first: the guest's earliest words are there.
+        let console = Console::drain(connect(&console_socket(&qga_sock), &mut qemu, until).await?);
         let ctl = connect(&ctl_sock, &mut qemu, until).await?;
         let qga = connect(&qga_sock, &mut qemu, until).await?;
         transcript.event(Event::Connect { detail: format!("QEMU chardev {} ({kind}, {accel})", qga_sock.display()) });
-        let mut control = Control::new(ctl, transcript.clone()).map_err(|e| VmError::Boot(e.to_string()))?;
+        let mut control = Control::new(ctl, transcript.clone()).map_err(|e| VmError::Setup(e.to_string()))?;
         let hello = loop {
             let left = until.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
             let got = control
@@ -167,12 +164,12 @@ impl GuestVm {
                 break h;
             }
             if let Some(st) = qemu.exit_status() {
-                let console = note_console(&transcript, dir.path());
-                return Err(VmError::Boot(format!("QEMU exited ({st}) before the guest was up; {console}")));
+                let console = note_console(&transcript, &console);
+                return Err(VmError::QemuExited { status: st.to_owned(), console });
             }
             if control.is_closed() || Instant::now() >= until {
-                let console = note_console(&transcript, dir.path());
-                return Err(VmError::Boot(format!("the guest did not come up within {budget:?} ({accel}); {console}")));
+                let console = note_console(&transcript, &console);
+                return Err(VmError::NoHello { budget, accel, console });
             }
         };
         let boot_time = start.elapsed();
@@ -180,10 +177,10 @@ impl GuestVm {
             text: format!("VM up in {boot_time:?} ({accel}, guest kernel uptime {} ms); agent port {}", hello.1, hello.0),
         });
         let qga = tokio::net::UnixStream::from_std({
-            qga.set_nonblocking(true).map_err(|e| VmError::Boot(e.to_string()))?;
+            qga.set_nonblocking(true).map_err(|e| VmError::Setup(e.to_string()))?;
             qga
         })
-        .map_err(|e| VmError::Boot(e.to_string()))?;
+        .map_err(|e| VmError::Setup(e.to_string()))?;
         let vm = GuestVm {
             qemu,
             control,
@@ -192,6 +189,7 @@ impl GuestVm {
             accel,
             accel_reason: String::new(),
             boot_time,
+            console,
             pid: None,
             status: None,
             instances: 0,
@@ -209,7 +207,7 @@ impl GuestVm {
     /// the state directory is the guest path the caller gave `{statedir}`).
     pub async fn start(&mut self, argv: &[String], statedir: &str) -> Result<i32, VmError> {
         self.instances += 1;
-        let pid = self.control.start(statedir, argv, CONTROL_TIMEOUT).await.map_err(VmError::Agent)?;
+        let pid = self.control.start(statedir, argv, CONTROL_TIMEOUT).await?;
         self.transcript.event(Event::Spawn { pid, argv: argv.to_vec() });
         self.pid = Some(pid);
         self.status = None;
@@ -243,7 +241,7 @@ impl GuestVm {
         let until = Instant::now() + Duration::from_secs(2);
         loop {
             if let Some(st) = self.qemu.exit_status() {
-                let _ = note_console(&self.transcript, self._dir.path());
+                let _ = note_console(&self.transcript, &self.console);
                 return Some(format!("the VM exited ({st})"));
             }
             if Instant::now() >= until {
@@ -263,7 +261,7 @@ impl GuestVm {
     pub fn exit_status(&mut self) -> Option<&str> {
         if self.status.is_none() {
             if let Some(st) = self.qemu.exit_status() {
-                let _ = note_console(&self.transcript, self._dir.path());
+                let _ = note_console(&self.transcript, &self.console);
                 self.status = Some(format!("the VM exited ({st})"));
             } else if let Some(pid) = self.pid {
                 self.status = self.control.exit_of(pid);
@@ -279,6 +277,11 @@ impl GuestVm {
     pub async fn stop(&mut self, term_first: Option<Duration>) {
         let Some(pid) = self.pid else { return };
         if self.exit_status().is_some() {
+            // The leader is gone; what a daemonising agent left in its
+            // group is not (the guest signals the group regardless).
+            if self.is_up() {
+                let _ = self.control.signal("kill", pid, CONTROL_TIMEOUT).await;
+            }
             return;
         }
         if let Some(grace) = term_first {

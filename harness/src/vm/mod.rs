@@ -9,10 +9,12 @@
 //! - [`kernel`]: Debian's cloud kernel, located or fetched, and its modules.
 //! - [`image`]: the initramfs (static init, agent, its libraries, modules),
 //!   cached by content.
+//! - [`console`]: the guest console's tail, bounded.
 //! - [`control`]: the host's end of the init's control port ([`protocol`]:
 //!   its grammar, shared with the init).
 //! - [`machine`]: QEMU and the agent instance inside it.
 
+pub mod console;
 pub mod control;
 pub mod image;
 /// The control protocol's grammar and encoding, shared with the guest init
@@ -23,29 +25,12 @@ pub mod protocol;
 pub mod kernel;
 pub mod machine;
 
+pub use crate::transport::VmKind;
 pub use machine::GuestVm;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Which emulated device carries the agent's channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmKind {
-    /// A virtserialport named org.qemu.guest_agent.0 on virtio-serial-pci.
-    Virtio,
-    /// The guest's /dev/ttyS1, an emulated 16550A.
-    Isa,
-}
-
-impl fmt::Display for VmKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            VmKind::Virtio => "virtio-serial",
-            VmKind::Isa => "ISA serial",
-        })
-    }
-}
 
 /// How QEMU runs the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -80,10 +65,39 @@ pub enum VmError {
     Kernel(String),
     #[error("cannot build the guest image: {0}")]
     Image(String),
+    /// The host could not set the VM up (its directory, QEMU's spawn, a socket).
     #[error("the VM did not boot: {0}")]
-    Boot(String),
+    Setup(String),
+    #[error("the VM did not boot: QEMU exited ({status}) before opening {}", path.display())]
+    QemuExitedEarly { status: String, path: PathBuf },
+    #[error("the VM did not boot: QEMU did not open {} in time: {error}", path.display())]
+    SocketTimeout { path: PathBuf, error: String },
+    /// `console`: what the message can say of the guest console.
+    #[error("the VM did not boot: QEMU exited ({status}) before the guest was up; {console}")]
+    QemuExited { status: String, console: &'static str },
+    #[error("the VM did not boot: the guest did not come up within {budget:?} ({accel}); {console}")]
+    NoHello { budget: Duration, accel: Accel, console: &'static str },
+    #[error("the guest init: control port: {0}")]
+    ControlPort(std::io::Error),
+    #[error("the guest init: the guest's control port closed (the VM is gone)")]
+    ControlClosed,
+    #[error("the guest init: the guest init did not answer start within {0:?}")]
+    NoAnswer(Duration),
+    /// The init's own refusal (it could not start the agent), in its words.
     #[error("the guest init: {0}")]
     Agent(String),
+}
+
+impl VmError {
+    /// The message without its pointer to the guest console, for a verdict
+    /// that outlives the transcript holding the console (the KVM probe's).
+    pub fn without_console(&self) -> String {
+        match self {
+            VmError::QemuExited { status, .. } => format!("the VM did not boot: QEMU exited ({status}) before the guest was up"),
+            VmError::NoHello { budget, accel, .. } => format!("the VM did not boot: the guest did not come up within {budget:?} ({accel})"),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// What a run over a VM transport records about the machine, so a report
@@ -150,7 +164,7 @@ pub fn default_cache() -> PathBuf {
 /// found on PATH (and in the sbin directories, where qemu-ga lives). The
 /// image holds it at this path.
 pub fn agent_binary(program: &str) -> Option<PathBuf> {
-    crate::agent::template::find_program(program, &["/usr/sbin", "/sbin"])
+    crate::process::find_program(program, &["/usr/sbin", "/sbin"])
 }
 
 /// What a boot needs, prepared once per run: the kernel and the image.
@@ -232,10 +246,7 @@ pub async fn boot(
                             }
                             _ => None,
                         });
-                        // Without the console pointer: this verdict outlives
-                        // the probe's transcript.
-                        let e = e.to_string();
-                        let e = e.split("; the guest console").next().unwrap_or(&e).to_owned();
+                        let e = e.without_console();
                         let why = match said {
                             Some(said) => format!("/dev/kvm did not boot a guest ({e}; QEMU said: {said})"),
                             None => format!("/dev/kvm did not boot a guest ({e})"),

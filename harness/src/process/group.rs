@@ -1,6 +1,7 @@
-//! One agent process: spawned in its own process group, killed and reaped
-//! on every path out (explicit kill, drop, panic unwinding, Ctrl-C through
-//! [`kill_all`]).
+//! One process group the harness started (an agent, QEMU, a client under
+//! test): spawned in its own process group, killed and reaped on every path
+//! out (explicit kill, drop, panic unwinding, Ctrl-C through
+//! [`super::kill_all`]).
 //!
 //! Why a process group: agents fork (qemu-ga runs helpers; a shell wrapper
 //! forks the real agent), and killing only the pid we spawned would leave
@@ -22,8 +23,9 @@ use std::io::Read;
 use std::os::fd::BorrowedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, Once};
+use std::sync::Once;
 use std::time::{Duration, Instant};
+use super::{live, ScratchDir};
 use tempfile::TempDir;
 
 /// Agent stderr kept per process; the rest is read (so the agent never
@@ -32,13 +34,10 @@ const STDERR_CAP: usize = 64 * 1024;
 /// How often to poll for exit while waiting for a group to die. Reaping is
 /// polled, not signal-driven, so that it works the same from async code, from
 /// Drop and from a Ctrl-C handler.
-const REAP_POLL: Duration = Duration::from_micros(100);
+pub(super) const REAP_POLL: Duration = Duration::from_micros(100);
 /// Upper bound on waiting for SIGKILLed processes to be reaped. SIGKILL
 /// cannot be caught; this only guards against a process stuck in the kernel.
-const KILL_REAP_BOUND: Duration = Duration::from_secs(2);
-
-/// Process groups of live agents, for [`kill_all`].
-static LIVE_GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+pub(super) const KILL_REAP_BOUND: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -57,9 +56,10 @@ pub enum StderrTo {
     Null,
 }
 
-/// A running (or exited, not yet dropped) agent.
+/// A running (or exited, not yet dropped) process group, led by the
+/// process the harness spawned.
 #[derive(Debug)]
-pub struct AgentProcess {
+pub struct ProcessGroup {
     pid: Pid,
     argv: Vec<String>,
     transcript: Transcript,
@@ -68,10 +68,10 @@ pub struct AgentProcess {
     /// True once no process of the group is left to kill or reap.
     group_gone: bool,
     /// Removed after the group is dead (declared last: dropped last).
-    _statedir: Option<TempDir>,
+    _statedir: Option<ScratchDir>,
 }
 
-impl AgentProcess {
+impl ProcessGroup {
     /// Start `argv[0]` with `argv[1..]` in a new process group. `stdio`, when
     /// given, becomes its stdin and stdout; stderr is captured into the
     /// transcript.
@@ -80,11 +80,11 @@ impl AgentProcess {
         stdio: Option<BorrowedFd<'_>>,
         statedir: Option<TempDir>,
         transcript: Transcript,
-    ) -> Result<AgentProcess, SpawnError> {
-        AgentProcess::spawn_with(argv, stdio, statedir, transcript, StderrTo::Transcript)
+    ) -> Result<ProcessGroup, SpawnError> {
+        ProcessGroup::spawn_with(argv, stdio, statedir, transcript, StderrTo::Transcript)
     }
 
-    /// [`AgentProcess::spawn`], choosing where stderr goes. The parent-death
+    /// [`ProcessGroup::spawn`], choosing where stderr goes. The parent-death
     /// signal is tied to the calling thread: call it from a thread that
     /// outlives the agent (the runtime's, or a blocking task that drops the
     /// agent before it returns).
@@ -94,8 +94,8 @@ impl AgentProcess {
         statedir: Option<TempDir>,
         transcript: Transcript,
         stderr: StderrTo,
-    ) -> Result<AgentProcess, SpawnError> {
-        AgentProcess::spawn_inner(argv, stdio, statedir, transcript, stderr, false).map(|(p, _)| p)
+    ) -> Result<ProcessGroup, SpawnError> {
+        ProcessGroup::spawn_inner(argv, stdio, statedir, transcript, stderr, false).map(|(p, _)| p)
     }
 
     /// A client under test (client mode): the same process-group handling
@@ -105,8 +105,8 @@ impl AgentProcess {
         argv: Vec<String>,
         statedir: Option<TempDir>,
         transcript: Transcript,
-    ) -> Result<(AgentProcess, std::process::ChildStdout), SpawnError> {
-        let (p, out) = AgentProcess::spawn_inner(argv, None, statedir, transcript, StderrTo::Transcript, true)?;
+    ) -> Result<(ProcessGroup, std::process::ChildStdout), SpawnError> {
+        let (p, out) = ProcessGroup::spawn_inner(argv, None, statedir, transcript, StderrTo::Transcript, true)?;
         Ok((p, out.expect("stdout was piped")))
     }
 
@@ -117,7 +117,7 @@ impl AgentProcess {
         transcript: Transcript,
         stderr: StderrTo,
         pipe_stdout: bool,
-    ) -> Result<(AgentProcess, Option<std::process::ChildStdout>), SpawnError> {
+    ) -> Result<(ProcessGroup, Option<std::process::ChildStdout>), SpawnError> {
         static SUBREAPER: Once = Once::new();
         SUBREAPER.call_once(|| {
             // SAFETY: prctl with integer arguments has no memory effects.
@@ -161,7 +161,7 @@ impl AgentProcess {
             _ => io_err(e),
         })?;
         let pid = Pid::from_raw(child.id() as i32);
-        LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner()).push(pid.as_raw());
+        live::add_group(pid.as_raw());
         transcript.event(Event::Spawn { pid: pid.as_raw(), argv: argv.clone() });
         if let Some(stderr) = child.stderr.take() {
             let t = transcript.clone();
@@ -174,7 +174,7 @@ impl AgentProcess {
         let stdout = child.stdout.take();
         // `child` is dropped without wait(): reaping is ours (waitpid below).
         drop(child);
-        Ok((AgentProcess { pid, argv, transcript, status: None, group_gone: false, _statedir: statedir }, stdout))
+        Ok((ProcessGroup { pid, argv, transcript, status: None, group_gone: false, _statedir: statedir.map(ScratchDir::adopt) }, stdout))
     }
 
     /// The agent's pid, which is also its process group id.
@@ -237,7 +237,7 @@ impl AgentProcess {
                     // ECHILD: no child of ours is left in the group. Being
                     // the subreaper, that includes orphaned grandchildren.
                     self.group_gone = true;
-                    unregister(self.pid.as_raw());
+                    live::remove_group(self.pid.as_raw());
                     return true;
                 }
             }
@@ -283,54 +283,12 @@ impl AgentProcess {
     }
 }
 
-impl Drop for AgentProcess {
+impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if !self.group_gone {
             self.kill_blocking();
         }
     }
-}
-
-fn unregister(pgid: i32) {
-    LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner()).retain(|&g| g != pgid);
-}
-
-/// SIGKILL every live agent group. For a Ctrl-C or SIGTERM handler that is
-/// about to exit the process without running destructors.
-pub fn kill_all() {
-    let groups = LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    for g in &groups {
-        let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
-    }
-    let deadline = Instant::now() + KILL_REAP_BOUND;
-    for g in groups {
-        while Instant::now() < deadline {
-            match waitpid(Pid::from_raw(-g), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => std::thread::sleep(REAP_POLL),
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(_) => break,
-            }
-        }
-        unregister(g);
-    }
-}
-
-/// Pids of processes in group `pgid` that are alive (not zombies), read from
-/// /proc. Tests use it to prove that nothing leaked.
-pub fn live_in_group(pgid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // comm may contain spaces and parentheses: fields start after the last ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 2 && fields[0] != "Z" && fields[0] != "X" && fields[2] == pgid.to_string() {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 fn describe(ws: WaitStatus) -> String {
@@ -366,6 +324,7 @@ fn capture_stderr(mut pipe: std::process::ChildStderr, transcript: Transcript) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::live_in_group;
     use super::*;
 
     fn sh(script: &str) -> Vec<String> {
@@ -375,7 +334,7 @@ mod tests {
     #[tokio::test]
     async fn kill_reaps_forked_children_too() {
         let t = Transcript::default();
-        let mut p = AgentProcess::spawn(sh("sleep 30 & sleep 30 & exec sleep 30"), None, None, t.clone()).unwrap();
+        let mut p = ProcessGroup::spawn(sh("sleep 30 & sleep 30 & exec sleep 30"), None, None, t.clone()).unwrap();
         let pgid = p.pid();
         // Wait until the shell has forked its children.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -391,7 +350,7 @@ mod tests {
     #[tokio::test]
     async fn terminate_escalates_when_sigterm_is_ignored() {
         let t = Transcript::default();
-        let mut p = AgentProcess::spawn(sh("trap '' TERM; echo ready >&2; exec sleep 30"), None, None, t.clone()).unwrap();
+        let mut p = ProcessGroup::spawn(sh("trap '' TERM; echo ready >&2; exec sleep 30"), None, None, t.clone()).unwrap();
         let pgid = p.pid();
         let deadline = Instant::now() + Duration::from_secs(2);
         while !t.render(0, None).contains("agent stderr: ready") && Instant::now() < deadline {
@@ -408,13 +367,13 @@ mod tests {
     #[test]
     fn drop_and_panic_leave_nothing_running() {
         let pgid = {
-            let p = AgentProcess::spawn(sh("sleep 30 & exec sleep 30"), None, None, Transcript::default()).unwrap();
+            let p = ProcessGroup::spawn(sh("sleep 30 & exec sleep 30"), None, None, Transcript::default()).unwrap();
             p.pid()
         };
         assert!(live_in_group(pgid).is_empty());
         let (tx, rx) = std::sync::mpsc::channel();
         let r = std::panic::catch_unwind(move || {
-            let p = AgentProcess::spawn(sh("sleep 30 & exec sleep 30"), None, None, Transcript::default()).unwrap();
+            let p = ProcessGroup::spawn(sh("sleep 30 & exec sleep 30"), None, None, Transcript::default()).unwrap();
             tx.send(p.pid()).unwrap();
             panic!("test panic with a live agent");
         });
@@ -426,7 +385,7 @@ mod tests {
     #[test]
     fn stderr_can_go_to_null() {
         let t = Transcript::default();
-        let mut p = AgentProcess::spawn_with(sh("echo noise >&2; exit 0"), None, None, t.clone(), StderrTo::Null).unwrap();
+        let mut p = ProcessGroup::spawn_with(sh("echo noise >&2; exit 0"), None, None, t.clone(), StderrTo::Null).unwrap();
         let deadline = Instant::now() + Duration::from_secs(2);
         while p.is_running() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
@@ -437,7 +396,7 @@ mod tests {
 
     #[test]
     fn missing_program_is_not_found() {
-        let e = AgentProcess::spawn(vec!["/nonexistent/agent".into()], None, None, Transcript::default()).unwrap_err();
+        let e = ProcessGroup::spawn(vec!["/nonexistent/agent".into()], None, None, Transcript::default()).unwrap_err();
         assert!(matches!(e, SpawnError::NotFound(_)), "{e}");
     }
 
@@ -445,7 +404,7 @@ mod tests {
     fn statedir_is_removed_with_the_agent() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
-        let p = AgentProcess::spawn(sh("exec sleep 30"), None, Some(dir), Transcript::default()).unwrap();
+        let p = ProcessGroup::spawn(sh("exec sleep 30"), None, Some(dir), Transcript::default()).unwrap();
         assert!(path.exists());
         drop(p);
         assert!(!path.exists());
