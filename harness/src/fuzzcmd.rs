@@ -247,7 +247,7 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     let floor = if args.floor_spawns > 0 {
         let mut v = Vec::new();
         for _ in 0..args.floor_spawns {
-            if let Ok(d) = crate::bench::startup_floor(&session).await {
+            if let Ok(d) = qga_harness::bench::raw::startup_floor(&session).await {
                 v.push(d);
             }
         }

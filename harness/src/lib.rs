@@ -13,6 +13,7 @@
 //! | client | [`client`] | the reference client: resync and execute |
 //! | cases | [`case`] | the catalogue as data: cases, steps, patterns |
 //! | engine | [`engine`] | runs cases, grades them, measures recovery |
+//! | benchmarks | [`bench`] | what the harness costs, against floors measured in the same run |
 //! | fuzzing | [`fuzz`] | random fault schedules, shrunk to replayable cases |
 //! | verdict | [`verdict`] | outcomes, levels, recovery grades |
 //! | gating | [`baseline`] | expectation baselines |
@@ -20,6 +21,7 @@
 
 pub mod agent;
 pub mod baseline;
+pub mod bench;
 pub mod case;
 pub mod client;
 pub mod connection;
