@@ -4,6 +4,7 @@
 
 use crate::AgentArgs;
 use clap::Args;
+use qga_harness::bench::stats::us;
 use qga_harness::fuzz::{self, FaultKind, FuzzConfig, ScheduleParams};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -163,13 +164,15 @@ async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
     };
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     println!("schedules: {} ({} runs with shrinking) in {:.2} s: {:.1} schedules/s", report.schedules, report.runs, secs, report.schedules as f64 / secs);
+    let cost = fuzz::Cost::of(&report, jobs, None);
+    println!("{cost}");
     for e in &report.errors {
         println!("harness error: {e}");
     }
     for f in &report.failures {
         println!("FAILURE (job {}): {}\n  shrunk to {} steps; replay: qga-harness replay {} --client {}", f.job, f.reason, f.steps, f.replay.display(), shell_words::quote(&template));
     }
-    let doc = serde_json::json!({ "seed": seed, "jobs": jobs, "client": template, "report": report });
+    let doc = serde_json::json!({ "seed": seed, "jobs": jobs, "client": template, "cost": cost, "report": report });
     finish(&report, args.json.as_deref(), doc)
 }
 
@@ -189,10 +192,6 @@ fn finish(report: &fuzz::FuzzReport, json: Option<&std::path::Path>, doc: serde_
     } else {
         ExitCode::SUCCESS
     }
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
 }
 
 pub async fn run(args: FuzzArgs) -> ExitCode {
@@ -241,17 +240,9 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     println!("{command_line}");
 
     // Off the runtime thread: Ctrl-C and timers keep running meanwhile.
-    let floor = if args.floor_spawns > 0 {
-        let mut v = Vec::new();
-        for _ in 0..args.floor_spawns {
-            if let Ok(d) = crate::bench::startup_floor(&session).await {
-                v.push(d);
-            }
-        }
-        v.sort_unstable();
-        Some(v.get(v.len() / 2).copied())
-    } else {
-        None
+    let floor = {
+        let (config, spawns) = (session.clone(), args.floor_spawns);
+        tokio::task::spawn_blocking(move || fuzz::cost::floor(&config, spawns)).await.ok().flatten()
     };
 
     let cfg = FuzzConfig {
@@ -334,16 +325,8 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     if let (Some(p50), Some(p99), Some(max)) = (report.resync_percentile(0.5), report.resync_percentile(0.99), report.resync_percentile(1.0)) {
         println!("recovery resync: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs; bytes discarded {}", us(p50), us(p99), us(max), report.bytes_discarded);
     }
-    let per_run = report.elapsed.mul_f64(jobs as f64 / report.runs.max(1) as f64);
-    match floor.flatten() {
-        Some(f) => println!(
-            "floor (spawn to first answered sync, minimal client): p50 {:.1} µs; time per schedule run per job: {:.1} µs ({:.2}x the floor)",
-            us(f),
-            us(per_run),
-            us(per_run) / us(f)
-        ),
-        None => println!("time per schedule run per job: {:.1} µs", us(per_run)),
-    }
+    let cost = fuzz::Cost::of(&report, jobs, floor);
+    println!("{cost}");
     for e in &report.errors {
         println!("harness error: {e}");
     }
@@ -354,6 +337,6 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
             println!("FAILURE (job {}): {}\n  shrunk to {} steps; replay: qga-harness replay {} --repeat {}", f.job, f.reason, f.steps, f.replay.display(), args.repeat);
         }
     }
-    let doc = serde_json::json!({ "seed": seed, "jobs": jobs, "report": report });
+    let doc = serde_json::json!({ "seed": seed, "jobs": jobs, "cost": cost, "report": report });
     finish(&report, args.json.as_deref(), doc)
 }

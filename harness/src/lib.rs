@@ -16,6 +16,7 @@
 //! | session | [`session`] | composes a link, a peer and the client (below it): readiness, restart, renew |
 //! | cases | [`case`] | the catalogue as data: cases, steps, patterns |
 //! | engine | [`engine`] | runs cases, grades them, measures recovery |
+//! | benchmarks | [`bench`] | what the harness costs, against floors measured in the same run |
 //! | fuzzing | [`fuzz`] | random fault schedules, shrunk to replayable cases |
 //! | verdict | [`verdict`] | outcomes, levels, recovery grades |
 //! | gating | [`baseline`] | expectation baselines |
@@ -24,6 +25,7 @@
 pub mod agent;
 pub mod baseline;
 pub mod budget;
+pub mod bench;
 pub mod case;
 pub mod client;
 pub mod connection;

@@ -21,8 +21,7 @@ use qga_harness::verdict::RunResult;
 use std::process::ExitCode;
 use std::time::Duration;
 
-mod bench;
-mod bench_vm;
+mod benchcmd;
 mod fuzzcmd;
 
 pub const EXIT_FAIL: u8 = 1;
@@ -43,7 +42,7 @@ enum Cmd {
     /// List the catalogue: id, level, title.
     List(ListArgs),
     /// Measure round trips, resync latency and start-up time.
-    Bench(bench::BenchArgs),
+    Bench(benchcmd::BenchArgs),
     /// Fuzz resync with random fault schedules; shrink failures to case files.
     Fuzz(fuzzcmd::FuzzArgs),
     /// Re-run a case file (e.g. one the fuzzer wrote), N times.
@@ -413,7 +412,7 @@ fn main() -> ExitCode {
             Cmd::Client(args) => client_cmd(args).await,
             Cmd::Call(args) => call(args).await,
             Cmd::List(args) => list(args),
-            Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Bench(args) => benchcmd::run(args).await,
             Cmd::Fuzz(args) => fuzzcmd::run(args).await,
             Cmd::Replay(args) => replay(args).await,
             Cmd::Report(args) => report_cmd(args),

@@ -148,7 +148,11 @@ pub async fn resync(conn: &mut Connection, policy: &ResyncPolicy, opts: &ClientO
         attempts += 1;
         let mode = opts.mode;
         let id = opts.ids.resync_id();
-        // Whatever arrived before our request is stale by definition.
+        // Whatever arrived before our request is stale by definition: what
+        // waits in the channel too, or its arrival would pass for the agent
+        // answering, and hold the attempt open (after a restart, a killed
+        // agent's last output while the new one flushes our request).
+        let _ = conn.poll_input();
         discarded += conn.clear() as u64;
         discarded += conn.send_discarding(&sync_request_bytes_for(&mode, id), overall.min(Instant::now() + opts.send_timeout)).await? as u64;
         // The attempt's wait follows the agent's pace once bytes come.

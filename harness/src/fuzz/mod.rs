@@ -10,10 +10,13 @@
 //! - [`strategy`]: the schedule strategies (public, for users' own tests).
 //! - [`runner`]: parallel jobs, shrinking, replay files, the summary.
 //! - [`client`]: the same for a client under test (`fuzz --client`).
+//! - [`cost`]: schedules per minute and the ratio to the start-up floor.
 
 pub mod client;
+pub mod cost;
 pub mod runner;
 pub mod strategy;
 
+pub use cost::Cost;
 pub use runner::{fuzz, FuzzConfig, FuzzReport};
 pub use strategy::{schedule, FaultKind, Schedule, ScheduleParams};

@@ -1,4 +1,4 @@
-//! `qga-harness bench --transport vm-virtio|vm-isa`: what the VM path
+//! `bench --transport vm-virtio|vm-isa`: what the VM path
 //! costs, each figure against a raw client measured in the same run on the
 //! same kind of socket.
 //!
@@ -12,15 +12,16 @@
 //!
 //! Goals (issue 12): boot ≤ 3 s under TCG, restart ≤ 150 ms.
 
-use crate::bench::{line, stats, us, BenchArgs};
+use super::raw::raw_round_trip;
+use super::stats::{line, stats, us, Stats};
+use crate::process::{ProcessGroup, StderrTo};
+use crate::client::{diagnose::Profile, execute};
+use crate::session::{Session, SessionConfig};
+use crate::transcript::Transcript;
+use crate::vm::protocol::hex;
+use crate::vm::{machine::qemu_argv, Accel, VmKind};
+use crate::wire::Request;
 use qapi::qga;
-use qga_harness::process::{ProcessGroup as AgentProcess, StderrTo};
-use qga_harness::client::{diagnose::Profile, execute};
-use qga_harness::session::{Session, SessionConfig};
-use qga_harness::transcript::Transcript;
-use qga_harness::vm::protocol::hex;
-use qga_harness::vm::{machine::qemu_argv, Accel, VmKind};
-use qga_harness::wire::Request;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -28,20 +29,37 @@ use std::time::{Duration, Instant};
 const BOOT_GOAL: Duration = Duration::from_secs(3);
 const RESTART_GOAL: Duration = Duration::from_millis(150);
 
-pub async fn measure(config: SessionConfig, kind: VmKind, args: &BenchArgs) -> Result<(), String> {
-    let boots = args.spawns.clamp(1, 5);
-    let restarts = (args.spawns * 2).clamp(3, 40);
-    let pings = args.iterations.clamp(10, 500);
-    let program = qga_harness::vm::agent_binary(config.template.program()).ok_or("agent program not found")?;
-    let prepared = qga_harness::vm::prepare(&program, &config.vm).map_err(|e| e.to_string())?;
-    let quiet = || Transcript::new(qga_harness::transcript::Caps { bytes: 0, entries: 0 });
+/// What one VM measurement found.
+#[derive(Debug, Clone)]
+pub struct VmFigures {
+    /// Accelerator, guest image and kernel, as one line.
+    pub machine: String,
+    pub boots: usize,
+    pub restarts: usize,
+    pub pings: usize,
+    pub boot_h: Stats,
+    pub boot_r: Stats,
+    pub restart_h: Stats,
+    pub restart_r: Stats,
+    pub ping_h: Stats,
+    pub ping_r: Stats,
+}
+
+/// Boots (at most 5), control-port restarts (twice the spawns, at most 40)
+/// and pings (at most 500), each way.
+pub async fn measure(config: SessionConfig, kind: VmKind, iterations: usize, spawns: usize) -> Result<VmFigures, String> {
+    let boots = spawns.clamp(1, 5);
+    let restarts = (spawns * 2).clamp(3, 40);
+    let pings = iterations.clamp(10, 500);
+    let program = crate::vm::agent_binary(config.template.program()).ok_or("agent program not found")?;
+    let prepared = crate::vm::prepare(&program, &config.vm).map_err(|e| e.to_string())?;
+    let quiet = || Transcript::new(crate::transcript::Caps { bytes: 0, entries: 0 });
     // The first boot settles the accelerator (a KVM probe, once per host
     // boot) and warms the page cache; it is not counted.
     let (warm, _) = Session::start(config.clone(), quiet()).await.map_err(|e| e.to_string())?;
     let accel = warm.vm().map(|v| v.accel).ok_or("not a VM session")?;
     warm.shutdown().await;
-    println!("accelerator: {accel}; guest image {} ({} KiB); kernel {}", prepared.image.key, prepared.image.bytes / 1024, prepared.kernel.release);
-
+    let machine = format!("accelerator: {accel}; guest image {} ({} KiB); kernel {}", prepared.image.key, prepared.image.bytes / 1024, prepared.kernel.release);
     let profile = Profile::reference();
     let (mut boot_h, mut boot_r) = (Vec::new(), Vec::new());
     for _ in 0..boots {
@@ -69,7 +87,7 @@ pub async fn measure(config: SessionConfig, kind: VmKind, args: &BenchArgs) -> R
     let (mut ping_h, mut ping_r) = (Vec::new(), Vec::new());
     for _ in 0..pings {
         let t = Instant::now();
-        crate::bench::raw_round_trip(conn.raw_fd(), &ping)?;
+        raw_round_trip(conn.raw_fd(), &ping)?;
         ping_r.push(t.elapsed());
         let t = Instant::now();
         execute(conn, qga::guest_ping {}, &opts).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
@@ -78,20 +96,35 @@ pub async fn measure(config: SessionConfig, kind: VmKind, args: &BenchArgs) -> R
     session.shutdown().await;
     drop(raw);
 
-    let (boot_h, boot_r) = (stats(boot_h), stats(boot_r));
-    let (restart_h, restart_r) = (stats(restart_h), stats(restart_r));
-    let (ping_h, ping_r) = (stats(ping_h), stats(ping_r));
-    println!("boots: {boots}, restarts: {restarts}, pings: {pings}");
-    line("boot to first sync, raw client", &boot_r);
-    line("boot to first sync, harness", &boot_h);
-    println!("  harness / raw: p50 {:.2}x; goal ≤ {BOOT_GOAL:?} under TCG: {}", us(boot_h.p50) / us(boot_r.p50), verdict(boot_h.p50, BOOT_GOAL));
-    line("control-port restart to first sync, raw client", &restart_r);
-    line("control-port restart to first sync, harness", &restart_h);
-    println!("  harness / raw: p50 {:.2}x; goal ≤ {RESTART_GOAL:?}: {}", us(restart_h.p50) / us(restart_r.p50), verdict(restart_h.p50, RESTART_GOAL));
-    line("ping round trip, raw syscalls", &ping_r);
-    line("ping round trip, harness", &ping_h);
-    println!("  harness / raw: p50 {:.2}x", us(ping_h.p50) / us(ping_r.p50));
-    Ok(())
+    Ok(VmFigures {
+        machine,
+        boots,
+        restarts,
+        pings,
+        boot_h: stats(boot_h),
+        boot_r: stats(boot_r),
+        restart_h: stats(restart_h),
+        restart_r: stats(restart_r),
+        ping_h: stats(ping_h),
+        ping_r: stats(ping_r),
+    })
+}
+
+impl std::fmt::Display for VmFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let VmFigures { machine, boots, restarts, pings, boot_h, boot_r, restart_h, restart_r, ping_h, ping_r } = self;
+        writeln!(f, "{machine}")?;
+        writeln!(f, "boots: {boots}, restarts: {restarts}, pings: {pings}")?;
+        writeln!(f, "{}", line("boot to first sync, raw client", boot_r))?;
+        writeln!(f, "{}", line("boot to first sync, harness", boot_h))?;
+        writeln!(f, "  harness / raw: p50 {:.2}x; goal ≤ {BOOT_GOAL:?} under TCG: {}", us(boot_h.p50) / us(boot_r.p50), verdict(boot_h.p50, BOOT_GOAL))?;
+        writeln!(f, "{}", line("control-port restart to first sync, raw client", restart_r))?;
+        writeln!(f, "{}", line("control-port restart to first sync, harness", restart_h))?;
+        writeln!(f, "  harness / raw: p50 {:.2}x; goal ≤ {RESTART_GOAL:?}: {}", us(restart_h.p50) / us(restart_r.p50), verdict(restart_h.p50, RESTART_GOAL))?;
+        writeln!(f, "{}", line("ping round trip, raw syscalls", ping_r))?;
+        writeln!(f, "{}", line("ping round trip, harness", ping_h))?;
+        writeln!(f, "  harness / raw: p50 {:.2}x", us(ping_h.p50) / us(ping_r.p50))
+    }
 }
 
 fn verdict(p50: Duration, goal: Duration) -> &'static str {
@@ -112,7 +145,7 @@ fn guest_argv(config: &SessionConfig, program: &std::path::Path) -> Vec<String> 
 /// The raw client's own VM: QEMU spawned with the harness's command line,
 /// driven with blocking reads and writes and nothing else of the harness.
 struct RawVm {
-    _qemu: AgentProcess,
+    _qemu: ProcessGroup,
     qga: UnixStream,
     ctl: BufReader<UnixStream>,
     argv: Vec<String>,
@@ -126,18 +159,18 @@ impl RawVm {
     /// thread, whose life its parent-death signal is tied to (a blocking
     /// pool thread retires when idle, and would take QEMU with it); only the
     /// blocking client work runs in the pool.
-    async fn launch(kind: VmKind, accel: Accel, p: &qga_harness::vm::Prepared, argv: &[String]) -> Result<RawVm, String> {
+    async fn launch(kind: VmKind, accel: Accel, p: &crate::vm::Prepared, argv: &[String]) -> Result<RawVm, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let (qs, cs) = (dir.path().join("q.sock"), dir.path().join("c.sock"));
         let qemu_args = qemu_argv(kind, accel, &p.kernel.vmlinuz, &p.image.initramfs, &qs, &cs, 256);
-        let quiet = Transcript::new(qga_harness::transcript::Caps { bytes: 0, entries: 0 });
+        let quiet = Transcript::new(crate::transcript::Caps { bytes: 0, entries: 0 });
         let t = Instant::now();
-        let qemu = AgentProcess::spawn_with(qemu_args, None, None, quiet, StderrTo::Null).map_err(|e| e.to_string())?;
+        let qemu = ProcessGroup::spawn_with(qemu_args, None, None, quiet, StderrTo::Null).map_err(|e| e.to_string())?;
         let argv = argv.to_vec();
         tokio::task::spawn_blocking(move || RawVm::boot(qemu, dir, qs, cs, argv, t)).await.map_err(|e| e.to_string())?
     }
 
-    fn boot(qemu: AgentProcess, dir: tempfile::TempDir, qs: std::path::PathBuf, cs: std::path::PathBuf, argv: Vec<String>, t: Instant) -> Result<RawVm, String> {
+    fn boot(qemu: ProcessGroup, dir: tempfile::TempDir, qs: std::path::PathBuf, cs: std::path::PathBuf, argv: Vec<String>, t: Instant) -> Result<RawVm, String> {
         let connect = |p: &std::path::Path| loop {
             match UnixStream::connect(p) {
                 Ok(s) => return Ok(s),
@@ -193,7 +226,7 @@ impl RawVm {
 
     /// 0xFF + guest-sync-delimited every millisecond until a reply.
     fn sync_loop(&mut self) -> Result<(), String> {
-        let sync = qga_harness::client::resync::sync_request_bytes(1);
+        let sync = crate::client::resync::sync_request_bytes(1);
         self.qga.set_read_timeout(Some(Duration::from_millis(1))).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut buf = [0u8; 8192];
