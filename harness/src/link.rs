@@ -14,7 +14,7 @@
 //! a unix socket needs the agent to accept again, a chardev socket is
 //! QEMU's and is always there, a pty or socketpair has nothing to redo.
 
-use crate::connection::Connection;
+use crate::connection::{Connection, SendGuard};
 use crate::transcript::{Event, Transcript};
 use crate::transport::{Duplex, Transport, TransportKind};
 use crate::wire::denylist::DenyList;
@@ -181,5 +181,21 @@ impl Link {
         self.conn = None;
         self.transcript.event(Event::Note { text: "client disconnected".into() });
         self.connect(within, ended).await
+    }
+}
+
+/// The deny-list guards every write on a link's connection: the connection
+/// asks before it writes and reports what it wrote, so a denied command
+/// split across writes is still caught.
+impl SendGuard for DenyList {
+    fn admit(&self, bytes: &[u8]) -> Result<(), String> {
+        match self.check(bytes) {
+            Some(name) => Err(name),
+            None => Ok(()),
+        }
+    }
+
+    fn sent(&mut self, bytes: &[u8]) {
+        self.record(bytes);
     }
 }

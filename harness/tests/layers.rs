@@ -85,16 +85,19 @@ fn uses(text: &str) -> Vec<(usize, String)> {
             let (mut depth, mut item_start) = (1, true);
             let mut name = String::new();
             for c in code[at + "crate::{".len()..].chars() {
+                if item_start && (c.is_ascii_alphanumeric() || c == '_') {
+                    name.push(c);
+                    continue;
+                }
+                if item_start && !name.is_empty() {
+                    found.push((i + 1, std::mem::take(&mut name)));
+                    item_start = false;
+                }
                 match c {
                     '{' => depth += 1,
                     '}' if depth == 1 => break,
                     '}' => depth -= 1,
                     ',' if depth == 1 => item_start = true,
-                    c if item_start && (c.is_ascii_alphanumeric() || c == '_') => name.push(c),
-                    _ if item_start && !name.is_empty() => {
-                        found.push((i + 1, std::mem::take(&mut name)));
-                        item_start = false;
-                    }
                     _ => {}
                 }
             }

@@ -6,7 +6,7 @@
 
 use super::shard::Shard;
 use super::{load, Case, Role};
-use crate::verdict::Level;
+use super::Level;
 use std::path::PathBuf;
 
 /// A selection of cases; an empty list of ids, tags or levels selects all.

@@ -22,7 +22,7 @@
 use super::{execute_value, resync, ClientOptions, Deadline, IdWidth, ReplyMatch, ResyncPolicy, SyncCommand, SyncMode};
 use crate::connection::{Connection, Fill};
 use crate::transcript::{escape_bytes, Event};
-use crate::verdict::FailureKind;
+use crate::finding::FailureKind;
 use crate::wire::message::{compare_id, IdMatch};
 use crate::wire::{scan, Reply, Scan, SENTINEL};
 use qapi::qga;

@@ -19,11 +19,52 @@
 use super::contract::{parse_line, ReportLine, Reported};
 use super::pump::{Delivery, Pump, SeenRequest, Writer};
 use crate::transcript::escape_bytes;
-use crate::verdict::{ClientGrade, FailureKind};
+use crate::finding::FailureKind;
 use crate::wire::message::ids_equal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
+use std::fmt;
+
+/// Client mode: how the client under test came through a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientGrade {
+    /// Every job command reported its own reply, at the first attempt.
+    Recovered,
+    /// Every job command reported its own reply, after the client's own
+    /// retry (a second sync or a repeated command).
+    RecoveredAfterRetry,
+    /// Some command reported an error (or nothing), and no wrong data.
+    CleanError,
+    /// A result that was not the reply to its request.
+    Wrong,
+    /// The client did not exit by the deadline; its process group was killed.
+    Hung,
+    /// The harness or the agent failed, or the report broke the contract:
+    /// says nothing about the client's recovery.
+    Invalid,
+}
+
+impl ClientGrade {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientGrade::Recovered => "recovered",
+            ClientGrade::RecoveredAfterRetry => "recovered-after-retry",
+            ClientGrade::CleanError => "clean-error",
+            ClientGrade::Wrong => "wrong",
+            ClientGrade::Hung => "hung",
+            ClientGrade::Invalid => "invalid",
+        }
+    }
+}
+
+impl fmt::Display for ClientGrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 
 /// What one report line was found to be.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -23,7 +23,6 @@
 //! unfinished escape. Unlike a window of raw bytes it cannot be outrun by
 //! padding a name with escapes or reset bytes.
 
-use crate::connection::SendGuard;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Denied command names and name prefixes.
@@ -98,19 +97,6 @@ impl DenyList {
         // The window is always consistent between statements; a panic
         // elsewhere while holding the lock leaves it usable.
         self.stream.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl SendGuard for DenyList {
-    fn admit(&self, bytes: &[u8]) -> Result<(), String> {
-        match self.check(bytes) {
-            Some(name) => Err(name),
-            None => Ok(()),
-        }
-    }
-
-    fn sent(&mut self, bytes: &[u8]) {
-        self.record(bytes);
     }
 }
 
@@ -226,6 +212,7 @@ fn find_denied(text: &[u8], old: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::SendGuard;
     use proptest::prelude::*;
 
     #[test]
