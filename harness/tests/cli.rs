@@ -314,8 +314,14 @@ fn run_json_matches_the_published_schema() {
         let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{} at {}", e, e.instance_path())).take(5).collect();
         assert!(errors.is_empty(), "{name}: {errors:?}");
     }
-    // And the schema bites: a document with a made-up outcome fails it.
+    // The budgets the run was given are in it, in microseconds, and read
+    // back into the very value the harness used.
     let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("ref.json")).unwrap()).unwrap();
+    let budgets: qga_harness::budget::Budgets = serde_json::from_value(doc["budgets"].clone()).unwrap();
+    let defaults = qga_harness::budget::Budgets::defaults(qga_harness::transport::TransportKind::Socketpair, qga_harness::budget::Mode::Run);
+    assert_eq!(budgets, defaults);
+    assert_eq!(doc["budgets"]["reply"], serde_json::json!(250_000));
+    // And the schema bites: a document with a made-up outcome fails it.
     doc["results"][0]["outcome"] = serde_json::json!("GREAT");
     assert!(!validator.is_valid(&doc));
 }

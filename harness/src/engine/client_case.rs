@@ -92,6 +92,7 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
         sync_id_bits: None,
     });
     run.results.reserve(cases.len());
+    run.budgets = Some(agent_cfg.budgets);
     let start_mark = transcript.mark();
     let template = agent_cfg.template.clone();
     let agent_transport = agent_cfg.transport;

@@ -32,6 +32,7 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
     let began = Instant::now();
     let mut run = RunResult::begin(crate::case::Role::Agent, config.template.to_string(), config.transport.to_string(), eo.seed);
     run.results.reserve(cases.len());
+    run.budgets = Some(config.budgets);
     let start_mark = transcript.mark();
     let (transport, template) = (config.transport, config.template.clone());
     let mut runner = match AgentRunner::start(config, transcript.clone(), cases, eo, None).await {

@@ -61,6 +61,7 @@ impl RunResult {
             seed,
             profile: None,
             startup_error: None,
+            budgets: None,
             vm: None,
             elapsed: Duration::ZERO,
             results: Vec::new(),
@@ -147,6 +148,10 @@ pub struct RunResult {
     /// Set when the agent could not be run at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_error: Option<StartupError>,
+    /// The time limits the run was given (before the agent's pace scaled
+    /// them; the pace is in `profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<crate::budget::Budgets>,
     /// The machine, for runs over a VM transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<crate::vm::VmRunInfo>,
