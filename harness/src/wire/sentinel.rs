@@ -8,7 +8,7 @@
 //! (qobject/json-lexer.c, IN_RECOVERY).
 //!
 //! qemu-ga escapes every non-ASCII character as `\uXXXX` in its replies, so
-//! the sentinel is the only raw 0xFF it ever writes (../shared/protocol.md §1).
+//! the sentinel is the only raw 0xFF it ever writes (docs/protocol.md §1).
 
 /// The raw sentinel byte. Not `'\u{ff}'`: that is two bytes (C3 BF) in UTF-8,
 /// and an agent that writes those has a bug the suite must catch.
