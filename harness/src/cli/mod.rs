@@ -18,6 +18,7 @@ pub use run::run;
 use crate::EXIT_USAGE;
 use std::process::ExitCode;
 
+/// A usage or configuration error: said on stderr, exit code 3.
 pub(crate) fn usage(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("qga-harness: {msg}");
     ExitCode::from(EXIT_USAGE)

@@ -2,7 +2,6 @@
 //! what was dropped, and no span between two marks points at nothing.
 
 use crate::transcript::*;
-use super::super::MARKS_PRUNE_AT;
 
 fn markers(entries: &[Entry]) -> Vec<(u64, Stream, u64, u64, u64)> {
     entries
