@@ -7,6 +7,9 @@
 //! - [`live`]: what is alive right now, so a signal handler that exits
 //!   without running destructors can still kill every group and remove
 //!   every scratch directory ([`kill_all`]).
+//! - [`signals`]: Ctrl-C, SIGTERM and a closed stdout end the harness
+//!   through [`kill_all`] ([`signals::stop_on_signal`],
+//!   [`signals::quiet_on_broken_pipe`]).
 //! - [`tool`]: helper tools run to their end (ldd, apt-get), each in a
 //!   group [`kill_all`] knows about.
 //! - [`find_program`]: where a program name resolves, for the CLI's check
@@ -17,6 +20,7 @@
 
 pub mod group;
 pub mod live;
+pub mod signals;
 pub mod tool;
 
 pub use group::{ProcessGroup, SpawnError, StderrTo};
