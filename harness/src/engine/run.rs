@@ -91,27 +91,19 @@ pub(crate) fn fail_startup(
     };
     for case in cases {
         let mut r = skeleton(case);
-        if let Some(why) = case.not_applicable(transport) {
-            // Not applicable here whether or not the agent runs.
-            r.outcome = Outcome::Unsupported;
-            r.failure = Some(Failure {
-                kind: FailureKind::NotApplicable,
-                stage: Stage::Start,
-                requirement: case.requirement.clone(),
-                expected: "the case applies".into(),
-                actual: why,
-                transcript: (start_mark, start_mark),
-            });
-            run.results.push(r);
-            continue;
-        }
-        r.outcome = Outcome::Error;
+        // Not applicable here whether or not the agent runs; else ERROR
+        // with the run's one start-up message.
+        let (outcome, kind, expected, actual) = match case.not_applicable(transport) {
+            Some(why) => (Outcome::Unsupported, FailureKind::NotApplicable, "the case applies", why),
+            None => (Outcome::Error, FailureKind::StartupFailed, "the agent starts and answers a sync", err.message.clone()),
+        };
+        r.outcome = outcome;
         r.failure = Some(Failure {
-            kind: FailureKind::StartupFailed,
+            kind,
             stage: Stage::Start,
             requirement: case.requirement.clone(),
-            expected: "the agent starts and answers a sync".into(),
-            actual: err.message.clone(),
+            expected: expected.into(),
+            actual,
             transcript: (start_mark, start_mark),
         });
         run.results.push(r);
