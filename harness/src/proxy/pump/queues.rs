@@ -214,3 +214,95 @@ fn writable(conn: &Connection) -> bool {
     let n = unsafe { libc::poll(&mut fd, 1, 0) };
     n != 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client link over a socketpair, and the client's end of it.
+    fn client_pair(transcript: &Transcript) -> (Option<Connection>, std::os::unix::net::UnixStream, crate::transport::Transport) {
+        let mut t = crate::transport::Transport::open(crate::transport::TransportKind::Socketpair).unwrap();
+        let duplex = t.take_duplex().unwrap().unwrap();
+        let peer = std::os::unix::net::UnixStream::from(t.agent_stdio().unwrap().try_clone_to_owned().unwrap());
+        (Some(Connection::client_link(duplex, transcript.clone(), 1 << 16)), peer, t)
+    }
+
+    fn notes(t: &Transcript) -> String {
+        t.render(0, None)
+    }
+
+    #[tokio::test]
+    async fn bytes_a_client_did_not_take_go_before_later_bytes() {
+        use std::io::Read;
+        let t = Transcript::default();
+        let (mut client, mut peer, _keep) = client_pair(&t);
+        let mut outbox = Outbox::new(16 << 20, Duration::from_millis(20), t.clone());
+        // More than the socket holds unread: the client stops taking it.
+        let first: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        outbox.write(&mut client, &first, Origin::Forwarded).await;
+        assert!(!outbox.is_empty(), "the rest waits for the client");
+        assert!(notes(&t).contains("the client is not reading: the rest waits for it"));
+        // The client reads what it was given, so the socket has room again:
+        // a later write must still not overtake the rest of the first.
+        let mut head = vec![0u8; first.len() - outbox.len()];
+        peer.read_exact(&mut head).unwrap();
+        outbox.write(&mut client, b"later", Origin::Injected).await;
+        let total = first.len() + b"later".len();
+        let reader = std::thread::spawn(move || {
+            let mut rest = vec![0u8; total - head.len()];
+            peer.read_exact(&mut rest).unwrap();
+            head.extend_from_slice(&rest);
+            head
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !outbox.is_empty() {
+            assert!(Instant::now() < deadline, "{} byte(s) never went", outbox.len());
+            outbox.flush(&mut client).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let got = reader.join().unwrap();
+        assert!(got[..first.len()] == first[..], "the first write arrived whole and first");
+        assert_eq!(&got[first.len()..], b"later");
+    }
+
+    #[tokio::test]
+    async fn the_outbox_is_capped_and_keeps_the_earliest_bytes() {
+        use std::io::Read;
+        let t = Transcript::default();
+        let mut outbox = Outbox::new(10, Duration::from_millis(20), t.clone());
+        let mut nobody = None;
+        outbox.write(&mut nobody, b"abcdef", Origin::Forwarded).await;
+        outbox.write(&mut nobody, b"ghijkl", Origin::Injected).await;
+        outbox.write(&mut nobody, b"mn", Origin::Forwarded).await;
+        assert_eq!(outbox.len(), 10);
+        let n = notes(&t);
+        assert_eq!(n.matches("2 client-bound byte(s) dropped: the backlog is full").count(), 2, "{n}");
+        // The next client gets them, in order.
+        let (mut client, mut peer, _keep) = client_pair(&t);
+        outbox.flush(&mut client).await;
+        assert!(outbox.is_empty());
+        let mut got = [0u8; 10];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"abcdefghij");
+    }
+
+    #[test]
+    fn the_held_queue_is_capped_and_keeps_order() {
+        let now = Instant::now();
+        let held = |n: usize, ms: u64| Held { release: now + Duration::from_millis(ms), bytes: vec![b'x'; n], origin: Origin::Forwarded, reply: Some(n) };
+        let mut q = HeldQueue::new(10);
+        // The first is taken however long: one reply can always be delayed.
+        assert!(q.push(held(20, 5)).is_ok());
+        assert_eq!(q.push(held(1, 0)).unwrap_err().bytes.len(), 1, "nothing fits behind it");
+        assert_eq!(q.pop().unwrap().bytes.len(), 20);
+        assert_eq!(q.bytes(), 0);
+        assert!(q.push(held(4, 30)).is_ok() && q.push(held(6, 10)).is_ok());
+        assert!(q.push(held(1, 10)).is_err(), "over the cap");
+        assert_eq!((q.bytes(), q.last_release()), (10, Some(now + Duration::from_millis(10))));
+        // Released first in, first out: one due later holds back the rest.
+        assert!(q.pop_due(now + Duration::from_millis(20)).is_none());
+        assert_eq!(q.pop_due(now + Duration::from_millis(30)).unwrap().reply, Some(4));
+        assert_eq!(q.pop_due(now + Duration::from_millis(30)).unwrap().reply, Some(6));
+        assert!(q.is_empty() && q.next_release().is_none());
+    }
+}

@@ -1,0 +1,115 @@
+//! What the probe finds out: the capabilities a client relies on, each
+//! defect found ([`ProbeFinding`]), and the agent's [`Profile`], which sets
+//! the client up the way this agent needs and goes into the run JSON.
+
+use super::Pace;
+use crate::client::{ClientOptions, IdWidth, ReplyMatch, SyncMode};
+use crate::finding::FailureKind;
+use serde::{Deserialize, Serialize};
+
+/// A capability every client relies on, which the probe may find missing.
+/// Cases that need one the agent lacks are BLOCKED; cases tagged with it
+/// (cases/README.md) test it and still run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// guest-sync-delimited answered with one raw 0xFF right before the reply.
+    Sentinel,
+    /// The agent survives the client's 0xFF (and resets its lexer on it).
+    Flush,
+    /// Ids come back as sent, over the whole i64 range.
+    ExactIds,
+    /// Replies echo the request's id.
+    IdEcho,
+    /// guest-sync (libvirt's sync) is answered with its id.
+    GuestSync,
+    /// Error replies carry a QAPI error class.
+    ErrorClass,
+    /// Replies that are not delimited carry no raw 0xFF.
+    CleanReplies,
+    /// One reply per request, not two.
+    OneReply,
+    /// guest-ping returns `{}`.
+    EmptyPing,
+}
+
+impl Capability {
+    /// The catalogue tag of the cases that test this capability.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Capability::Sentinel => "sentinel",
+            Capability::Flush => "flush",
+            Capability::ExactIds => "id-range",
+            Capability::IdEcho => "id-echo",
+            Capability::GuestSync => "sync",
+            Capability::ErrorClass => "errors",
+            Capability::CleanReplies => "sentinel",
+            Capability::OneReply => "one-reply",
+            Capability::EmptyPing => "info",
+        }
+    }
+
+    /// Whether cases that need it (and do not test it) cannot run without it.
+    /// The others run with the client adapted (narrower ids, replies
+    /// matched by order).
+    pub fn blocks(self) -> bool {
+        matches!(self, Capability::Sentinel | Capability::Flush | Capability::GuestSync)
+    }
+}
+
+/// One defect the probe found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeFinding {
+    pub kind: FailureKind,
+    pub capability: Capability,
+    /// What came, escaped.
+    pub detail: String,
+    /// Transcript entries that show it.
+    pub transcript: (u64, u64),
+}
+
+/// What the probe found out about an agent. Goes into the run JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The sync the client uses with this agent.
+    pub mode: SyncMode,
+    pub id_width: IdWidth,
+    pub matching: ReplyMatch,
+    pub string_ids: bool,
+    pub findings: Vec<ProbeFinding>,
+    /// guest-info's version.
+    pub version: Option<String>,
+    /// Enabled commands per guest-info (None: guest-info gave none).
+    pub supported_commands: Option<Vec<String>>,
+    pub pace: Pace,
+}
+
+impl Profile {
+    /// Whether the agent has `cap`.
+    pub fn has(&self, cap: Capability) -> bool {
+        !self.findings.iter().any(|f| f.capability == cap)
+    }
+
+    /// The profile of an agent that does everything the reference way.
+    pub fn reference() -> Profile {
+        Profile {
+            mode: SyncMode::REFERENCE,
+            id_width: IdWidth::Full64,
+            matching: ReplyMatch::IdEcho,
+            string_ids: false,
+            findings: Vec::new(),
+            version: None,
+            supported_commands: None,
+            pace: Pace::default(),
+        }
+    }
+
+    /// Set the client up the way this agent needs.
+    pub fn apply(&self, opts: &mut ClientOptions) {
+        opts.mode = self.mode;
+        opts.ids.width = self.id_width;
+        opts.matching = self.matching;
+        opts.string_ids = self.string_ids;
+        opts.skip_stray_ff = !self.has(Capability::CleanReplies);
+    }
+}
