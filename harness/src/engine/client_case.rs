@@ -127,8 +127,7 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
             }
         }
         if let Ok(conn) = session.conn() {
-            let _ = conn.poll_input();
-            conn.clear();
+            crate::client::stale::drop_leftovers(conn, None).await;
         }
         transcript.reset();
     }
