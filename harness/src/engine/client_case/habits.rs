@@ -35,3 +35,35 @@ pub(super) fn run_habits(results: &[CaseResult]) -> (Vec<Habit>, Option<u32>) {
     (out, bits)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::grade::ClientCaseDetail;
+    use crate::verdict::{skeleton, ClientGrade};
+    use serde_json::json;
+
+    fn result(id: &str, sync_ids: Vec<Value>, habits: Vec<Habit>) -> CaseResult {
+        let mut r = skeleton(&crate::case::schema_section::section().remove(0));
+        r.id = id.into();
+        r.client = Some(ClientCaseDetail { grade: ClientGrade::Recovered, reported: Vec::new(), exit: None, syncs: sync_ids.len(), commands: 0, sync_ids, habits });
+        r
+    }
+
+    #[test]
+    fn each_habit_once_with_the_first_case_that_showed_it() {
+        let h = |d: &str| Habit { kind: FailureKind::ClientPredictableIds, detail: d.into() };
+        let (habits, bits) = run_habits(&[result("a", vec![json!(5)], vec![h("x")]), result("b", vec![json!(300)], vec![h("y")])]);
+        assert_eq!(habits, vec![Habit { kind: FailureKind::ClientPredictableIds, detail: "x (first in a)".into() }]);
+        assert_eq!(bits, Some(9));
+    }
+
+    #[test]
+    fn a_sync_id_used_again_in_another_case_is_predictable() {
+        let (habits, _) = run_habits(&[result("a", vec![json!(7)], vec![]), result("b", vec![json!(7)], vec![])]);
+        assert_eq!(habits, vec![Habit { kind: FailureKind::ClientPredictableIds, detail: "sync id 7 used in a and again in b".into() }]);
+        let (habits, bits) = run_habits(&[result("a", vec![json!(7), json!(7)], vec![])]);
+        assert!(habits.is_empty());
+        assert_eq!(bits, Some(3));
+    }
+}
