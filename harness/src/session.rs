@@ -10,7 +10,7 @@
 //! Everything it does goes into the transcript.
 
 use crate::budget::{Budgets, Mode};
-use crate::agent::{AgentTemplate, Peer, PeerError, SpawnError};
+use crate::agent::{AgentTemplate, HostGone, Peer, PeerError, SpawnError};
 use crate::client::{diagnose, resync, ClientOptions, Profile, ResyncError, ResyncPolicy, Resynced};
 use crate::connection::Connection;
 use crate::link::{Link, LinkError};
@@ -266,9 +266,16 @@ impl Session {
         self.peer.vm_info(self.link.kind())
     }
 
-    /// For the VM transports: whether the VM itself has ended, and how.
-    pub async fn vm_gone(&mut self) -> Option<String> {
-        self.peer.vm_gone(self.link.is_closed()).await
+    /// Whether what the agent runs on ended under it (not the agent: a
+    /// guest's VM), and how. None for an agent on this host.
+    pub async fn host_gone(&mut self) -> Option<HostGone> {
+        self.peer.host_gone(self.link.is_closed()).await
+    }
+
+    /// True when the agent runs on an emulated CPU: how fast it answers a
+    /// flood must be measured before the cases ([`Peer::is_emulated`]).
+    pub fn is_emulated(&self) -> bool {
+        self.peer.is_emulated()
     }
 
     /// The VM the agent runs in, for the VM transports.

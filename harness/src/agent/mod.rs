@@ -6,5 +6,5 @@ pub mod peer;
 pub mod template;
 
 pub use crate::process::SpawnError;
-pub use peer::{Peer, PeerError};
+pub use peer::{HostGone, Peer, PeerError};
 pub use template::{AgentTemplate, TemplateError};

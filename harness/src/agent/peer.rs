@@ -30,6 +30,28 @@ pub enum PeerError {
     Vm(#[from] VmError),
 }
 
+/// What an agent ran on ended under it (not the agent itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostGone {
+    /// The host, as a report names it ("the VM").
+    pub host: &'static str,
+    /// How it ended ("the VM exited (signal 9)").
+    pub how: String,
+}
+
+impl HostGone {
+    /// What a case expects of its host.
+    pub fn expected(&self) -> String {
+        format!("{} stays up for the whole case", self.host)
+    }
+
+    /// What happened, with what the case saw before it (`earlier`, if anything).
+    pub fn actual(&self, earlier: Option<&str>) -> String {
+        let earlier = earlier.map(|e| format!(" (the case saw: {e})")).unwrap_or_default();
+        format!("{} during the case{earlier}", self.how)
+    }
+}
+
 /// What runs the current agent instance.
 #[derive(Debug)]
 enum Instance {
@@ -238,13 +260,21 @@ impl Peer {
         }
     }
 
-    /// For a guest: whether the VM itself has ended, and how.
-    /// `link_closed`: see [`GuestVm::gone`].
-    pub async fn vm_gone(&mut self, link_closed: bool) -> Option<String> {
+    /// Whether what the agent runs on ended under it (not the agent: a
+    /// guest's VM killed, crashed, out of memory), and how. None for an
+    /// agent on this host: its host is ours. `link_closed`: see [`GuestVm::gone`].
+    pub async fn host_gone(&mut self, link_closed: bool) -> Option<HostGone> {
         match self.instance.as_mut() {
-            Some(Instance::Guest(vm)) => vm.gone(link_closed).await,
+            Some(Instance::Guest(vm)) => vm.gone(link_closed).await.map(|how| HostGone { host: "the VM", how }),
             _ => None,
         }
+    }
+
+    /// True when the agent runs on an emulated CPU (a guest): how fast it
+    /// answers a flood must be measured, it cannot be inferred from one
+    /// short reply.
+    pub fn is_emulated(&self) -> bool {
+        matches!(self.instance, Some(Instance::Guest(_)))
     }
 
     /// What a report says about the VM (a guest only).
@@ -263,5 +293,27 @@ impl Peer {
             kernel: p.kernel.release.clone(),
             image: p.image.key.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gone_host_says_what_and_what_the_case_saw() {
+        let g = HostGone { host: "the VM", how: "the VM exited (signal 9)".into() };
+        assert_eq!(g.expected(), "the VM stays up for the whole case");
+        assert_eq!(g.actual(None), "the VM exited (signal 9) during the case");
+        assert_eq!(g.actual(Some("channel closed")), "the VM exited (signal 9) during the case (the case saw: channel closed)");
+    }
+
+    #[test]
+    fn a_local_agent_is_not_emulated_and_its_host_stays() {
+        let t = crate::agent::AgentTemplate::parse("true").unwrap();
+        let mut p = Peer::new(t, VmOptions::default(), Transcript::default());
+        assert!(!p.is_emulated());
+        let gone = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(p.host_gone(true));
+        assert_eq!(gone, None);
     }
 }

@@ -4,6 +4,8 @@
 //!   `guest-sync-delimited` (the protocol's answer to stale partial data).
 //! - [`execute`]: send one command and return its reply, proven to be ours.
 //! - [`observe`]: reading replies with the bytes around them, for grading.
+//! - [`stale`]: bytes that are not the awaited reply, and what is done
+//!   with them (dropped, abandoned, drained, skipped, injected).
 //!
 //! The client works on a [`Connection`](crate::connection::Connection) and
 //! never sees a file descriptor or a process.
@@ -14,6 +16,7 @@ pub mod ids;
 pub mod observe;
 pub mod program;
 pub mod resync;
+pub mod stale;
 
 pub use diagnose::{diagnose, Capability, Profile, ProbeFinding};
 pub use execute::{execute, execute_named, execute_skipping, execute_value, read_reply, send_request, AgentError, ClientError};

@@ -7,8 +7,9 @@ use super::grading::Grading;
 use super::recover::recover;
 use super::run::EngineOptions;
 use super::steps::{run_steps, Ctx, StepError};
+use crate::agent::HostGone;
 use crate::case::Case;
-use crate::client::Capability;
+use crate::client::{stale, Capability};
 use crate::session::Session;
 use crate::transcript::{Event, Transcript};
 use crate::verdict::{skeleton, CaseResult, Failure, FailureKind, Outcome, RecoveryGrade, Stage};
@@ -57,13 +58,10 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
     // trails the last recovery (a duplicate reply, a late sentinel) belongs
     // to the case before.
     if let Ok(conn) = session.conn() {
-        let _ = conn.poll_input();
-        let mut n = conn.clear();
-        if !grading.profile.has(Capability::OneReply) {
-            // An agent found to answer twice: let the second copy of the
-            // recovery's last reply arrive and go.
-            n += conn.drain(grading.quiet_gap, Instant::now() + grading.quiet_gap * 10).await.unwrap_or(0);
-        }
+        // An agent found to answer twice: let the second copy of the
+        // recovery's last reply arrive and go.
+        let duplicate_gap = (!grading.profile.has(Capability::OneReply)).then_some(grading.quiet_gap);
+        let n = stale::drop_leftovers(conn, duplicate_gap).await;
         if n > 0 {
             transcript.event(Event::Note { text: format!("dropped {n} byte(s) left from before the case") });
         }
@@ -120,8 +118,8 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
             r.failure = Some(fail(kind, expected, actual, steps_to));
         }
     }
-    if let Some(gone) = session.vm_gone().await {
-        return vm_gone(r, gone, fail(FailureKind::Harness, String::new(), String::new(), transcript.mark()), &transcript, from, began, eo);
+    if let Some(gone) = session.host_gone().await {
+        return host_gone(r, gone, fail(FailureKind::Harness, String::new(), String::new(), transcript.mark()), &transcript, from, began, eo);
     }
     if r.outcome == Outcome::Error && r.failure.as_ref().is_some_and(|f| f.kind == FailureKind::Refused) {
         // The agent must never see the rest of a refused command: no
@@ -144,9 +142,10 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
     r.recovery = recover(session, grading, killed || restarted).await;
     let wedged = r.recovery.grade == RecoveryGrade::Wedged;
     if wedged {
-        // The VM may have ended while the case's last bytes were read.
-        if let Some(gone) = session.vm_gone().await {
-            return vm_gone(r, gone, fail(FailureKind::Harness, String::new(), String::new(), transcript.mark()), &transcript, from, began, eo);
+        // The agent's host (a VM) may have ended while the case's last
+        // bytes were read.
+        if let Some(gone) = session.host_gone().await {
+            return host_gone(r, gone, fail(FailureKind::Harness, String::new(), String::new(), transcript.mark()), &transcript, from, began, eo);
         }
     }
     if wedged && r.outcome != Outcome::Error && !matches!(r.outcome, Outcome::Fail | Outcome::Timeout) {
@@ -172,13 +171,13 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
     (r, renew)
 }
 
-/// The VM itself ended (QEMU killed, crashed, out of memory) during a
-/// case: whatever the steps or the recovery saw follows from that, not from
-/// the agent. ERROR, and the next case gets a new VM.
-fn vm_gone(mut r: CaseResult, gone: String, mut f: Failure, transcript: &Transcript, from: u64, began: Instant, eo: &EngineOptions) -> (CaseResult, bool) {
-    let earlier = r.failure.take().map(|f| format!(" (the case saw: {})", f.actual)).unwrap_or_default();
-    f.expected = "the VM stays up for the whole case".into();
-    f.actual = format!("{gone} during the case{earlier}");
+/// What the agent runs on ended during a case (a VM: QEMU killed, crashed,
+/// out of memory): whatever the steps or the recovery saw follows from
+/// that, not from the agent. ERROR, and the next case gets a new host.
+fn host_gone(mut r: CaseResult, gone: HostGone, mut f: Failure, transcript: &Transcript, from: u64, began: Instant, eo: &EngineOptions) -> (CaseResult, bool) {
+    let earlier = r.failure.take().map(|f| f.actual);
+    f.expected = gone.expected();
+    f.actual = gone.actual(earlier.as_deref());
     r.outcome = Outcome::Error;
     r.failure = Some(f);
     r.elapsed = began.elapsed();

@@ -17,7 +17,8 @@
 //! - [`grading`]: what the start-up profile changes: relaxed checks,
 //!   blocked cases, budgets paced to the agent.
 //! - [`request`]: send steps to bytes (through the qapi types).
-//! - [`client_case`]: client mode, where a client under test is graded.
+//! - [`client_case`]: client mode, where a client under test is graded
+//!   (its own step interpreter in `client_case/steps.rs`).
 //!
 //! The results it produces are [`crate::verdict`]'s. Commands never sent
 //! are refused below, where bytes are written ([`crate::wire::denylist`]).
@@ -36,4 +37,3 @@ pub use case::run_case;
 pub use grading::{needed_capabilities, Grading};
 pub use run::{run_cases, EngineOptions};
 pub use runner::{AgentRunner, Ran};
-pub(crate) use run::fail_startup;

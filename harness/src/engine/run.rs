@@ -33,15 +33,8 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
     let mut run = RunResult::begin(crate::case::Role::Agent, config.template.to_string(), config.transport.to_string(), eo.seed);
     run.results.reserve(cases.len());
     run.budgets = Some(config.budgets);
-    let start_mark = transcript.mark();
-    let (transport, template) = (config.transport, config.template.clone());
-    let mut runner = match AgentRunner::start(config, transcript.clone(), cases, eo, None).await {
-        Ok(r) => r,
-        Err(e) => {
-            fail_startup(&mut run, cases, e, &template, transport, &transcript, start_mark);
-            run.elapsed = began.elapsed();
-            return run;
-        }
+    let Some(mut runner) = start_or_fail(&mut run, cases, config, &transcript, began, |c| AgentRunner::start(c, transcript.clone(), cases, eo, None)).await else {
+        return run;
     };
     run.started(runner.profile(), runner.session().vm_info());
     for case in cases {
@@ -60,6 +53,25 @@ pub async fn run_cases(config: SessionConfig, cases: &[Case], transcript: Transc
     runner.shutdown().await;
     run.elapsed = began.elapsed();
     run
+}
+
+/// Start the run's agent with `start` (given the session's config). If it
+/// cannot start: the run's one start-up error ([`fail_startup`]), its
+/// elapsed time, and None. Agent and client runs start the same way.
+pub(crate) async fn start_or_fail<T, F>(run: &mut RunResult, cases: &[Case], config: SessionConfig, transcript: &Transcript, began: Instant, start: impl FnOnce(SessionConfig) -> F) -> Option<T>
+where
+    F: std::future::Future<Output = Result<T, SessionError>>,
+{
+    let start_mark = transcript.mark();
+    let (transport, template) = (config.transport, config.template.clone());
+    match start(config).await {
+        Ok(started) => Some(started),
+        Err(e) => {
+            fail_startup(run, cases, e, &template, transport, transcript, start_mark);
+            run.elapsed = began.elapsed();
+            None
+        }
+    }
 }
 
 /// The agent could not be started: one startup error for the run, and

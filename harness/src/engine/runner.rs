@@ -2,7 +2,7 @@
 //!
 //! Everything that must be the same wherever a case runs lives here: the
 //! agent's start (the start-up probe, or a profile an earlier process
-//! cached), the VM's garbage measurement, the grading built from the
+//! cached), an emulated agent's garbage measurement, the grading built from the
 //! profile, budgets paced to the agent, each case's own id stream, and the
 //! transcript reset after each case. `run_cases`, the fuzzer and the libtest
 //! target all run cases through an [`AgentRunner`], so a case graded alone
@@ -52,7 +52,7 @@ impl AgentRunner {
             Some(p) => (Session::start_known(config, transcript, p).await?, p.clone()),
             None => Session::start(config, transcript).await?,
         };
-        if session.vm().is_some() {
+        if session.is_emulated() {
             measure_garbage_answer(&mut session, &mut profile).await;
         }
         let grading = Grading::new(profile, cases).with_budgets(session.config().budgets);
@@ -61,8 +61,8 @@ impl AgentRunner {
         Ok(AgentRunner { session, grading, base_ids, eo: eo.clone() })
     }
 
-    /// What the start-up probe found (or the known profile), with the VM's
-    /// garbage measurement.
+    /// What the start-up probe found (or the known profile), with an
+    /// emulated agent's garbage measurement.
     pub fn profile(&self) -> &Profile {
         self.grading.profile()
     }
@@ -105,11 +105,11 @@ impl AgentRunner {
     }
 }
 
-/// Random bytes (all 256 values, as the garbage cases send) a guest agent
-/// answers before the cases, to measure how fast it writes error floods.
+/// Random bytes (all 256 values, as the garbage cases send) an emulated
+/// agent answers before the cases, to measure how fast it writes error floods.
 const GARBAGE_PROBE: usize = 1024;
 
-/// VM transports: how long the agent takes to answer [`GARBAGE_PROBE`]
+/// An emulated agent (in a guest): how long it takes to answer [`GARBAGE_PROBE`]
 /// random bytes, into the profile's pace; the garbage cases' cap follows it
 /// (the grading's garbage cap). An emulated CPU writes error floods far more
 /// slowly than its guest-info reply suggests.

@@ -3,6 +3,7 @@
 
 use super::{harness, send::send_failed, Ctx, StepError};
 use crate::case::step::Garbage;
+use crate::client::stale;
 use crate::transcript::Event;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -33,13 +34,13 @@ pub(super) async fn garbage(ctx: &mut Ctx<'_>, g: &Garbage) -> Result<(), StepEr
     let mut dropped = 0;
     for piece in bytes.chunks(16 * 1024) {
         let conn = ctx.session.conn().map_err(harness)?;
-        match conn.send_discarding(piece, Instant::now() + send_timeout).await {
+        match stale::send_garbage(conn, piece, Instant::now() + send_timeout).await {
             Ok(n) => dropped += n,
             Err(e) => return Err(send_failed(ctx, e)),
         }
     }
     let conn = ctx.session.conn().map_err(harness)?;
-    dropped += conn.drain(quiet, Instant::now() + drain_cap).await.map_err(harness)?;
+    dropped += stale::drain_answer(conn, quiet, Instant::now() + drain_cap).await.map_err(harness)?;
     conn.transcript().event(Event::Note { text: format!("dropped {dropped} byte(s) of agent output during and after the garbage") });
     Ok(())
 }

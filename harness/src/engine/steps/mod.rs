@@ -16,7 +16,7 @@ mod send;
 use super::grading::Grading;
 use super::request::Pending;
 use crate::case::{Case, Step};
-use crate::client::ClientOptions;
+use crate::client::{stale, ClientOptions};
 use crate::session::Session;
 use crate::transcript::Event;
 use crate::verdict::{FailureKind, Outcome};
@@ -96,7 +96,7 @@ async fn run_step(ctx: &mut Ctx<'_>, step: &Step) -> Result<(), StepError> {
         Step::Restart(_) => faults::restart(ctx).await,
         Step::Reconnect(_) => faults::reconnect(ctx).await,
         Step::Inject(bytes) => {
-            ctx.session.conn().map_err(harness)?.inject(&bytes.0);
+            stale::inject(ctx.session.conn().map_err(harness)?, &bytes.0);
             Ok(())
         }
         Step::Expect(e) => read::expect(ctx, e).await,

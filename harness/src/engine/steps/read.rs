@@ -6,7 +6,7 @@
 use super::{harness, violation, Ctx, StepError};
 use crate::case::step::{Expect, ResyncStep, Silence};
 use crate::client::observe::{self, Observed};
-use crate::client::{resync, Capability};
+use crate::client::{resync, stale, Capability};
 use crate::connection::{Connection, Fill};
 use crate::engine::expect::{self as judge, describe_expectation, describe_reply, Checker, Miss};
 use crate::verdict::FailureKind;
@@ -56,7 +56,7 @@ pub(super) async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepErro
             ctx.last_reply = o.text.clone();
             break o;
         };
-        let next = ctx.session.conn().ok().and_then(|c| c.buffered().iter().find(|b| !matches!(b, b' ' | b'\t')).copied());
+        let next = ctx.session.conn().ok().and_then(|c| stale::next_byte(c));
         let checker = Checker { grading: ctx.grading, case: ctx.case, opts: ctx.session.client() };
         let mut result = checker.check(e, pending.as_ref(), &o, next);
         if result.is_ok() && e.line {
@@ -107,22 +107,7 @@ pub(super) async fn silence(ctx: &mut Ctx<'_>, s: &Silence) -> Result<(), StepEr
             Err(bytes) => {
                 // An agent found to answer twice: its second copy of
                 // the last reply is graded by the one-reply cases.
-                let rest = |c: &Connection| {
-                    let text = c.buffered();
-                    let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
-                    text[start..].to_vec()
-                };
-                // A copy still arriving: wait for the rest of it.
-                while skip_duplicate && !skipped && rest(conn).len() < last.len() && last.starts_with(&rest(conn)) {
-                    match conn.fill(until).await {
-                        Ok(Fill::Data(_)) => {}
-                        _ => break,
-                    }
-                }
-                let dup = skip_duplicate && !skipped && rest(conn).starts_with(&last);
-                if dup {
-                    let start = conn.buffered().iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
-                    conn.consume(start + last.len());
+                if skip_duplicate && !skipped && stale::skip_copy(conn, &last, until).await {
                     skipped = true;
                     continue;
                 }
@@ -154,7 +139,7 @@ pub(super) async fn resync_step(ctx: &mut Ctx<'_>, rs: &ResyncStep) -> Result<()
     })?;
     if ctx.grading.relaxed(ctx.case, Capability::OneReply) {
         // The second copy of the sync reply is not the next reply.
-        let _ = conn.drain(quiet, Instant::now() + quiet * 10).await;
+        stale::let_duplicate_pass(conn, quiet).await;
     }
     ctx.pending.clear();
     Ok(())

@@ -10,20 +10,27 @@
 //! earlier client left in the agent); start the client; run the rest of
 //! the steps while the pump forwards; wait for the client to exit (or kill
 //! it at the deadline: hung); grade from its report and the pump's logs.
+//!
+//! - [`steps`]: the client-mode step interpreter (`await`, `reply`, faults).
+//! - [`habits`]: the client's habits over the whole run.
 
-use super::{fail_startup, EngineOptions};
-use crate::verdict::{skeleton, CaseResult, ClientRunInfo, RunResult};
+mod habits;
+mod steps;
+
+use super::run::start_or_fail;
+use super::EngineOptions;
 use crate::case::step::Step;
 use crate::case::{Case, Goal, Role};
 use crate::proxy::contract::{ClientRun, ClientTemplate, ReportLine};
-use crate::proxy::grade::{grade, Evidence, Habit};
+use crate::proxy::grade::{grade, Evidence};
 use crate::proxy::{ClientPort, Pump};
 use crate::session::{Session, SessionConfig};
 use crate::transcript::{Event, Transcript};
 use crate::transport::TransportKind;
-use crate::verdict::{ClientGrade, Failure, FailureKind, Level, Outcome, Stage};
-use rand::{Rng, SeedableRng};
+use crate::verdict::{skeleton, CaseResult, ClientGrade, ClientRunInfo, Failure, FailureKind, Level, Outcome, RunResult, Stage};
+use habits::run_habits;
 use serde_json::Value;
+use steps::{Ctx, Flow};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -49,12 +56,6 @@ impl ClientConfig {
         self.agent.budgets.client_startup
     }
 }
-
-/// How often the pump looks up from its wait to see whether the client
-/// has exited (a client that forks can keep its stdout open after exit).
-const EXIT_TICK: Duration = Duration::from_millis(5);
-/// After the client's stdout closes, how long its exit may take to show.
-const EXIT_TICK_CLOSED: Duration = Duration::from_micros(500);
 
 /// A case's budget: the client's start-up, then for each command (and the
 /// sync) room for a timeout and a retry, and the case's own pauses. Not
@@ -93,16 +94,8 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
     });
     run.results.reserve(cases.len());
     run.budgets = Some(agent_cfg.budgets);
-    let start_mark = transcript.mark();
-    let template = agent_cfg.template.clone();
-    let agent_transport = agent_cfg.transport;
-    let (mut session, profile) = match Session::start(agent_cfg, transcript.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            fail_startup(&mut run, cases, e, &template, agent_transport, &transcript, start_mark);
-            run.elapsed = began.elapsed();
-            return run;
-        }
+    let Some((mut session, profile)) = start_or_fail(&mut run, cases, agent_cfg, &transcript, began, |c| Session::start(c, transcript.clone())).await else {
+        return run;
     };
     run.started(&profile, session.vm_info());
     transcript.reset();
@@ -128,8 +121,7 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
             }
         }
         if let Ok(conn) = session.conn() {
-            let _ = conn.poll_input();
-            conn.clear();
+            crate::client::stale::drop_leftovers(conn, None).await;
         }
         transcript.reset();
     }
@@ -139,202 +131,6 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
     }
     run.elapsed = began.elapsed();
     run
-}
-
-/// The run's habits: each kind once, with the first case that showed it;
-/// plus a fixed id across cases, and the widest sync id.
-fn run_habits(results: &[CaseResult]) -> (Vec<Habit>, Option<u32>) {
-    let mut out: Vec<Habit> = Vec::new();
-    let mut ids: Vec<(Value, String)> = Vec::new();
-    let mut bits = None;
-    for r in results {
-        let Some(c) = &r.client else { continue };
-        for h in &c.habits {
-            if !out.iter().any(|o| o.kind == h.kind) {
-                out.push(Habit { kind: h.kind, detail: format!("{} (first in {})", h.detail, r.id) });
-            }
-        }
-        for id in &c.sync_ids {
-            if let Some(n) = id.as_i64() {
-                let b = 64 - n.unsigned_abs().leading_zeros();
-                bits = Some(bits.map_or(b, |x: u32| x.max(b)));
-            }
-            if let Some((_, first)) = ids.iter().find(|(x, _)| x == id) {
-                if first != &r.id && !out.iter().any(|o| o.kind == FailureKind::ClientPredictableIds) {
-                    out.push(Habit { kind: FailureKind::ClientPredictableIds, detail: format!("sync id {id} used in {first} and again in {}", r.id) });
-                }
-            } else {
-                ids.push((id.clone(), r.id.clone()));
-            }
-        }
-    }
-    (out, bits)
-}
-
-/// How a step program ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Flow {
-    Reached,
-    ClientDone,
-    Deadline,
-}
-
-struct Ctx<'a> {
-    pump: Pump,
-    run: Option<ClientRun>,
-    lines: Vec<ReportLine>,
-    deadline: Instant,
-    /// `$id`: the id of the request last awaited.
-    last_id: Value,
-    /// `$previous-id`: the client's last sync id in the case before.
-    previous_id: Option<Value>,
-    rng: rand::rngs::StdRng,
-    exited_at: Option<Instant>,
-    case: &'a Case,
-}
-
-impl Ctx<'_> {
-    /// Whether the client has finished: exited, and its report read.
-    fn client_done(&mut self) -> bool {
-        let Some(run) = self.run.as_mut() else { return false };
-        if run.process.exit_status().is_none() {
-            return false;
-        }
-        let exited = *self.exited_at.get_or_insert_with(Instant::now);
-        // A client whose fork keeps stdout open: its report is what it
-        // wrote before it exited, give or take the pipe.
-        run.stdout_closed || exited.elapsed() > Duration::from_millis(50)
-    }
-
-    /// Pump until `cond` holds, the client is done, or `until`.
-    async fn pump_until(&mut self, until: Instant, cond: &dyn Fn(&Pump) -> bool) -> Flow {
-        let until = until.min(self.deadline);
-        loop {
-            if cond(&self.pump) {
-                return Flow::Reached;
-            }
-            if self.client_done() {
-                return Flow::ClientDone;
-            }
-            let now = Instant::now();
-            if now >= until {
-                return if until >= self.deadline { Flow::Deadline } else { Flow::Reached };
-            }
-            match self.run.as_mut() {
-                Some(run) => {
-                    let tick = if run.stdout_closed { EXIT_TICK_CLOSED } else { EXIT_TICK };
-                    self.pump.turn(until.min(now + tick), run, &mut self.lines).await;
-                }
-                None => {
-                    // Before the client starts: nothing to wait for.
-                    return Flow::Reached;
-                }
-            }
-        }
-    }
-
-    /// Run steps in order; stops early when the client is done or time is up.
-    async fn steps(&mut self, steps: &[Step]) -> Flow {
-        for step in steps {
-            let flow = self.step(step).await;
-            if flow != Flow::Reached {
-                return flow;
-            }
-        }
-        Flow::Reached
-    }
-
-    async fn step(&mut self, step: &Step) -> Flow {
-        match step {
-            Step::Await(a) => {
-                let before = self.pump.client_requests().filter(|r| a.matches(&r.execute)).count();
-                let want = before + a.nth;
-                let a2 = a.clone();
-                let flow = self.pump_until(self.deadline, &move |p: &Pump| p.client_requests().filter(|r| a2.matches(&r.execute)).count() >= want).await;
-                if flow == Flow::Reached {
-                    if let Some(r) = self.pump.client_requests().filter(|r| a.matches(&r.execute)).nth(want - 1) {
-                        self.last_id = r.sync_id.clone().or_else(|| r.id.clone()).unwrap_or(Value::Null);
-                    }
-                }
-                flow
-            }
-            Step::Reply(f) => {
-                self.pump.push_fault(f.clone());
-                Flow::Reached
-            }
-            Step::Inject(bytes) => {
-                let other: i64 = self.rng.gen_range(1 << 20..1 << 31);
-                let previous = self.previous_id.clone().unwrap_or_else(|| Value::from(self.rng.gen_range(1i64 << 20..1 << 31)));
-                let expanded = expand(&bytes.0, &self.last_id, other, &previous);
-                self.pump.inject(expanded).await;
-                Flow::Reached
-            }
-            Step::Garbage(g) => {
-                self.pump.inject(g.bytes(g.len)).await;
-                Flow::Reached
-            }
-            Step::Send(s) => {
-                let (bytes, _) = super::request::build(s, self.pump.agent.client());
-                self.pump.harness_request(&bytes).await;
-                Flow::Reached
-            }
-            Step::Kill(_) => {
-                self.pump.kill_agent().await;
-                Flow::Reached
-            }
-            Step::Restart(_) => {
-                self.pump.restart_agent(true).await;
-                Flow::Reached
-            }
-            Step::Pause(p) => {
-                let until = Instant::now() + Duration::from_millis(p.ms);
-                if self.run.is_none() {
-                    tokio::time::sleep_until(until.min(self.deadline)).await;
-                    return Flow::Reached;
-                }
-                self.pump_until(until, &|_| false).await
-            }
-            Step::Repeat(r) => {
-                for _ in 0..r.times {
-                    let flow = Box::pin(self.steps(&r.steps)).await;
-                    if flow != Flow::Reached {
-                        return flow;
-                    }
-                }
-                Flow::Reached
-            }
-            // The loader keeps agent-mode steps out of client cases.
-            other => {
-                self.pump.invalid.get_or_insert(format!("an agent-mode step in a client case: {other:?}"));
-                let _ = self.case;
-                Flow::Reached
-            }
-        }
-    }
-}
-
-/// `$id`, `$other-id` and `$previous-id` in injected bytes.
-fn expand(bytes: &[u8], id: &Value, other: i64, previous: &Value) -> Vec<u8> {
-    let text_id = id.to_string();
-    let text_previous = previous.to_string();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i..].starts_with(b"$previous-id") {
-            out.extend_from_slice(text_previous.as_bytes());
-            i += "$previous-id".len();
-        } else if bytes[i..].starts_with(b"$other-id") {
-            out.extend_from_slice(other.to_string().as_bytes());
-            i += "$other-id".len();
-        } else if bytes[i..].starts_with(b"$id") {
-            out.extend_from_slice(text_id.as_bytes());
-            i += "$id".len();
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    out
 }
 
 /// Run one client case; gives the agent session back.
@@ -384,17 +180,7 @@ pub async fn run_client_case(
     };
     let seed = eo.seed ^ crate::client::Ids::seeded(0).for_case(eo.seed, &case.id).sync_id() as u64;
     let budget = case_budget(case, cfg);
-    let mut ctx = Ctx {
-        pump,
-        run: None,
-        lines: Vec::new(),
-        deadline: Instant::now() + budget,
-        last_id: Value::Null,
-        previous_id: earlier_ids.first().cloned(),
-        rng: rand::rngs::StdRng::seed_from_u64(seed),
-        exited_at: None,
-        case,
-    };
+    let mut ctx = Ctx::new(pump, Instant::now() + budget, earlier_ids.first().cloned(), seed, case);
     // Steps before the first await set the scene before the client exists.
     let split = case.steps.iter().position(|s| matches!(s, Step::Await(_))).unwrap_or(case.steps.len());
     let (before, after) = case.steps.split_at(split);
@@ -491,15 +277,6 @@ pub fn outcome_for(grade: ClientGrade, goal: Goal, level: Level) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn placeholders_in_injected_bytes() {
-        let p = json!(5);
-        assert_eq!(expand(b"\xff{\"return\": $id}\n", &json!(42), 7, &p), b"\xff{\"return\": 42}\n");
-        assert_eq!(expand(b"{\"return\": $other-id}", &json!(42), 7, &p), b"{\"return\": 7}");
-        assert_eq!(expand(b"$ida $previous-id", &Value::Null, 7, &p), b"nulla 5");
-    }
 
     #[test]
     fn grades_map_to_outcomes() {
