@@ -9,9 +9,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long a fault that acts "after K bytes" waits for the first byte. If
-/// nothing comes (the request was swallowed by stale input, say), there is
-/// nothing to act in the middle of; the fault goes ahead, a little later.
-const FIRST_BYTE_WAIT: Duration = Duration::from_millis(20);
+/// nothing comes (the request was swallowed by stale input, say, or by an
+/// isa-serial qemu-ga that was just restarted and flushes what came before
+/// it opened the tty), there is nothing to act in the middle of; the fault
+/// goes ahead, a little later. A brisk agent's first byte comes in tens of
+/// microseconds, and the wait follows the agent's pace.
+const FIRST_BYTE_WAIT: Duration = Duration::from_millis(5);
 
 /// Fill until `n` bytes are buffered, the agent goes quiet after writing
 /// something, or the wait for the first byte runs out. Faults that act
