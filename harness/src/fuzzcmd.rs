@@ -108,10 +108,6 @@ async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
     }
     let seed = args.seed.unwrap_or_else(rand::random);
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
-    let replay_flags = format!(
-        "--client-timeout-ms {} --client-transport {} --seed {seed} (same --agent and --transport)",
-        args.client_timeout_ms, args.client_transport
-    );
     let command_line = format!(
         "qga-harness fuzz --client {} --client-transport {} --client-timeout-ms {} --agent {} --transport {} --cases {} --seed {seed} --jobs {jobs} --max-faults {}",
         shell_words::quote(&client.to_string()),
@@ -137,9 +133,8 @@ async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
         out_dir: args.out.clone(),
         shrink_time: Duration::from_millis(args.shrink_time_ms),
         command_line,
-        replay_flags,
     };
-    let progress = Arc::new(fuzz::runner::Progress::default());
+    let progress = Arc::new(fuzz::Progress::default());
     let (p2, cfg2) = (progress.clone(), cfg.clone());
     let mut work = tokio::task::spawn_blocking(move || fuzz_clients(&cfg2, &p2));
     let began = Instant::now();
@@ -211,9 +206,7 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     }
     let seed = args.seed.unwrap_or_else(rand::random);
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
-    // The budgets in effect are part of what reproduces a failure.
     let budgets = session.budgets.flags();
-    let replay_flags = format!("{budgets} --seed {seed}");
     let mut command_line = format!(
         "qga-harness fuzz --agent {} --transport {} --cases {} --seed {seed} --jobs {jobs} --repeat {} --max-faults {} {budgets}",
         shell_words::quote(&session.template.to_string()),
@@ -262,9 +255,8 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
         out_dir: args.out.clone(),
         shrink_time: Duration::from_millis(args.shrink_time_ms),
         command_line,
-        replay_flags,
     };
-    let progress = Arc::new(fuzz::runner::Progress::default());
+    let progress = Arc::new(fuzz::Progress::default());
     let (p2, cfg2) = (progress.clone(), cfg.clone());
     let began = Instant::now();
     let mut work = tokio::task::spawn_blocking(move || fuzz::fuzz(&cfg2, &p2));

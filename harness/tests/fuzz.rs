@@ -7,8 +7,7 @@ use common::*;
 use qga_harness::agent::AgentTemplate;
 use qga_harness::case::load;
 use qga_harness::case::step::Step;
-use qga_harness::fuzz::runner::Progress;
-use qga_harness::fuzz::{fuzz, FuzzConfig, FuzzReport, ScheduleParams};
+use qga_harness::fuzz::{fuzz, FuzzConfig, FuzzReport, Progress, ScheduleParams};
 use qga_harness::budget::{Budgets, Mode};
 use qga_harness::session::SessionConfig;
 use qga_harness::transport::TransportKind;
@@ -28,7 +27,6 @@ fn config(template: &str, transport: TransportKind, schedules: u32, seed: u64, o
         out_dir: out.to_owned(),
         shrink_time: Duration::from_secs(5),
         command_line: "test".into(),
-        replay_flags: format!("--reply-timeout-ms 50 --resync-budget-ms 250 --seed {seed}"),
     }
 }
 
@@ -96,6 +94,9 @@ fn every_resync_breaking_mutant_is_found_and_shrunk() {
             assert!(f.reason.contains("does not start"), "{bug}: {}", f.reason);
             continue;
         }
+        // The replay line gives the budgets this campaign ran with.
+        let text = std::fs::read_to_string(&f.replay).unwrap();
+        assert!(text.lines().any(|l| l.starts_with("# Replay:") && l.contains(" --resync-budget-ms 100 ")), "{bug}: {text}");
         let cases = load::from_path(&f.replay).unwrap();
         // The title says how many faults the schedule shrank to.
         let faults: usize = cases[0].title.split("shrunk to ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
@@ -145,7 +146,9 @@ fn same_seed_same_verdict_and_replay_reproduces() {
     let text = std::fs::read_to_string(&replay).unwrap();
     let line = text.lines().find(|l| l.starts_with("# Replay:")).unwrap();
     let flags: Vec<&str> = line.split(" --repeat ").nth(1).unwrap().split(" (same").next().unwrap().split_whitespace().skip(1).collect();
-    assert!(flags.contains(&"--seed") && flags.contains(&"--reply-timeout-ms") && flags.contains(&"--resync-budget-ms"), "{line}");
+    // Exactly the budgets the campaign ran with, and its seed.
+    let want = format!("{} --seed 42", Budgets::defaults(TransportKind::Socketpair, Mode::Fuzz).flags());
+    assert_eq!(flags.join(" "), want, "{line}");
     Command::cargo_bin("qga-harness").unwrap().args(["replay"]).arg(&replay).args(["--transport", "socketpair", "--agent", &agent]).args(&flags).assert().code(1);
     Command::cargo_bin("qga-harness").unwrap().args(["replay"]).arg(&replay).args(["--transport", "socketpair", "--repeat", "3"]).assert().code(0);
     Command::cargo_bin("qga-harness").unwrap().args(["run", "--transport", "socketpair", "--cases"]).arg(&replay).assert().code(0);

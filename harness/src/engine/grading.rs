@@ -5,7 +5,7 @@
 use crate::budget::Budgets;
 use crate::case::step::{GarbageKind, Send, Step};
 use crate::case::Case;
-use crate::client::{Capability, ClientOptions, Profile};
+use crate::client::{Capability, Profile};
 use std::time::Duration;
 
 /// Once output has started, a gap this long means a brisk agent has
@@ -62,16 +62,6 @@ impl Grading {
     /// What the start-up probe found.
     pub fn profile(&self) -> &Profile {
         &self.profile
-    }
-
-    /// Budgets follow the agent's pace: the client's waits, multiplied.
-    /// (For a session whose budgets were not given to [`Grading::with_budgets`].)
-    pub fn pace_client(&self, c: &mut ClientOptions) {
-        c.reply_timeout = c.reply_timeout.mul_f64(self.factor);
-        c.idle_timeout = c.idle_timeout.mul_f64(self.factor);
-        c.send_timeout = c.send_timeout.mul_f64(self.factor);
-        c.resync.budget = c.resync.budget.mul_f64(self.factor);
-        c.resync.max_attempt = c.resync.max_attempt.mul_f64(self.factor);
     }
 
     /// The agent's output rate measured at start-up (guest-info's reply),

@@ -10,7 +10,7 @@
 //! reply, a duplicate) are left out: a client may only be asked to detect
 //! those, which the catalogue's SHOULD cases do.
 
-use super::runner::{Found, FuzzReport, Progress};
+use super::campaign::{self, FuzzReport, Plan, Progress, Replay, Run, StartError, Verdict};
 use crate::case::bytes::ByteString;
 use crate::case::step::{Await, Garbage, GarbageKind, ReplyFault, Send, Step};
 use crate::case::{Case, CaseFile, Goal, Role};
@@ -20,13 +20,9 @@ use crate::session::Session;
 use crate::transcript::{Caps, Transcript};
 use crate::verdict::Level;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestError, TestRng, TestRunner};
 use serde_json::Value;
-use std::cell::RefCell;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One fault of a client schedule: the steps that apply it.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,8 +158,11 @@ pub fn client_schedule_case(s: &ClientSchedule, id: &str, title: &str) -> Case {
 /// What one client fuzzing campaign needs.
 #[derive(Debug, Clone)]
 pub struct ClientFuzzConfig {
+    /// The client, its port, and the agent behind the harness with the
+    /// budgets of the run (the replay file's flags are built from them).
     pub client: ClientConfig,
     pub schedules: u32,
+    /// Drives the schedules and every id sent (a replay's `--seed`).
     pub seed: u64,
     pub jobs: usize,
     /// As [`super::FuzzConfig::shard`].
@@ -173,148 +172,129 @@ pub struct ClientFuzzConfig {
     pub shrink_time: Duration,
     /// For the replay file's header.
     pub command_line: String,
-    pub replay_flags: String,
 }
 
-fn job_rng(seed: u64, job: usize) -> TestRng {
-    super::runner::job_rng(seed, job, b"qga-cli!")
-}
+/// Keeps client campaigns' schedule streams apart from the agent
+/// fuzzer's under one seed.
+const CAMPAIGN_TAG: &[u8; 8] = b"qga-cli!";
 
 /// Run the campaign: parallel jobs, each with its own agent.
 pub fn fuzz_clients(cfg: &ClientFuzzConfig, progress: &Progress) -> FuzzReport {
-    let began = Instant::now();
-    let report = Mutex::new(FuzzReport::default());
-    let jobs = cfg.jobs.max(1);
-    let streams = super::runner::streams(cfg.shard, jobs);
-    report.lock().unwrap().streams = streams.clone();
-    std::thread::scope(|scope| {
-        for (local, &stream) in streams.iter().enumerate() {
-            let report = &report;
-            let job = stream as usize;
-            scope.spawn(move || {
-                let cases = cfg.schedules / jobs as u32 + u32::from((local as u32) < cfg.schedules % jobs as u32);
-                if cases == 0 {
-                    return;
-                }
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => return report.lock().unwrap().errors.push(e.to_string()),
-                };
-                let t = Transcript::new(Caps { bytes: 256 * 1024, entries: 20_000 });
-                let session = match rt.block_on(Session::start(cfg.client.agent.clone(), t)) {
-                    Ok((s, _)) => s,
-                    Err(e) => return report.lock().unwrap().errors.push(format!("the agent behind the harness does not start: {e}")),
-                };
-                let state = RefCell::new((Some(session), Vec::<Value>::new()));
-                let eo = EngineOptions { keep_transcripts: false, seed: cfg.seed, ..Default::default() };
-                let config = Config {
-                    cases,
-                    failure_persistence: None,
-                    max_shrink_iters: 512,
-                    max_shrink_time: cfg.shrink_time.as_millis().min(u128::from(u32::MAX)) as u32,
-                    ..Config::default()
-                };
-                let mut runner = TestRunner::new_with_rng(config, job_rng(cfg.seed, job));
-                let shrinking = std::cell::Cell::new(false);
-                let harness_error = RefCell::new(None);
-                let result = runner.run(&client_schedule(cfg.max_faults), |s| {
-                    if !shrinking.get() {
-                        progress.schedules.fetch_add(1, Ordering::Relaxed);
-                        report.lock().unwrap().schedule_digests.push(super::runner::digest(&s));
-                    }
-                    progress.runs.fetch_add(1, Ordering::Relaxed);
-                    let case = client_schedule_case(&s, "fuzz-client/1", "fuzzed client schedule");
-                    let mut st = state.borrow_mut();
-                    let session = st.0.take().expect("the session comes back after each case");
-                    let (r, session) = rt.block_on(async {
-                        let earlier = st.1.clone();
-                        let (r, mut session) = run_client_case(session, &case, &cfg.client, None, &earlier, &eo).await;
-                        session.transcript().reset();
-                        if session.wait_ready().await.is_err() {
-                            let _ = session.renew().await;
-                        }
-                        (r, session)
-                    });
-                    st.0 = Some(session);
-                    if let Some(c) = &r.client {
-                        st.1 = c.sync_ids.iter().cloned().chain(st.1.iter().cloned()).take(1024).collect();
-                    }
-                    drop(st);
-                    report.lock().unwrap().runs += 1;
-                    if r.outcome == crate::verdict::Outcome::Error {
-                        let why = r.failure.map(|f| f.actual).unwrap_or_default();
-                        *harness_error.borrow_mut() = Some(why.clone());
-                        return Err(TestCaseError::fail(why));
-                    }
-                    if r.outcome.is_failing(false) {
-                        shrinking.set(true);
-                        let grade = r.client.as_ref().map_or(String::new(), |c| c.grade.to_string());
-                        let actual = r.failure.map(|f| f.actual).unwrap_or_default();
-                        return Err(TestCaseError::fail(format!("{} ({grade}): {actual}", r.outcome)));
-                    }
-                    Ok(())
-                });
-                let mut rep = report.lock().unwrap();
-                match result {
-                    Ok(()) => {}
-                    Err(TestError::Fail(reason, minimal)) => {
-                        if let Some(e) = harness_error.into_inner() {
-                            rep.errors.push(e);
-                            return;
-                        }
-                        progress.failures.fetch_add(1, Ordering::Relaxed);
-                        let path = cfg.out_dir.join(format!("fuzz-client-seed{}-job{job}.toml", cfg.seed));
-                        match write_replay(cfg, job, &minimal, &reason.to_string(), &path) {
-                            Ok(()) => rep.failures.push(Found { job, reason: reason.to_string(), steps: minimal.steps().len(), replay: path }),
-                            Err(e) => rep.errors.push(format!("cannot write {}: {e}", path.display())),
-                        }
-                    }
-                    Err(TestError::Abort(why)) => rep.errors.push(why.to_string()),
-                }
-                if let Some(s) = state.into_inner().0 {
-                    rt.block_on(s.shutdown());
-                }
-            });
-        }
-    });
-    let mut rep = report.into_inner().unwrap();
-    rep.schedules = progress.schedules.load(Ordering::Relaxed);
-    rep.elapsed = began.elapsed();
-    rep
+    let plan = Plan {
+        schedules: cfg.schedules,
+        seed: cfg.seed,
+        jobs: cfg.jobs,
+        shard: cfg.shard,
+        repeat: 1,
+        shrink_time: cfg.shrink_time,
+        max_shrink_iters: 512,
+        tag: *CAMPAIGN_TAG,
+    };
+    let eo = EngineOptions { keep_transcripts: false, seed: cfg.seed };
+    campaign::run(&plan, &ClientFuzzer { cfg, eo }, progress)
 }
 
-fn write_replay(cfg: &ClientFuzzConfig, job: usize, s: &ClientSchedule, reason: &str, path: &std::path::Path) -> std::io::Result<()> {
-    let title = format!("Fuzzed client schedule, seed {} job {job}, shrunk to {} fault(s)", cfg.seed, s.len());
-    let file = CaseFile {
-        section: "fuzz-client".into(),
-        description: format!("Found by: {}\nFailure: {reason}", cfg.command_line),
-        cases: vec![client_schedule_case(s, "fuzz-client/1", &title)],
-    };
-    let body = toml::to_string(&file).map_err(std::io::Error::other)?;
-    let header = format!(
-        "# Found by qga-harness fuzz --client (seed {}, job {job} of {}).\n# Reproduce: {}\n# Replay:    qga-harness replay {} --client {} {}\n# Failure:   {}\n\n",
-        cfg.seed,
-        cfg.jobs,
-        cfg.command_line,
-        path.display(),
-        shell_words::quote(&cfg.client.client.to_string()),
-        cfg.replay_flags,
-        reason.lines().next().unwrap_or_default()
-    );
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+/// Schedules around a client under test.
+struct ClientFuzzer<'a> {
+    cfg: &'a ClientFuzzConfig,
+    eo: EngineOptions,
+}
+
+/// A job's agent behind the harness (lent to each case, which gives it
+/// back), and the sync ids the client sent so far (newest first, at most
+/// 1024): a client must not reuse them.
+struct ClientJob {
+    session: Option<Session>,
+    earlier: Vec<Value>,
+}
+
+impl campaign::Fuzzer for ClientFuzzer<'_> {
+    type Schedule = ClientSchedule;
+    type Job = ClientJob;
+
+    fn strategy(&self) -> impl Strategy<Value = ClientSchedule> {
+        client_schedule(self.cfg.max_faults)
     }
-    crate::report::write_atomic(path, format!("{header}{body}").as_bytes())
+
+    fn case(&self, s: &ClientSchedule) -> Case {
+        client_schedule_case(s, "fuzz-client/1", "fuzzed client schedule")
+    }
+
+    async fn start(&self) -> Result<ClientJob, StartError> {
+        let t = Transcript::new(Caps { bytes: 256 * 1024, entries: 20_000 });
+        match Session::start(self.cfg.client.agent.clone(), t).await {
+            Ok((s, _)) => Ok(ClientJob { session: Some(s), earlier: Vec::new() }),
+            Err(e) => Err(StartError::Harness(format!("the agent behind the harness does not start: {e}"))),
+        }
+    }
+
+    async fn run(&self, job: &mut ClientJob, case: &Case) -> Run {
+        let session = job.session.take().expect("the session comes back after each case");
+        let (r, mut session) = run_client_case(session, case, &self.cfg.client, None, &job.earlier, &self.eo).await;
+        session.transcript().reset();
+        if session.wait_ready().await.is_err() {
+            let _ = session.renew().await;
+        }
+        job.session = Some(session);
+        if let Some(c) = &r.client {
+            job.earlier = c.sync_ids.iter().cloned().chain(job.earlier.iter().cloned()).take(1024).collect();
+        }
+        let verdict = if r.outcome == crate::verdict::Outcome::Error {
+            Verdict::Harness(r.failure.map(|f| f.actual).unwrap_or_default())
+        } else if r.outcome.is_failing(false) {
+            let grade = r.client.as_ref().map_or(String::new(), |c| c.grade.to_string());
+            let actual = r.failure.map(|f| f.actual).unwrap_or_default();
+            Verdict::Fail(format!("{} ({grade}): {actual}", r.outcome))
+        } else {
+            Verdict::Pass
+        };
+        Run { verdict, judged: true, resync_us: None, bytes_discarded: 0 }
+    }
+
+    async fn stop(&self, job: ClientJob) {
+        if let Some(s) = job.session {
+            s.shutdown().await;
+        }
+    }
+
+    fn replay(&self, job: usize, s: &ClientSchedule, reason: &str) -> Replay {
+        let cfg = self.cfg;
+        let path = cfg.out_dir.join(format!("fuzz-client-seed{}-job{job}.toml", cfg.seed));
+        let title = format!("Fuzzed client schedule, seed {} job {job}, shrunk to {} fault(s)", cfg.seed, s.len());
+        let file = CaseFile {
+            section: "fuzz-client".into(),
+            description: format!("Found by: {}\nFailure: {reason}", cfg.command_line),
+            cases: vec![client_schedule_case(s, "fuzz-client/1", &title)],
+        };
+        // The budgets in effect (the agent's and the client's) and the id
+        // seed are part of what reproduces a failure.
+        let budgets = &cfg.client.agent.budgets;
+        let header = format!(
+            "# Found by qga-harness fuzz --client (seed {}, job {job} of {}).\n# Reproduce: {}\n# Replay:    qga-harness replay {} --client {} --client-timeout-ms {} --client-transport {} {} --seed {} (same --agent and --transport)\n# Failure:   {}\n\n",
+            cfg.seed,
+            cfg.jobs,
+            cfg.command_line,
+            path.display(),
+            shell_words::quote(&cfg.client.client.to_string()),
+            budgets.client_timeout.as_millis(),
+            cfg.client.port,
+            budgets.flags(),
+            cfg.seed,
+            reason.lines().next().unwrap_or_default()
+        );
+        Replay { path, header, file }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, TestRunner};
 
     #[test]
     fn schedules_are_valid_client_cases_and_round_trip_through_toml() {
-        let mut runner = TestRunner::new_with_rng(Config::default(), job_rng(1, 0));
+        let mut runner = TestRunner::new_with_rng(Config::default(), campaign::job_rng(1, 0, CAMPAIGN_TAG));
         for _ in 0..200 {
             let s = client_schedule(4).new_tree(&mut runner).unwrap().current();
             assert!(!s.is_empty() && s.len() <= 4 + 2);

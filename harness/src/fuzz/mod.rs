@@ -8,15 +8,19 @@
 //! sync, info) each get exactly their own reply.
 //!
 //! - [`strategy`]: the schedule strategies (public, for users' own tests).
-//! - [`runner`]: parallel jobs, shrinking, replay files, the summary.
-//! - [`client`]: the same for a client under test (`fuzz --client`).
+//! - [`campaign`]: parallel jobs, shrinking, replay files, the report:
+//!   the skeleton both fuzzers share.
+//! - [`runner`]: schedules against an agent, through the engine's runner.
+//! - [`client`]: schedules around a client under test (`fuzz --client`).
 //! - [`cost`]: schedules per minute and the ratio to the start-up floor.
 
+pub mod campaign;
 pub mod client;
 pub mod cost;
 pub mod runner;
 pub mod strategy;
 
 pub use cost::Cost;
-pub use runner::{fuzz, FuzzConfig, FuzzReport};
+pub use campaign::{FuzzReport, Progress};
+pub use runner::{fuzz, FuzzConfig};
 pub use strategy::{schedule, FaultKind, Schedule, ScheduleParams};

@@ -17,7 +17,7 @@
 use crate::transcript::{Event, Transcript};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::io::Read;
 use std::os::fd::BorrowedFd;
@@ -270,7 +270,13 @@ impl ProcessGroup {
             if Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(REAP_POLL).await;
+            // A tokio sleep of REAP_POLL rounds up to the timer's millisecond,
+            // and a killed agent is gone within tens of microseconds (the
+            // fuzzer kills one in every schedule): poll on a blocking thread.
+            // It only looks (WNOWAIT); reaping stays here, so a wait given up
+            // half-way loses no exit status.
+            let pgid = self.pid;
+            let _ = tokio::task::spawn_blocking(move || wait_reapable(pgid, deadline)).await;
         }
     }
 
@@ -280,6 +286,22 @@ impl ProcessGroup {
         while !self.reap_some() && Instant::now() < deadline {
             std::thread::sleep(REAP_POLL);
         }
+    }
+}
+
+/// Block until a process of group `pgid` can be reaped, none is left, or
+/// `deadline` passes; reaps nothing.
+fn wait_reapable(pgid: Pid, deadline: Instant) {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    loop {
+        match waitid(Id::PGid(pgid), flags) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+            _ => return,
+        }
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(REAP_POLL);
     }
 }
 

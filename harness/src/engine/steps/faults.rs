@@ -8,9 +8,12 @@ use crate::verdict::FailureKind;
 use std::time::Duration;
 
 /// How long a fault that acts "after K bytes" waits for the first byte. If
-/// nothing comes (the request was swallowed by stale input, say), there is
-/// nothing to act in the middle of; the fault goes ahead, a little later.
-const FIRST_BYTE_WAIT: Duration = Duration::from_millis(20);
+/// nothing comes (the request was swallowed by stale input, say, or by an
+/// isa-serial qemu-ga that was just restarted and flushes what came before
+/// it opened the tty), there is nothing to act in the middle of; the fault
+/// goes ahead, a little later. A brisk agent's first byte comes in tens of
+/// microseconds, and the wait follows the agent's pace.
+const FIRST_BYTE_WAIT: Duration = Duration::from_millis(5);
 
 /// How long a fault waits for the agent's output before it acts.
 fn output_wait(ctx: &Ctx<'_>) -> OutputWait {
