@@ -8,16 +8,21 @@ use crate::verdict::FailureKind;
 use std::time::Duration;
 
 /// How long a fault that acts "after K bytes" waits for the first byte. If
-/// nothing comes (the request was swallowed by stale input, say, or by an
-/// isa-serial qemu-ga that was just restarted and flushes what came before
-/// it opened the tty), there is nothing to act in the middle of; the fault
-/// goes ahead, a little later. A brisk agent's first byte comes in tens of
-/// microseconds, and the wait follows the agent's pace.
-const FIRST_BYTE_WAIT: Duration = Duration::from_millis(5);
+/// nothing comes (the request was swallowed by stale input, say), there is
+/// nothing to act in the middle of; the fault goes ahead, a little later. A
+/// brisk agent's first byte comes in tens of microseconds, and the wait
+/// follows the agent's pace.
+const FIRST_BYTE_WAIT: Duration = Duration::from_millis(20);
+/// The same wait on an agent restarted in this case that has answered
+/// nothing since: an isa-serial qemu-ga drops what reached the tty before it
+/// opened it, so the request is most likely gone and the whole wait would be
+/// sat out for nothing (the fuzzer restarts in every schedule).
+const FIRST_BYTE_WAIT_AFTER_RESTART: Duration = Duration::from_millis(5);
 
 /// How long a fault waits for the agent's output before it acts.
 fn output_wait(ctx: &Ctx<'_>) -> OutputWait {
-    OutputWait { limit: ctx.opts().reply_timeout, first_byte: ctx.grading.scale(FIRST_BYTE_WAIT), quiet: ctx.grading.quiet_gap }
+    let first = if ctx.unanswered_restart { FIRST_BYTE_WAIT_AFTER_RESTART } else { FIRST_BYTE_WAIT };
+    OutputWait { limit: ctx.opts().reply_timeout, first_byte: ctx.grading.scale(first), quiet: ctx.grading.quiet_gap }
 }
 
 /// Read up to `after` bytes of the reply and stop reading it: the rest
@@ -59,6 +64,7 @@ pub(super) async fn restart(ctx: &mut Ctx<'_>) -> Result<(), StepError> {
     ctx.pending.clear();
     ctx.killed = false;
     ctx.restarted = true;
+    ctx.unanswered_restart = true;
     Ok(())
 }
 

@@ -38,6 +38,9 @@ pub(in crate::engine) struct Ctx<'a> {
     pub(in crate::engine) killed: bool,
     /// The case started a new agent instance (it may still be starting).
     pub(in crate::engine) restarted: bool,
+    /// That new instance has not answered anything yet: a request may have
+    /// reached it before it opened its channel, and been dropped.
+    pub(in crate::engine) unanswered_restart: bool,
     /// Our own input is left half-written in the channel, or a write was
     /// refused: the next case needs a fresh channel.
     pub(in crate::engine) dirty: bool,
@@ -45,7 +48,7 @@ pub(in crate::engine) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub(in crate::engine) fn new(session: &'a mut Session, grading: &'a Grading, case: &'a Case) -> Ctx<'a> {
-        Ctx { session, grading, case, pending: VecDeque::new(), answered: VecDeque::new(), last_reply: Vec::new(), killed: false, restarted: false, dirty: false }
+        Ctx { session, grading, case, pending: VecDeque::new(), answered: VecDeque::new(), last_reply: Vec::new(), killed: false, restarted: false, unanswered_restart: false, dirty: false }
     }
 
     fn opts(&self) -> &ClientOptions {

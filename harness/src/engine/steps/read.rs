@@ -31,7 +31,10 @@ pub(super) async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepErro
         let mut skipped = 0;
         let o = loop {
             let o = match observe::next_reply(conn, deadline, max_len).await {
-                Ok(o) => o,
+                Ok(o) => {
+                    ctx.unanswered_restart = false;
+                    o
+                }
                 Err(why) => {
                     let kind = judge::no_reply_kind(&why, e, pending.as_ref());
                     return Err(violation(kind, format!("{want}{which}"), why.to_string()));
