@@ -152,10 +152,7 @@ async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
     };
     let report = match report {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("qga-harness fuzz: {e}");
-            return ExitCode::from(crate::EXIT_HARNESS);
-        }
+        Err(e) => return campaign_error(e),
     };
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     println!("schedules: {} ({} runs with shrinking) in {:.2} s: {:.1} schedules/s", report.schedules, report.runs, secs, report.schedules as f64 / secs);
@@ -294,10 +291,7 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     }
     let report = match report {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("qga-harness fuzz: {e}");
-            return ExitCode::from(crate::EXIT_HARNESS);
-        }
+        Err(e) => return campaign_error(e),
     };
 
     let secs = report.elapsed.as_secs_f64().max(1e-9);
@@ -331,4 +325,10 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     }
     let doc = serde_json::json!({ "seed": seed, "jobs": jobs, "cost": cost, "report": report });
     finish(&report, args.json.as_deref(), doc)
+}
+
+/// A campaign the harness could not run (not a finding about the agent).
+fn campaign_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("qga-harness fuzz: {e}");
+    ExitCode::from(crate::EXIT_HARNESS)
 }

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async {
-        tokio::spawn(stop_on_signal());
+        stop_on_signal();
         match cli.command {
             Cmd::Run(args) => cli::run(args).await,
             Cmd::Client(args) => cli::client_cmd(args).await,

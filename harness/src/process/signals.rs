@@ -52,16 +52,24 @@ pub fn quiet_on_broken_pipe() {
 /// every scratch directory (VM sockets and console, agent state), then
 /// exit. Destructors do not run on `exit`, so this is the path that
 /// guarantees nothing we started or made outlives us.
-pub async fn stop_on_signal() {
+///
+/// The handlers are registered here and now, within the runtime, and a task
+/// waits on them: registered inside that task, they would exist only once
+/// the task first ran, and on a one-thread runtime a signal that came
+/// before the command's first await (the agent already spawned) would kill
+/// the harness by default, its agents' groups and directories left behind.
+pub fn stop_on_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
         return;
     };
-    let code = tokio::select! {
-        _ = int.recv() => 130,
-        _ = term.recv() => 143,
-    };
-    super::kill_all();
-    eprintln!("qga-harness: interrupted; all agents killed");
-    std::process::exit(code);
+    tokio::spawn(async move {
+        let code = tokio::select! {
+            _ = int.recv() => 130,
+            _ = term.recv() => 143,
+        };
+        super::kill_all();
+        eprintln!("qga-harness: interrupted; all agents killed");
+        std::process::exit(code);
+    });
 }
