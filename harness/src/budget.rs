@@ -144,11 +144,12 @@ impl Budgets {
     pub fn flags(&self) -> String {
         let ms = |d: Duration| d.as_millis();
         format!(
-            "--reply-timeout-ms {} --resync-budget-ms {} --send-timeout-ms {} --startup-timeout-ms {}",
+            "--reply-timeout-ms {} --resync-budget-ms {} --send-timeout-ms {} --startup-timeout-ms {} --vm-boot-timeout-ms {}",
             ms(self.reply),
             ms(self.resync),
             ms(self.send),
-            ms(self.startup)
+            ms(self.startup),
+            ms(self.vm_boot)
         )
     }
 }

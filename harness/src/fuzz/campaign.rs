@@ -244,6 +244,12 @@ fn run_job<F: Fuzzer>(plan: &Plan, fuzzer: &F, progress: &Progress, report: &Mut
     let harness_error = RefCell::new(None);
     let repeat = plan.repeat.max(1);
     let result = runner.run(&fuzzer.strategy(), |s| {
+        if harness_error.borrow().is_some() {
+            // The harness failed, not the agent: nothing to shrink, and no
+            // candidate is run against a harness known to be broken (each
+            // passes at once, so proptest's shrinking ends).
+            return Ok(());
+        }
         if !shrinking.get() {
             progress.schedules.fetch_add(1, Ordering::Relaxed);
             report.lock().unwrap().schedule_digests.push(digest(&s));
@@ -271,6 +277,7 @@ fn run_job<F: Fuzzer>(plan: &Plan, fuzzer: &F, progress: &Progress, report: &Mut
                     return Err(TestCaseError::fail(why));
                 }
                 Verdict::Harness(why) => {
+                    shrinking.set(true);
                     *harness_error.borrow_mut() = Some(why.clone());
                     return Err(TestCaseError::fail(why));
                 }
