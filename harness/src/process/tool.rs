@@ -25,6 +25,11 @@ fn run<T>(cmd: &mut Command, wait: impl FnOnce(Child) -> io::Result<T>) -> io::R
     let pgid = child.id() as i32;
     live::add_group(pgid);
     let r = wait(child);
+    // Whatever the tool left running in its group (a helper it forked) ends
+    // with it: nothing the harness started outlives what it waited for.
+    // The leader is reaped, so the group exists only while such a helper
+    // does; otherwise this finds nothing (ESRCH).
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
     live::remove_group(pgid);
     r
 }
@@ -39,5 +44,19 @@ mod tests {
         assert_eq!((out.stdout.as_slice(), out.stderr.as_slice(), out.status.code()), (&b"out\n"[..], &b"err\n"[..], Some(3)));
         assert!(status(&mut Command::new("true")).unwrap().success());
         assert_eq!(output(&mut Command::new("/nonexistent/tool")).unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_helper_the_tool_left_in_its_group_ends_with_it() {
+        // The tool forks a sleeper that keeps its group and exits at once.
+        let out = output(Command::new("sh").args(["-c", "sleep 30 >/dev/null 2>&1 & echo $!"])).unwrap();
+        let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        // Gone: killed (a zombie until init reaps it counts as ended).
+        let alive = || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+        while alive() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!alive(), "the helper {pid} outlived the tool");
     }
 }
