@@ -310,10 +310,20 @@ mod tests {
 
     #[test]
     fn a_local_agent_is_not_emulated_and_its_host_stays() {
-        let t = crate::agent::AgentTemplate::parse("true").unwrap();
-        let mut p = Peer::new(t, VmOptions::default(), Transcript::default());
+        // A running local instance (not just an empty peer): the questions
+        // are answered for the agent that runs, over a closed link too.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let t = crate::agent::AgentTemplate::parse("sleep 5").unwrap();
+        let transcript = Transcript::default();
+        let _guard = rt.enter();
+        let mut link = Link::open(crate::transport::TransportKind::Socketpair, transcript.clone(), 1 << 16).unwrap();
+        let mut p = Peer::new(t, VmOptions::default(), transcript);
+        rt.block_on(p.start(&mut link, Duration::from_secs(1))).unwrap();
+        assert!(p.is_started());
         assert!(!p.is_emulated());
-        let gone = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(p.host_gone(true));
-        assert_eq!(gone, None);
+        assert_eq!(rt.block_on(p.host_gone(true)), None);
+        rt.block_on(p.kill());
+        // Even with the agent dead, its host (this machine) did not go.
+        assert_eq!(rt.block_on(p.host_gone(true)), None);
     }
 }
