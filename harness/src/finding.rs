@@ -41,12 +41,21 @@ pub enum FailureKind {
     IdTruncated,
     /// The id came back as a string.
     IdStringified,
+    /// The id came back printed with 15 significant digits (a number
+    /// printed through a double with `%.15g`): exact below 1e15 only.
+    IdFifteenDigits,
     /// The id came back as another value.
     IdChanged,
     /// A request with a numeric id is rejected (string ids work).
     NumericIdRejected,
     /// A request sent without a trailing newline got no reply.
     NoReplyWithoutNewline,
+    /// Requests written together (in one write, so one read) are rejected:
+    /// the agent takes each read as one request.
+    PipelinedRequestsRejected,
+    /// A request written after another was swallowed into it (newline
+    /// framing that reads past the end of the first request).
+    RequestSwallowed,
     /// No reply at all.
     NoReply,
     /// Part of a reply, never completed.
@@ -156,9 +165,12 @@ impl FailureKind {
             IdRounded => "ids are rounded to double precision",
             IdTruncated => "ids are truncated to 32 bits",
             IdStringified => "numeric ids come back as strings",
+            IdFifteenDigits => "ids of 1e15 or more come back with 15 significant digits (printed through a double)",
             IdChanged => "ids come back changed",
             NumericIdRejected => "requests with numeric ids are rejected",
             NoReplyWithoutNewline => "a request without a trailing newline gets no reply",
+            PipelinedRequestsRejected => "requests written together are rejected (each read is taken as one request)",
+            RequestSwallowed => "a request written after another is swallowed into it (newline framing)",
             NoReply => "no reply where one is due",
             PartialReply => "a reply is started and never completed",
             MalformedReply => "malformed replies",

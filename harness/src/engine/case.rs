@@ -30,6 +30,7 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
         expected: expected.into(),
         actual: why,
         transcript: (from, from),
+        secondary: Vec::new(),
     };
     let supported = grading.profile.supported_commands.as_deref();
 
@@ -91,7 +92,7 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
         }
     };
     let steps_to = transcript.mark();
-    let fail = |kind, expected: String, actual: String, to| Failure { kind, stage: Stage::Steps, requirement: case.requirement.clone(), expected, actual, transcript: (from, to) };
+    let fail = |kind, expected: String, actual: String, to| Failure { kind, stage: Stage::Steps, requirement: case.requirement.clone(), expected, actual, transcript: (from, to), secondary: Vec::new() };
     match steps_result {
         None => {
             transcript.event(Event::Timeout { waiting_for: format!("case {} to finish within {budget:?}", case.id) });
@@ -161,6 +162,7 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
             expected: "resync, then ping, sync and info each answered with our ids".into(),
             actual: format!("{detail}{earlier}"),
             transcript: (rec_from, transcript.mark()),
+            secondary: Vec::new(),
         });
     }
     r.elapsed = began.elapsed();

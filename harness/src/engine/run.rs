@@ -117,6 +117,7 @@ pub(crate) fn fail_startup(
             expected: expected.into(),
             actual,
             transcript: (start_mark, start_mark),
+            secondary: Vec::new(),
         });
         run.results.push(r);
     }

@@ -142,6 +142,7 @@ impl campaign::Fuzzer for AgentFuzzer<'_> {
                 expected: String::new(),
                 actual: String::new(),
                 transcript: (0, 0),
+                secondary: Vec::new(),
             });
             Verdict::Fail(format!("{}: expected {}; got {}", r.outcome, f.expected, f.actual))
         } else {

@@ -175,6 +175,19 @@ pub struct Failure {
     pub actual: String,
     /// Transcript entries `from..to` that show it.
     pub transcript: (u64, u64),
+    /// Other defects the case's replies showed besides its primary one
+    /// (`kind`): an error reply that also lacks its class, a reply that is
+    /// also spelt wrong. Findings list them apart; the case counts under
+    /// `kind` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secondary: Vec<Secondary>,
+}
+
+/// A defect a case saw besides its primary finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Secondary {
+    pub kind: FailureKind,
+    pub detail: String,
 }
 
 #[cfg(test)]

@@ -104,6 +104,18 @@ impl Profile {
         }
     }
 
+    /// What the probe settled, one line each, for the head of a run's
+    /// output and reports: how the client syncs, which ids it uses, how it
+    /// matches replies, and the agent's pace.
+    pub fn describe(&self) -> Vec<String> {
+        vec![
+            format!("sync: {}", self.mode.describe()),
+            format!("ids: {:?}{}", self.id_width, if self.string_ids { ", request ids as strings" } else { "" }),
+            format!("replies matched by: {:?}", self.matching),
+            format!("pace factor {:.1} (ping {} us)", self.pace.factor, self.pace.rtt_us),
+        ]
+    }
+
     /// Set the client up the way this agent needs.
     pub fn apply(&self, opts: &mut ClientOptions) {
         opts.mode = self.mode;

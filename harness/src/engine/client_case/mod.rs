@@ -153,6 +153,7 @@ pub async fn run_client_case(
         expected: expected.into(),
         actual,
         transcript: (from, to),
+        secondary: Vec::new(),
     };
     let job = case.client_job();
     if case.role != Role::Client {
