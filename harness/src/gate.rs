@@ -15,7 +15,7 @@ pub enum Gate {
     /// Conformance failures (or regressions against the baseline): the
     /// cases and outcomes that count.
     Fail(Vec<(String, Outcome)>),
-    /// The harness could not judge: the agent could not be run at all, or
+    /// The harness could not judge: it could not run the agent at all, or
     /// a case ERRORed (the harness failed, not the agent).
     HarnessError(String),
 }
@@ -49,13 +49,16 @@ pub fn gate_results(results: &[CaseResult], baseline: Option<&Baseline>, strict:
     }
 }
 
-/// Gate a whole run: an agent that could not be run at all is one harness
-/// error, not a verdict per case.
+/// Gate a whole run. An agent the harness could not run at all (it could
+/// not spawn it, open the channel, boot the machine) is one harness error,
+/// not a verdict per case. An agent that started and whose defect kept the
+/// run from going on (it died, or answered nothing usable) is the agent's
+/// failure: its cases are BLOCKED by that finding and gate as such.
 pub fn gate(run: &RunResult, baseline: Option<&Baseline>, strict: bool) -> Gate {
-    if let Some(e) = &run.startup_error {
-        return Gate::HarnessError(format!("the agent could not be run: {}", e.message));
+    match &run.startup_error {
+        Some(e) if e.harness || e.finding.is_none() => Gate::HarnessError(format!("the agent could not be run: {}", e.message)),
+        _ => gate_results(&run.results, baseline, strict),
     }
-    gate_results(&run.results, baseline, strict)
 }
 
 #[cfg(test)]
