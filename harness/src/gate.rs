@@ -4,8 +4,7 @@
 //! under cargo test or nextest.
 
 use crate::baseline::Baseline;
-use crate::verdict::{CaseResult, RunResult};
-use crate::verdict::Outcome;
+use crate::verdict::{CaseResult, Outcome, RunResult};
 
 /// What a run means for CI.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,5 +78,16 @@ mod tests {
         let errored = vec![r("a/1", Outcome::Error)];
         assert_eq!(gate_results(&errored, None, false).exit_code(), 2);
         assert_eq!(gate_results(&[r("a/1", Outcome::Pass)], None, false), Gate::Pass);
+    }
+
+    #[test]
+    fn an_agent_that_started_and_cannot_be_run_fails_a_harness_that_could_not_run_it_errs() {
+        let mut run = RunResult::begin(crate::case::Role::Agent, "a".into(), "pty".into(), 1);
+        run.results = vec![r("a/1", Outcome::Blocked), r("a/2", Outcome::Unsupported)];
+        let e = crate::verdict::StartupError { message: "m".into(), stderr: String::new(), hint: None, harness: false, finding: Some(crate::verdict::FailureKind::AgentGone), transcript: Vec::new() };
+        run.startup_error = Some(e.clone());
+        assert_eq!(gate(&run, None, false), Gate::Fail(vec![("a/1".into(), Outcome::Blocked)]));
+        run.startup_error = Some(crate::verdict::StartupError { harness: true, finding: None, ..e });
+        assert_eq!(gate(&run, None, false).exit_code(), 2);
     }
 }

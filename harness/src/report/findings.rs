@@ -68,16 +68,25 @@ impl NotRun {
     }
 }
 
-/// Where the detail of each finding that blocks cases is, so a BLOCKED
-/// case's text can be traced back to it: the start-up failure, then the
-/// probe's findings.
-fn blockers(run: &RunResult) -> Vec<(FailureKind, String)> {
+/// A finding that blocks cases: its kind, its detail (which a BLOCKED
+/// case's text carries, so the case can be traced back to it), and what a
+/// group of cases it blocks says.
+struct Blocker {
+    kind: FailureKind,
+    detail: String,
+    why: String,
+}
+
+/// The start-up failure that was the agent's fault, then the probe's
+/// findings.
+fn blockers(run: &RunResult) -> Vec<Blocker> {
     let mut out = Vec::new();
-    if let Some((e, k)) = run.startup_error.as_ref().and_then(|e| e.finding.map(|k| (e, k))) {
-        out.push((k, e.message.clone()));
+    if let Some((e, kind)) = run.startup_error.as_ref().and_then(|e| e.finding.map(|k| (e, k))) {
+        // The message is said once, at the head of the report.
+        out.push(Blocker { kind, detail: e.message.clone(), why: "the agent could not be run".into() });
     }
     if let Some(p) = &run.profile {
-        out.extend(p.findings.iter().map(|f| (f.kind, f.detail.clone())));
+        out.extend(p.findings.iter().map(|f| Blocker { kind: f.kind, detail: f.detail.clone(), why: f.detail.clone() }));
     }
     out
 }
@@ -95,9 +104,9 @@ fn blocked_by(r: &CaseResult, detail: &str) -> bool {
 pub fn findings(run: &RunResult, strict: bool) -> Vec<Finding> {
     let mut out: Vec<Finding> = blockers(run)
         .into_iter()
-        .map(|(kind, detail)| {
-            let blocked = run.results.iter().filter(|r| blocked_by(r, &detail)).map(|r| r.id.clone()).collect();
-            Finding { kind, summary: kind.summary(), probe: Some(detail), cases: Vec::new(), blocked }
+        .map(|b| {
+            let blocked = run.results.iter().filter(|r| blocked_by(r, &b.detail)).map(|r| r.id.clone()).collect();
+            Finding { kind: b.kind, summary: b.kind.summary(), probe: Some(b.detail), cases: Vec::new(), blocked }
         })
         .collect();
     for r in counted(run, strict) {
@@ -143,8 +152,8 @@ pub fn not_run(run: &RunResult) -> Vec<NotRun> {
     let mut out: Vec<NotRun> = Vec::new();
     for r in run.results.iter().filter(|r| matches!(r.outcome, Outcome::Unsupported | Outcome::Blocked)) {
         let actual = r.failure.as_ref().map_or(String::new(), |f| f.actual.clone());
-        let (by, why) = match blockers.iter().find(|(_, d)| r.outcome == Outcome::Blocked && actual.contains(d.as_str())) {
-            Some((k, d)) => (Some(*k), d.clone()),
+        let (by, why) = match blockers.iter().find(|b| blocked_by(r, &b.detail)) {
+            Some(b) => (Some(b.kind), b.why.clone()),
             None => (None, actual),
         };
         match out.iter_mut().find(|g| g.outcome == r.outcome && g.by == by && g.why == why) {
