@@ -108,6 +108,45 @@ fn a_mutant_fails_the_case_that_targets_it() {
         .stdout(predicate::str::contains("\\xC3\\xBF"));
 }
 
+/// What an agent's author reads: the probe's result first; the cases that
+/// ran; the cases not run, one line per reason; the findings, most cases
+/// first; the counts; the closing line.
+#[test]
+fn a_mutant_run_opens_with_the_probe_and_closes_with_its_findings() {
+    let out = harness()
+        .args(["run", "--transport", "socketpair", "--seed", "1", "--agent"])
+        .arg(format!("{HARNESS} ref-agent --bug exit-on-parse-error"))
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .code(1);
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let probe = lines.iter().position(|l| *l == "start-up probe:").expect("the probe's result");
+    assert!(probe <= 4 && lines[probe + 1].starts_with("  sync: "), "{text}");
+    assert!(lines[probe..].iter().take(8).any(|l| l.starts_with("  found dies-on-flush-byte ")), "{text}");
+    // No case line for a case not run: one line per reason instead.
+    assert!(!lines.iter().any(|l| l.starts_with("BLOCKED ") || l.starts_with("UNSUPPORTED ")), "{text}");
+    let not_run = lines.iter().position(|l| *l == "not run:").expect("the cases not run");
+    let blocked: Vec<&&str> = lines[not_run..].iter().filter(|l| l.starts_with("  BLOCKED ")).collect();
+    assert!(blocked.len() == 1 && blocked[0].starts_with("  BLOCKED 19 cases by dies-on-flush-byte: "), "{text}");
+    // The findings after the cases, most cases first, the probe's first on
+    // a tie; then the counts and the closing line.
+    let findings = lines.iter().position(|l| l.ends_with("distinct finding(s), most cases first:")).expect("findings");
+    let counts = lines.iter().position(|l| l.contains(" cases in ")).unwrap();
+    assert!(not_run < findings && findings < counts && counts + 2 == lines.len(), "{text}");
+    let covered: Vec<usize> = lines[findings + 1..counts]
+        .iter()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && !l.starts_with("  also seen"))
+        .map(|l| l.split(": ").nth(1).and_then(|c| c.split(' ').next()).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{l}")))
+        .collect();
+    assert!(covered.windows(2).all(|w| w[0] >= w[1]), "{covered:?}\n{text}");
+    assert!(lines[findings + 1].starts_with("  dies-on-flush-byte — "), "{text}");
+    let (passed, failed, unsupported, blocked) = closing(out.get_output().stdout.as_slice());
+    let n = qga_harness::case::load::embedded_role(qga_harness::case::Role::Agent).unwrap().len();
+    assert_eq!((unsupported > 0, blocked, passed + failed + unsupported + blocked), (true, 19, n));
+    assert!(text.contains(&format!("{passed} passed, {failed} failed, {} not run ({unsupported} UNSUPPORTED, 19 BLOCKED)\n", unsupported + 19)), "{text}");
+}
+
 #[test]
 fn usage_and_configuration_errors_exit_3() {
     for args in [
