@@ -3,7 +3,7 @@
 //! is missing, the findings (most cases first; secondary findings apart),
 //! the counts per outcome and the closing count.
 
-use super::{column_title, esc, resync_chart};
+use super::{column_title, esc};
 use crate::report::{also_seen, counts, covered, findings, not_run, probe_lines, vm_line, Tally};
 use crate::verdict::RunResult;
 use std::fmt::Write;
@@ -61,4 +61,29 @@ pub(super) fn run_summary(i: usize, r: &RunResult) -> String {
         resync_chart(r)
     );
     b
+}
+
+/// An inline SVG histogram of recovery resync times for one run.
+fn resync_chart(r: &RunResult) -> String {
+    let times: Vec<f64> = r.results.iter().filter(|c| c.recovery.attempts > 0).map(|c| c.recovery.resync_time.as_secs_f64() * 1e6).collect();
+    if times.is_empty() {
+        return String::from("<p>no recovery measured</p>");
+    }
+    // Logarithmic buckets from 10 µs to 1 s.
+    let edges = [10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6];
+    let mut counts = vec![0usize; edges.len() + 1];
+    for t in &times {
+        counts[edges.iter().position(|e| t < e).unwrap_or(edges.len())] += 1;
+    }
+    let max = *counts.iter().max().unwrap_or(&1) as f64;
+    let labels = ["<10µs", "<30µs", "<100µs", "<300µs", "<1ms", "<3ms", "<10ms", "<30ms", "<100ms", "<300ms", "<1s", "≥1s"];
+    let mut svg = String::from("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"620\" height=\"140\" role=\"img\">");
+    for (i, n) in counts.iter().enumerate() {
+        let h = (*n as f64 / max.max(1.0)) * 100.0;
+        let x = 10 + i * 50;
+        let _ = write!(svg, "<rect x=\"{x}\" y=\"{:.1}\" width=\"40\" height=\"{h:.1}\" fill=\"#48c\"><title>{} {}</title></rect>", 110.0 - h, labels[i], n);
+        let _ = write!(svg, "<text x=\"{x}\" y=\"125\" font-size=\"9\">{}</text><text x=\"{x}\" y=\"{:.1}\" font-size=\"9\">{n}</text>", labels[i], 108.0 - h);
+    }
+    svg.push_str("</svg>");
+    svg
 }
