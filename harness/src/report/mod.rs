@@ -8,10 +8,12 @@ mod findings;
 pub mod html;
 pub mod junit;
 pub mod markdown;
+mod tally;
 mod terminal;
 
 pub use files::{read_run, write_baseline, write_dir, write_run, DirContents};
-pub use findings::{also_seen, covered, findings, not_run, probe_lines, profile_lines, AlsoSeen, Finding, NotRun, Tally};
+pub use findings::{also_seen, covered, findings, not_run, probe_lines, profile_lines, AlsoSeen, Finding, NotRun};
+pub use tally::Tally;
 pub use terminal::render_terminal;
 
 use crate::baseline::Comparison;
