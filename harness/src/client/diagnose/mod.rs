@@ -21,12 +21,16 @@
 //!
 //! The steps, one file each: `probe` runs one probing round, `analyse`
 //! reads the bytes that came back, this module picks the mode from what was
-//! seen, `verify` checks it and measures the [`Pace`] (kept in [`crate::budget`]); the
+//! seen, `verify` checks it, finds which ids hold at which magnitudes
+//! (`precision`) and which commands echo ids (`echo`), and measures the
+//! [`Pace`] (kept in [`crate::budget`]); the
 //! findings and the [`Profile`] are in `profile`, the garbage-answer
 //! measurement in `garbage`, the waits the steps share in `wait`.
 
 mod analyse;
+mod echo;
 mod garbage;
+mod precision;
 mod probe;
 mod profile;
 mod verify;
@@ -37,6 +41,7 @@ pub use crate::budget::Pace;
 pub use profile::{Capability, ProbeFinding, Profile};
 
 use analyse::{Answer, Placement};
+use precision::{Got, Sample};
 use probe::{probe, Seen};
 use verify::verify_and_measure;
 use crate::client::{ClientOptions, IdWidth, SyncCommand, SyncMode};
@@ -63,19 +68,17 @@ pub async fn diagnose(conn: &mut Connection, opts: &ClientOptions, budget: Durat
     let mut profile = Profile::reference();
     let seen = probe(conn, &SyncMode::REFERENCE, opts, budget, true, gone).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })?;
     let span = |conn: &Connection| (first_mark, conn.transcript().mark());
-    match seen {
+    let first = match seen {
         Seen::Answer(a) => adopt(conn, &mut profile, &a, SyncMode::REFERENCE, span(conn)),
         Seen::Closed => return Err(NoSync { detail: "the channel closed when the agent read 0xFF + guest-sync-delimited".into(), closed: true }),
         Seen::Flood(n) => return Err(NoSync { detail: format!("discarded {n} bytes without finding our reply (byte budget exceeded; is the agent flooding?)"), closed: false }),
         Seen::Errors(errors) => {
             // Responsive, but not to this: try the other ways a client syncs.
-            fallback(conn, opts, &mut profile, &format!("only error replies: {}", show_all(&errors)), first_mark, budget, gone).await?;
+            fallback(conn, opts, &mut profile, &format!("only error replies: {}", show_all(&errors)), first_mark, budget, gone).await?
         }
-        Seen::Nothing(bytes) => {
-            fallback(conn, opts, &mut profile, &describe_nothing(&bytes), first_mark, budget, gone).await?;
-        }
-    }
-    verify_and_measure(conn, opts, profile).await
+        Seen::Nothing(bytes) => fallback(conn, opts, &mut profile, &describe_nothing(&bytes), first_mark, budget, gone).await?,
+    };
+    verify_and_measure(conn, opts, profile, Some(first)).await
 }
 
 /// The agent died on the 0xFF and was restarted: probe without it.
@@ -89,7 +92,7 @@ pub async fn probe_without_ff(conn: &mut Connection, opts: &ClientOptions, budge
     });
     let mark = conn.transcript().mark();
     let mode = SyncMode { leading_ff: false, ..SyncMode::REFERENCE };
-    match probe(conn, &mode, opts, budget, true, gone).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })? {
+    let first = match probe(conn, &mode, opts, budget, true, gone).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })? {
         Seen::Answer(a) => adopt(conn, &mut profile, &a, mode, (mark, conn.transcript().mark())),
         Seen::Closed => return Err(NoSync { detail: "the channel closed again, without any 0xFF".into(), closed: true }),
         other => {
@@ -105,13 +108,13 @@ pub async fn probe_without_ff(conn: &mut Connection, opts: &ClientOptions, budge
                 _ => return Err(NoSync { detail: format!("after a restart, no sync without 0xFF was answered ({what})"), closed: false }),
             }
         }
-    }
-    verify_and_measure(conn, opts, profile).await
+    };
+    verify_and_measure(conn, opts, profile, Some(first)).await
 }
 
 /// Try, in order: delimited sync without the 0xFF, plain guest-sync with
-/// it, plain guest-sync without it.
-async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Profile, why: &str, first_mark: u64, budget: Duration, gone: &mut dyn FnMut() -> bool) -> Result<(), NoSync> {
+/// it, plain guest-sync without it. Returns the answer's id sample.
+async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Profile, why: &str, first_mark: u64, budget: Duration, gone: &mut dyn FnMut() -> bool) -> Result<Sample, NoSync> {
     // Within the start-up budget's order: a mute agent is told apart from
     // one that needs another mode without waiting long.
     let share = (opts.reply_timeout * 4).min(budget / 4).max(Duration::from_millis(20));
@@ -140,8 +143,7 @@ async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Pro
                         transcript: span,
                     });
                 }
-                adopt(conn, profile, &a, mode, span);
-                return Ok(());
+                return Ok(adopt(conn, profile, &a, mode, span));
             }
             Ok(Seen::Closed) => return Err(NoSync { detail: format!("{why}; then the channel closed"), closed: true }),
             Ok(Seen::Flood(n)) => return Err(NoSync { detail: format!("discarded {n} bytes without finding our reply (byte budget exceeded; is the agent flooding?)"), closed: false }),
@@ -152,9 +154,11 @@ async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Pro
     Err(NoSync { detail: why.to_owned(), closed: false })
 }
 
-/// Take an answer: record what is wrong with it and set the mode and id
-/// width that will work.
-fn adopt(conn: &Connection, profile: &mut Profile, a: &Answer, mode: SyncMode, span: (u64, u64)) {
+/// Take an answer: record what is wrong with its framing, and set the mode
+/// and an id width that will work for now (the precision probe settles
+/// it, and names the id defects, this answer's among them: the returned
+/// sample).
+fn adopt(conn: &Connection, profile: &mut Profile, a: &Answer, mode: SyncMode, span: (u64, u64)) -> Sample {
     let mut mode = mode;
     let text = escape_bytes(&a.text);
     let delimited = mode.command == SyncCommand::GuestSyncDelimited;
@@ -165,7 +169,7 @@ fn adopt(conn: &Connection, profile: &mut Profile, a: &Answer, mode: SyncMode, s
             Placement::Utf8 => (FailureKind::Utf8Sentinel, "the sentinel UTF-8-encoded (C3 BF)"),
             _ => (FailureKind::MisplacedSentinel, "the 0xFF not immediately before the JSON"),
         };
-        profile.findings.push(ProbeFinding {
+        profile.note(ProbeFinding {
             kind,
             capability: Capability::Sentinel,
             detail: format!("guest-sync-delimited answered {text} with {what}"),
@@ -173,34 +177,18 @@ fn adopt(conn: &Connection, profile: &mut Profile, a: &Answer, mode: SyncMode, s
         });
         mode.need_sentinel = false;
     }
-    match a.how {
-        IdMatch::Exact => {}
-        IdMatch::FloatForm | IdMatch::Rounded | IdMatch::Truncated32 | IdMatch::Stringified => {
-            let kind = match a.how {
-                IdMatch::FloatForm => FailureKind::IdFloatForm,
-                IdMatch::Rounded => FailureKind::IdRounded,
-                IdMatch::Truncated32 => FailureKind::IdTruncated,
-                _ => FailureKind::IdStringified,
-            };
-            profile.findings.push(ProbeFinding {
-                kind,
-                capability: Capability::ExactIds,
-                detail: format!("sync id {} came back as {text}: {}", a.id, a.how.describe()),
-                transcript: span,
-            });
-            match a.how {
-                IdMatch::Rounded | IdMatch::FloatForm => {
-                    profile.id_width = IdWidth::Double53;
-                    mode.accept_float_ids = true;
-                }
-                IdMatch::Truncated32 => profile.id_width = IdWidth::Int32,
-                _ => {}
-            }
-        }
-        IdMatch::Missing | IdMatch::Changed => {}
-    }
+    profile.id_width = match a.how {
+        // Wide ids came back changed and a narrow one was answered.
+        _ if a.narrowed => IdWidth::Int32,
+        IdMatch::Rounded | IdMatch::FloatForm => IdWidth::Double53,
+        IdMatch::FifteenDigits => IdWidth::Below1e15,
+        IdMatch::Truncated32 | IdMatch::Stringified | IdMatch::Changed => IdWidth::Int32,
+        IdMatch::Exact | IdMatch::Missing => IdWidth::Full64,
+    };
+    mode.accept_float_ids = matches!(a.how, IdMatch::Rounded | IdMatch::FloatForm);
     conn.transcript().event(Event::Note { text: format!("start-up probe: syncing with {}", mode.describe()) });
     profile.mode = mode;
+    Sample { id: a.id, got: Got::Id(a.how, a.text.clone()) }
 }
 
 fn show_all(texts: &[Vec<u8>]) -> String {
