@@ -84,11 +84,9 @@ pub(super) async fn probe_echo(conn: &mut Connection, client: &ClientOptions, po
             "guest-sync" => Request::with_id_value(qga::guest_sync { id: sync }, Some(id.clone())),
             _ => Request::with_id_value(qga::guest_sync_delimited { id: sync }, Some(id.clone())),
         };
-        let mut bytes = req.to_wire();
-        if kind == "guest-sync-delimited" && client.mode.leading_ff {
-            bytes.insert(0, crate::wire::SENTINEL);
-        }
-        if conn.send(&bytes, Instant::now() + client.send_timeout * 4).await.is_err() {
+        // No 0xFF before the delimited sync: the channel is in step, and
+        // the agent's answer to a 0xFF (an error line) carries no id.
+        if conn.send(&req.to_wire(), Instant::now() + client.send_timeout * 4).await.is_err() {
             break;
         }
         let got = match next_reply(conn, client.reply_deadline(), client.max_reply_len).await {

@@ -13,7 +13,7 @@ use super::wait::settle;
 use super::{Capability, ProbeFinding, Profile};
 use crate::client::observe::next_reply;
 use crate::client::resync::sync_request_bytes_for;
-use crate::client::{id_failure_kind, resync, ClientOptions, IdWidth, ResyncPolicy, SyncCommand};
+use crate::client::{id_failure_kind, resync, ClientOptions, IdWidth, ResyncPolicy, SyncCommand, SyncMode};
 use crate::connection::Connection;
 use crate::finding::FailureKind;
 use crate::transcript::escape_bytes;
@@ -155,7 +155,10 @@ pub(super) async fn probe_sync_ids(conn: &mut Connection, client: &ClientOptions
         }
         settle(conn, client).await;
         let mark = conn.transcript().mark();
-        if conn.send(&sync_request_bytes_for(&client.mode, id), Instant::now() + client.send_timeout * 4).await.is_err() {
+        // No 0xFF: the channel is in step, and the agent's answer to a
+        // 0xFF (an error line, in qemu-ga) must not pass for the sync's.
+        let mode = SyncMode { leading_ff: false, ..client.mode };
+        if conn.send(&sync_request_bytes_for(&mode, id), Instant::now() + client.send_timeout * 4).await.is_err() {
             break;
         }
         let (got, text) = classify(conn, client, id, IdKind::Sync).await;
