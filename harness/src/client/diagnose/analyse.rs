@@ -12,9 +12,6 @@ pub(super) struct Answer {
     pub(super) how: IdMatch,
     pub(super) sentinel: Placement,
     pub(super) text: Vec<u8>,
-    /// Wide ids were answered with changed ids, and this answer is to a
-    /// narrow one the probe retried with.
-    pub(super) narrowed: bool,
 }
 
 /// What [`analyse`] found in the bytes.
@@ -82,7 +79,7 @@ pub(super) fn analyse(buf: &[u8], ids: &[i64], sent: &[u8]) -> Analysis {
                             } else {
                                 Placement::None
                             };
-                            let answer = Answer { id, how, sentinel, text: text.to_vec(), narrowed: false };
+                            let answer = Answer { id, how, sentinel, text: text.to_vec() };
                             return Analysis { answer: Some(answer), errors, unmatched };
                         }
                         unmatched += 1;

@@ -41,10 +41,9 @@ pub use crate::budget::Pace;
 pub use profile::{Capability, ProbeFinding, Profile};
 
 use analyse::{Answer, Placement};
-use precision::{Got, Sample};
 use probe::{probe, Seen};
 use verify::verify_and_measure;
-use crate::client::{ClientOptions, IdWidth, SyncCommand, SyncMode};
+use crate::client::{ClientOptions, SyncCommand, SyncMode};
 use crate::connection::Connection;
 use crate::transcript::{escape_bytes, Event};
 use crate::finding::FailureKind;
@@ -68,7 +67,7 @@ pub async fn diagnose(conn: &mut Connection, opts: &ClientOptions, budget: Durat
     let mut profile = Profile::reference();
     let seen = probe(conn, &SyncMode::REFERENCE, opts, budget, true, gone).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })?;
     let span = |conn: &Connection| (first_mark, conn.transcript().mark());
-    let first = match seen {
+    match seen {
         Seen::Answer(a) => adopt(conn, &mut profile, &a, SyncMode::REFERENCE, span(conn)),
         Seen::Closed => return Err(NoSync { detail: "the channel closed when the agent read 0xFF + guest-sync-delimited".into(), closed: true }),
         Seen::Flood(n) => return Err(NoSync { detail: format!("discarded {n} bytes without finding our reply (byte budget exceeded; is the agent flooding?)"), closed: false }),
@@ -77,8 +76,8 @@ pub async fn diagnose(conn: &mut Connection, opts: &ClientOptions, budget: Durat
             fallback(conn, opts, &mut profile, &format!("only error replies: {}", show_all(&errors)), first_mark, budget, gone).await?
         }
         Seen::Nothing(bytes) => fallback(conn, opts, &mut profile, &describe_nothing(&bytes), first_mark, budget, gone).await?,
-    };
-    verify_and_measure(conn, opts, profile, Some(first)).await
+    }
+    verify_and_measure(conn, opts, profile).await
 }
 
 /// The agent died on the 0xFF and was restarted: probe without it.
@@ -92,7 +91,7 @@ pub async fn probe_without_ff(conn: &mut Connection, opts: &ClientOptions, budge
     });
     let mark = conn.transcript().mark();
     let mode = SyncMode { leading_ff: false, ..SyncMode::REFERENCE };
-    let first = match probe(conn, &mode, opts, budget, true, gone).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })? {
+    match probe(conn, &mode, opts, budget, true, gone).await.map_err(|e| NoSync { detail: e.to_string(), closed: false })? {
         Seen::Answer(a) => adopt(conn, &mut profile, &a, mode, (mark, conn.transcript().mark())),
         Seen::Closed => return Err(NoSync { detail: "the channel closed again, without any 0xFF".into(), closed: true }),
         other => {
@@ -108,13 +107,13 @@ pub async fn probe_without_ff(conn: &mut Connection, opts: &ClientOptions, budge
                 _ => return Err(NoSync { detail: format!("after a restart, no sync without 0xFF was answered ({what})"), closed: false }),
             }
         }
-    };
-    verify_and_measure(conn, opts, profile, Some(first)).await
+    }
+    verify_and_measure(conn, opts, profile).await
 }
 
 /// Try, in order: delimited sync without the 0xFF, plain guest-sync with
-/// it, plain guest-sync without it. Returns the answer's id sample.
-async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Profile, why: &str, first_mark: u64, budget: Duration, gone: &mut dyn FnMut() -> bool) -> Result<Sample, NoSync> {
+/// it, plain guest-sync without it.
+async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Profile, why: &str, first_mark: u64, budget: Duration, gone: &mut dyn FnMut() -> bool) -> Result<(), NoSync> {
     // Within the start-up budget's order: a mute agent is told apart from
     // one that needs another mode without waiting long.
     let share = (opts.reply_timeout * 4).min(budget / 4).max(Duration::from_millis(20));
@@ -143,7 +142,8 @@ async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Pro
                         transcript: span,
                     });
                 }
-                return Ok(adopt(conn, profile, &a, mode, span));
+                adopt(conn, profile, &a, mode, span);
+                return Ok(());
             }
             Ok(Seen::Closed) => return Err(NoSync { detail: format!("{why}; then the channel closed"), closed: true }),
             Ok(Seen::Flood(n)) => return Err(NoSync { detail: format!("discarded {n} bytes without finding our reply (byte budget exceeded; is the agent flooding?)"), closed: false }),
@@ -154,11 +154,11 @@ async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Pro
     Err(NoSync { detail: why.to_owned(), closed: false })
 }
 
-/// Take an answer: record what is wrong with its framing, and set the mode
-/// and an id width that will work for now (the precision probe settles
-/// it, and names the id defects, this answer's among them: the returned
-/// sample).
-fn adopt(conn: &Connection, profile: &mut Profile, a: &Answer, mode: SyncMode, span: (u64, u64)) -> Sample {
+/// Take an answer: record what is wrong with its framing and set the mode.
+/// Its id says little (it is random): the precision probe settles the id
+/// width and names the id defects; a float form only tells the client to
+/// accept one until then.
+fn adopt(conn: &Connection, profile: &mut Profile, a: &Answer, mode: SyncMode, span: (u64, u64)) {
     let mut mode = mode;
     let text = escape_bytes(&a.text);
     let delimited = mode.command == SyncCommand::GuestSyncDelimited;
@@ -177,18 +177,9 @@ fn adopt(conn: &Connection, profile: &mut Profile, a: &Answer, mode: SyncMode, s
         });
         mode.need_sentinel = false;
     }
-    profile.id_width = match a.how {
-        // Wide ids came back changed and a narrow one was answered.
-        _ if a.narrowed => IdWidth::Int32,
-        IdMatch::Rounded | IdMatch::FloatForm => IdWidth::Double53,
-        IdMatch::FifteenDigits => IdWidth::Below1e15,
-        IdMatch::Truncated32 | IdMatch::Stringified | IdMatch::Changed => IdWidth::Int32,
-        IdMatch::Exact | IdMatch::Missing => IdWidth::Full64,
-    };
     mode.accept_float_ids = matches!(a.how, IdMatch::Rounded | IdMatch::FloatForm);
-    conn.transcript().event(Event::Note { text: format!("start-up probe: syncing with {}", mode.describe()) });
+    conn.transcript().event(Event::Note { text: format!("start-up probe: syncing with {} (sync id {} came back as {}: {})", mode.describe(), a.id, text, a.how.describe()) });
     profile.mode = mode;
-    Sample { id: a.id, got: Got::Id(a.how, a.text.clone()) }
 }
 
 fn show_all(texts: &[Vec<u8>]) -> String {

@@ -93,10 +93,12 @@ impl Sample {
     }
 }
 
-/// The widest width that held at every magnitude tried (None: not even
-/// 32-bit ids held).
+/// The widest width that held at every magnitude (None: not even 32-bit
+/// ids held). A magnitude not tried (the probe stopped early) proves
+/// nothing: it counts as failed.
 pub(super) fn widest(samples: &[Sample]) -> Option<IdWidth> {
-    IdWidth::widest_without(samples.iter().filter(|s| !s.held() && !s.silent()).map(|s| s.id))
+    let proven = |id: i64| samples.iter().any(|s| s.id == id && (s.held() || s.silent()));
+    IdWidth::widest_without(MAGNITUDES.into_iter().filter(|&id| !proven(id)))
 }
 
 /// Whether any id came back in float form (the client must accept it).
@@ -250,6 +252,9 @@ mod tests {
         errs[4].got = Got::Error(b"{\"error\": {}}".to_vec());
         errs[5].got = Got::Nothing("nothing came".into());
         assert_eq!(widest(&errs), Some(IdWidth::Double53));
+        // A probe that stopped after two magnitudes proved no more.
+        assert_eq!(widest(&missing[..2]), Some(IdWidth::Below1e15));
+        assert_eq!(widest(&[]), None);
         let stringified: Vec<Sample> = MAGNITUDES.iter().map(|&id| sample(id, &format!("\"{id}\""))).collect();
         assert_eq!(widest(&stringified), None);
         let mut p = Profile::reference();

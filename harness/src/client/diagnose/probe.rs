@@ -90,7 +90,6 @@ pub(super) async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientO
                                 a = analyse(&seen, &ids, &sent).answer.unwrap_or(a);
                             }
                         }
-                        a.narrowed = narrow;
                         return Ok(Seen::Answer(a));
                     }
                     narrow |= unmatched > 0;

@@ -6,7 +6,7 @@
 use super::analyse::contains_value;
 use super::wait::{collect_quiet, round_trip, settle};
 use super::{Capability, NoSync, ProbeFinding, Profile};
-use super::precision::{self, Got, Sample};
+use super::precision::{self, Got};
 use super::echo;
 use crate::client::{execute_value, resync, ClientOptions, IdWidth, ResyncPolicy};
 use crate::connection::Connection;
@@ -20,9 +20,12 @@ use tokio::time::Instant;
 
 /// With the mode chosen: resync for real, find out which ids hold and how
 /// replies are matched, read guest-info leniently, and measure the pace.
-/// `first` is the id the probe's answer carried and how it came back.
-pub(super) async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptions, mut profile: Profile, first: Option<Sample>) -> Result<Profile, NoSync> {
-    // Request ids nothing has proven yet: 32 bits until the probe below.
+pub(super) async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptions, mut profile: Profile) -> Result<Profile, NoSync> {
+    // Ids nothing has proven yet: 32 bits until the precision probe below.
+    // (The answer's id is no proof: it is random, so how it came back
+    // would vary from run to run, and a rounded id and one printed with 15
+    // digits can be the same number.)
+    profile.id_width = IdWidth::Int32;
     profile.request_id_width = IdWidth::Int32;
     let mut client = opts.clone();
     profile.apply(&mut client);
@@ -37,7 +40,7 @@ pub(super) async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptio
 
     // Id precision, sync ids and request ids, at several magnitudes.
     let mark = conn.transcript().mark();
-    let sync: Vec<Sample> = first.into_iter().chain(precision::probe_sync_ids(conn, &client, &policy, &mut profile).await).collect();
+    let sync = precision::probe_sync_ids(conn, &client, &policy, &mut profile).await;
     let request = if profile.string_ids { Vec::new() } else { precision::probe_request_ids(conn, &client, &policy).await };
     if precision::float_form(&sync) || precision::float_form(&request) {
         profile.mode.accept_float_ids = true;
