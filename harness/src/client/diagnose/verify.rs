@@ -42,8 +42,10 @@ pub(super) async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptio
     let mark = conn.transcript().mark();
     let sync = precision::probe_sync_ids(conn, &client, &policy, &mut profile).await;
     let request = if profile.string_ids { Vec::new() } else { precision::probe_request_ids(conn, &client, &policy).await };
-    if precision::float_form(&sync) || precision::float_form(&request) {
-        profile.mode.accept_float_ids = true;
+    // Whether float forms are accepted follows from the fixed magnitudes,
+    // not from the answer's random id (so it is the same every run).
+    if !sync.is_empty() {
+        profile.mode.accept_float_ids = precision::float_form(&sync) || precision::float_form(&request);
     }
     if let Some(w) = precision::widest(&sync) {
         profile.id_width = w;
