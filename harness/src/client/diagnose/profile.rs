@@ -175,3 +175,36 @@ impl Profile {
         opts.skip_stray_ff = !self.has(Capability::CleanReplies);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_shows_both_id_widths_and_the_matching_per_command() {
+        let mut p = Profile::reference();
+        p.id_width = IdWidth::Below1e15;
+        p.request_id_width = IdWidth::Int32;
+        p.matching = ReplyMatch::Order;
+        p.matching_by_command.insert("guest-sync".into(), ReplyMatch::IdEcho);
+        let lines = p.describe();
+        assert!(lines.iter().any(|l| l == "ids: sync ids below 10^15, request 32-bit ids"), "{lines:?}");
+        assert!(lines.iter().any(|l| l == "replies matched by: order (guest-sync: id echo)"), "{lines:?}");
+        let mut opts = ClientOptions::default();
+        p.apply(&mut opts);
+        assert_eq!((opts.ids.width, opts.ids.request_width), (IdWidth::Below1e15, IdWidth::Int32));
+        assert_eq!((opts.matching_for("guest-ping"), opts.matching_for("guest-sync")), (ReplyMatch::Order, ReplyMatch::IdEcho));
+    }
+
+    #[test]
+    fn one_defect_seen_twice_is_one_finding() {
+        let mut p = Profile::reference();
+        let f = |detail: &str, at: u64| ProbeFinding { kind: FailureKind::DuplicateReply, capability: Capability::OneReply, detail: detail.into(), transcript: (at, at + 1) };
+        p.note(f("ping twice", 4));
+        p.note(f("sync twice", 9));
+        assert_eq!(p.findings.len(), 1);
+        assert_eq!((p.findings[0].detail.as_str(), p.findings[0].transcript), ("ping twice; sync twice", (4, 10)));
+        p.note(ProbeFinding { capability: Capability::IdEcho, ..f("other", 1) });
+        assert_eq!(p.findings.len(), 2);
+    }
+}
