@@ -199,7 +199,7 @@ pub fn compare_id(sent: i64, echoed: Option<&Value>) -> IdMatch {
     if let Some(n) = v.as_i64() {
         return if n == sent {
             IdMatch::Exact
-        } else if n as f64 == fifteen_digits(sent) {
+        } else if fifteen_digits(sent) == Some(n as i128) {
             IdMatch::FifteenDigits
         } else if n == sent as i32 as i64 || n == sent as u32 as i64 {
             IdMatch::Truncated32
@@ -216,7 +216,7 @@ pub fn compare_id(sent: i64, echoed: Option<&Value>) -> IdMatch {
         if f == sent as f64 {
             return IdMatch::Rounded;
         }
-        if f == fifteen_digits(sent) {
+        if fifteen_digits(sent).is_some_and(|d| f == d as f64) {
             return IdMatch::FifteenDigits;
         }
         if f == (sent as i32) as f64 || f == (sent as u32) as f64 {
@@ -230,10 +230,15 @@ pub fn compare_id(sent: i64, echoed: Option<&Value>) -> IdMatch {
     }
 }
 
-/// `sent` as C's `%.15g` prints it, read back: the value a 15-digit
-/// number printer leaves of it. Exact below 1e15.
-fn fifteen_digits(sent: i64) -> f64 {
-    format!("{:.14e}", sent as f64).parse().unwrap_or(f64::NAN)
+/// `sent` as C's `%.15g` prints it, as the exact number that text says:
+/// what a 15-digit number printer leaves of it. None below 1e14, where the
+/// 15 digits hold every integer.
+fn fifteen_digits(sent: i64) -> Option<i128> {
+    let text = format!("{:.14e}", sent as f64);
+    let (mantissa, exp) = text.split_once('e')?;
+    let exp: u32 = exp.parse::<i32>().ok()?.checked_sub(14)?.try_into().ok()?;
+    let digits: i128 = mantissa.replace('.', "").parse().ok()?;
+    digits.checked_mul(10i128.checked_pow(exp)?)
 }
 
 /// QAPI's error classes (qapi/error.json's QapiErrorClass).
@@ -310,6 +315,10 @@ mod tests {
         // Below 1e15 the 15-digit form is the value: no defect shows.
         assert_eq!(compare_id(999_999_999_999_989, Some(&f("9.99999999999989e+14"))), IdMatch::FloatForm);
         assert_eq!(compare_id(8653480422752571, Some(&f("8.6534804227526e+15"))), IdMatch::Changed);
+        // An integer is compared exactly: one off is another value, even
+        // where doubles cannot tell the two apart.
+        assert_eq!(compare_id(3725167443292225734, Some(&json!(3725167443292225735i64))), IdMatch::Changed);
+        assert_eq!(compare_id(3725167443292225734, Some(&json!(3725167443292230000i64))), IdMatch::FifteenDigits);
         assert_eq!(compare_id(1 << 31, Some(&json!(-2147483648i64))), IdMatch::Truncated32);
         assert_eq!(compare_id(7, Some(&json!("7"))), IdMatch::Stringified);
         assert_eq!(compare_id(7, Some(&json!(8))), IdMatch::Changed);
