@@ -35,6 +35,8 @@ mod probe;
 mod profile;
 mod verify;
 mod wait;
+#[cfg(test)]
+mod tests;
 
 pub use garbage::measure_garbage_answer;
 pub use crate::budget::Pace;
