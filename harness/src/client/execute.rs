@@ -2,7 +2,8 @@
 //!
 //! Every request carries a fresh `id`. With [`ReplyMatch::IdEcho`] a reply
 //! is accepted only when it echoes it; with [`ReplyMatch::Order`] (an agent
-//! found not to echo ids) the next reply after a sync is ours. A reply that
+//! found not to echo ids, per command: [`ClientOptions::matching_for`])
+//! the next reply after a sync is ours. A reply that
 //! cannot be ours (another id, a raw sentinel, garbage) is an error, never
 //! silently skipped: after it the channel is out of step and the caller
 //! must resync.
@@ -126,7 +127,7 @@ pub async fn execute_skipping<C: Command>(conn: &mut Connection, cmd: C, opts: &
     let n = opts.ids.request_id();
     let id = opts.request_id_value(n);
     let req = Request::with_id_value(cmd, Some(id.clone()));
-    exchange(conn, &req, n, id, opts, skips).await
+    exchange(conn, &req, n, id, opts, opts.matching_for(C::NAME), skips).await
 }
 
 /// [`execute_skipping`] for a command known only by name at run time (a
@@ -136,11 +137,13 @@ pub async fn execute_named(conn: &mut Connection, name: &str, opts: &ClientOptio
     let id = opts.request_id_value(n);
     let json = serde_json::to_vec(&serde_json::json!({"execute": name, "id": id})).expect("a JSON value serialises");
     let req = Request { command: "the job's command", id: id.as_i64(), json };
-    exchange(conn, &req, n, id, opts, skips).await
+    exchange(conn, &req, n, id, opts, opts.matching_for(name), skips).await
 }
 
-/// Send `req` (whose id is `id`, from integer `n`) and read until its reply.
-async fn exchange(conn: &mut Connection, req: &Request, n: i64, id: Value, opts: &ClientOptions, skips: usize) -> Result<Reply, ClientError> {
+/// Send `req` (whose id is `id`, from integer `n`) and read until its
+/// reply, proven ours by `matching` (the rule the probe found for this
+/// command).
+async fn exchange(conn: &mut Connection, req: &Request, n: i64, id: Value, opts: &ClientOptions, matching: ReplyMatch, skips: usize) -> Result<Reply, ClientError> {
     send_request(conn, req, opts).await?;
     let mut skipped = 0;
     loop {
@@ -156,14 +159,14 @@ async fn exchange(conn: &mut Connection, req: &Request, n: i64, id: Value, opts:
         } else {
             compare_id(n, reply.id())
         };
-        let ours = match (opts.matching, how) {
+        let ours = match (matching, how) {
             (_, IdMatch::Exact) => true,
             (_, IdMatch::FloatForm) => opts.mode.accept_float_ids,
             // Ids are not to be trusted with this agent: order decides.
             (ReplyMatch::Order, _) => true,
             _ => false,
         };
-        if !ours && skipped < skips && opts.matching == ReplyMatch::IdEcho {
+        if !ours && skipped < skips && matching == ReplyMatch::IdEcho {
             skipped += 1;
             continue;
         }

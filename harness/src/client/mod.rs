@@ -20,7 +20,7 @@ pub mod stale;
 
 pub use diagnose::{diagnose, Capability, Profile, ProbeFinding};
 pub use execute::{execute, execute_named, execute_skipping, execute_value, read_reply, send_request, AgentError, ClientError};
-pub use ids::{IdWidth, Ids};
+pub use ids::{id_failure_kind, IdWidth, Ids};
 pub use resync::{resync, ResyncError, ResyncPolicy, Resynced};
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +96,11 @@ use std::time::Duration;
 pub struct ClientOptions {
     pub mode: SyncMode,
     pub ids: Ids,
+    /// How replies to commands not in `matching_by_command` are matched.
     pub matching: ReplyMatch,
+    /// Per command name, where the probe found it differs from `matching`
+    /// (an agent that echoes the id on guest-sync only).
+    pub matching_by_command: std::collections::BTreeMap<String, ReplyMatch>,
     /// Request ids are sent as JSON strings (for an agent that rejects
     /// numeric ids).
     pub string_ids: bool,
@@ -126,6 +130,7 @@ impl Default for ClientOptions {
             mode: SyncMode::REFERENCE,
             ids: Ids::default(),
             matching: ReplyMatch::IdEcho,
+            matching_by_command: Default::default(),
             string_ids: false,
             skip_stray_ff: false,
             idle_timeout: Duration::ZERO,
@@ -148,6 +153,11 @@ impl ClientOptions {
         self.resync.first_attempt = b.resync_first_attempt;
         self.resync.max_attempt = b.resync_max_attempt;
         self.resync.budget = b.resync;
+    }
+
+    /// How a reply to `command` is proven ours.
+    pub fn matching_for(&self, command: &str) -> ReplyMatch {
+        self.matching_by_command.get(command).copied().unwrap_or(self.matching)
     }
 
     /// The `id` member for a request with integer id `n`.

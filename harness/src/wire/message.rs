@@ -158,6 +158,10 @@ pub enum IdMatch {
     FloatForm,
     /// A different number: the id rounded to a double (held as a C double).
     Rounded,
+    /// A different number: the id printed as a double with 15 significant
+    /// digits (C's `%.15g`: 8653480422752571 -> 8.65348042275257e+15), what
+    /// C JSON libraries that print every number through a double write.
+    FifteenDigits,
     /// A different number: the id truncated to 32 bits.
     Truncated32,
     /// The id as a JSON string.
@@ -180,6 +184,7 @@ impl IdMatch {
             IdMatch::Exact => "the same id",
             IdMatch::FloatForm => "the same value written as a floating-point number",
             IdMatch::Rounded => "the id rounded to double precision (the agent holds numbers as doubles)",
+            IdMatch::FifteenDigits => "the id printed with 15 significant digits (%.15g: the agent prints numbers through a double)",
             IdMatch::Truncated32 => "the id truncated to 32 bits",
             IdMatch::Stringified => "the id as a string",
             IdMatch::Missing => "no id",
@@ -194,6 +199,8 @@ pub fn compare_id(sent: i64, echoed: Option<&Value>) -> IdMatch {
     if let Some(n) = v.as_i64() {
         return if n == sent {
             IdMatch::Exact
+        } else if fifteen_digits(sent) == Some(n as i128) {
+            IdMatch::FifteenDigits
         } else if n == sent as i32 as i64 || n == sent as u32 as i64 {
             IdMatch::Truncated32
         } else {
@@ -209,6 +216,9 @@ pub fn compare_id(sent: i64, echoed: Option<&Value>) -> IdMatch {
         if f == sent as f64 {
             return IdMatch::Rounded;
         }
+        if fifteen_digits(sent).is_some_and(|d| f == d as f64) {
+            return IdMatch::FifteenDigits;
+        }
         if f == (sent as i32) as f64 || f == (sent as u32) as f64 {
             return IdMatch::Truncated32;
         }
@@ -218,6 +228,17 @@ pub fn compare_id(sent: i64, echoed: Option<&Value>) -> IdMatch {
         Some(s) if s.trim().parse::<i64>() == Ok(sent) => IdMatch::Stringified,
         _ => IdMatch::Changed,
     }
+}
+
+/// `sent` as C's `%.15g` prints it, as the exact number that text says:
+/// what a 15-digit number printer leaves of it. None below 1e14, where the
+/// 15 digits hold every integer.
+fn fifteen_digits(sent: i64) -> Option<i128> {
+    let text = format!("{:.14e}", sent as f64);
+    let (mantissa, exp) = text.split_once('e')?;
+    let exp: u32 = exp.parse::<i32>().ok()?.checked_sub(14)?.try_into().ok()?;
+    let digits: i128 = mantissa.replace('.', "").parse().ok()?;
+    digits.checked_mul(10i128.checked_pow(exp)?)
 }
 
 /// QAPI's error classes (qapi/error.json's QapiErrorClass).
@@ -284,6 +305,20 @@ mod tests {
         assert_eq!(compare_id(i64::MAX, Some(&serde_json::from_str("9.2233720368547758e+18").unwrap())), IdMatch::Rounded);
         assert_eq!(compare_id(-5038234901108228097, Some(&serde_json::from_str("-5.0382349011082281e+18").unwrap())), IdMatch::Rounded);
         assert_eq!(compare_id((1 << 32) + 5, Some(&json!(5))), IdMatch::Truncated32);
+        // %.15g, as C JSON libraries print numbers through a double.
+        let f = |t: &str| serde_json::from_str::<Value>(t).unwrap();
+        assert_eq!(compare_id(8653480422752571, Some(&f("8.65348042275257e+15"))), IdMatch::FifteenDigits);
+        assert_eq!(compare_id(8653480422752571, Some(&json!(8653480422752570i64))), IdMatch::FifteenDigits);
+        assert_eq!(compare_id(i64::MAX, Some(&f("9.22337203685478e+18"))), IdMatch::FifteenDigits);
+        assert_eq!(compare_id(-(1 << 53) - 1, Some(&f("-9.00719925474099e+15"))), IdMatch::FifteenDigits);
+        assert_eq!(compare_id((1 << 52) + 1, Some(&f("4.5035996273705e+15"))), IdMatch::FifteenDigits);
+        // Below 1e15 the 15-digit form is the value: no defect shows.
+        assert_eq!(compare_id(999_999_999_999_989, Some(&f("9.99999999999989e+14"))), IdMatch::FloatForm);
+        assert_eq!(compare_id(8653480422752571, Some(&f("8.6534804227526e+15"))), IdMatch::Changed);
+        // An integer is compared exactly: one off is another value, even
+        // where doubles cannot tell the two apart.
+        assert_eq!(compare_id(3725167443292225734, Some(&json!(3725167443292225735i64))), IdMatch::Changed);
+        assert_eq!(compare_id(3725167443292225734, Some(&json!(3725167443292230000i64))), IdMatch::FifteenDigits);
         assert_eq!(compare_id(1 << 31, Some(&json!(-2147483648i64))), IdMatch::Truncated32);
         assert_eq!(compare_id(7, Some(&json!("7"))), IdMatch::Stringified);
         assert_eq!(compare_id(7, Some(&json!(8))), IdMatch::Changed);

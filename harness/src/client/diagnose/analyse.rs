@@ -14,6 +14,17 @@ pub(super) struct Answer {
     pub(super) text: Vec<u8>,
 }
 
+/// What [`analyse`] found in the bytes.
+#[derive(Debug, Default)]
+pub(super) struct Analysis {
+    pub(super) answer: Option<Answer>,
+    /// Error replies (and unreadable ones), not echoes of ours.
+    pub(super) errors: Vec<Vec<u8>>,
+    /// Returns whose value is none of our ids in any form we know: a sync
+    /// answered with the id changed beyond recognition.
+    pub(super) unmatched: usize,
+}
+
 /// Where the sentinel was, relative to the reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Placement {
@@ -26,12 +37,13 @@ pub(super) enum Placement {
 }
 
 /// Walk `buf` and find the first reply that answers one of `ids`, with its
-/// framing, or the error replies there are.
+/// framing, or the error replies and unmatched returns there are.
 /// `sent` is what the probe wrote: a frame that is a piece of it is our
 /// own request echoed back (a guest's serial port echoes input until the
 /// agent sets raw mode), neither an answer nor an error.
-pub(super) fn analyse(buf: &[u8], ids: &[i64], sent: &[u8]) -> (Option<Answer>, Vec<Vec<u8>>) {
+pub(super) fn analyse(buf: &[u8], ids: &[i64], sent: &[u8]) -> Analysis {
     let mut errors = Vec::new();
+    let mut unmatched = 0;
     let mut at = 0;
     let mut gap_start = 0;
     while at < buf.len() {
@@ -67,8 +79,10 @@ pub(super) fn analyse(buf: &[u8], ids: &[i64], sent: &[u8]) -> (Option<Answer>, 
                             } else {
                                 Placement::None
                             };
-                            return (Some(Answer { id, how, sentinel, text: text.to_vec() }), errors);
+                            let answer = Answer { id, how, sentinel, text: text.to_vec() };
+                            return Analysis { answer: Some(answer), errors, unmatched };
                         }
+                        unmatched += 1;
                     }
                     Ok(Reply::Error { .. }) | Err(_) if is_echo(text, sent) => {}
                     Ok(Reply::Error { .. }) | Err(_) => errors.push(text.to_vec()),
@@ -89,7 +103,7 @@ pub(super) fn analyse(buf: &[u8], ids: &[i64], sent: &[u8]) -> (Option<Answer>, 
             Scan::Incomplete { .. } => break,
         }
     }
-    (None, errors)
+    Analysis { answer: None, errors, unmatched }
 }
 
 fn is_echo(text: &[u8], sent: &[u8]) -> bool {
@@ -122,50 +136,61 @@ mod tests {
     #[test]
     fn analyse_names_the_sentinel_placement_and_id_form() {
         let ids = [18014398509481985i64];
-        let (a, _) = analyse(b"\xff{\"return\": 18014398509481985}\n", &ids, &[]);
+        let a = analyse(b"\xff{\"return\": 18014398509481985}\n", &ids, &[]).answer;
         let a = a.unwrap();
         assert_eq!((a.sentinel, a.how), (Placement::Right, IdMatch::Exact));
-        let (a, _) = analyse(b"{\"return\": 18014398509481984.0}\n", &ids, &[]);
+        let a = analyse(b"{\"return\": 18014398509481984.0}\n", &ids, &[]).answer;
         let a = a.unwrap();
         assert_eq!((a.sentinel, a.how), (Placement::None, IdMatch::Rounded));
-        let (a, _) = analyse(b"{\"return\": 18014398509481985}\xff\n", &ids, &[]);
+        let a = analyse(b"{\"return\": 18014398509481985}\xff\n", &ids, &[]).answer;
         assert_eq!(a.unwrap().sentinel, Placement::After);
-        let (a, _) = analyse(b"\xc3\xbf{\"return\": 18014398509481985}\n", &ids, &[]);
+        let a = analyse(b"\xc3\xbf{\"return\": 18014398509481985}\n", &ids, &[]).answer;
         assert_eq!(a.unwrap().sentinel, Placement::Utf8);
-        let (a, errors) = analyse(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}}\n\xff{\"return\": 5}\n", &ids, &[]);
+        let Analysis { answer: a, errors, .. } = analyse(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}}\n\xff{\"return\": 5}\n", &ids, &[]);
         assert!(a.is_none());
         assert_eq!(errors.len(), 1);
         let truncated = [(1i64 << 32) + 77];
-        let (a, _) = analyse(b"\xff{\"return\": 77}\n", &truncated, &[]);
+        let a = analyse(b"\xff{\"return\": 77}\n", &truncated, &[]).answer;
         assert_eq!(a.unwrap().how, IdMatch::Truncated32);
+    }
+
+    #[test]
+    fn a_fifteen_digit_answer_is_an_answer_and_a_mangled_one_is_counted() {
+        let ids = [8653480422752571i64];
+        let a = analyse(b"\xff{\"return\": 8.65348042275257e+15}\n", &ids, &[]).answer.unwrap();
+        assert_eq!((a.sentinel, a.how), (Placement::Right, IdMatch::FifteenDigits));
+        // A return that is no form of any id we sent: counted, not taken.
+        let r = analyse(b"\xff{\"return\": 8.6534804e+15}\n\xff{\"return\": 12}\n", &ids, &[]);
+        assert!(r.answer.is_none() && r.errors.is_empty());
+        assert_eq!(r.unmatched, 2);
     }
 
     #[test]
     fn an_echo_of_our_own_request_is_not_an_error_reply() {
         // A guest's ttyS1 echoes input until the agent sets raw mode.
         let sent = b"\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":9}}\n";
-        let (a, errors) = analyse(sent, &[9], sent);
+        let Analysis { answer: a, errors, .. } = analyse(sent, &[9], sent);
         assert!(a.is_none());
         assert!(errors.is_empty(), "{errors:?}");
         // The same bytes, not sent by us, are an error the probe reports.
-        let (_, errors) = analyse(sent, &[9], b"");
+        let errors = analyse(sent, &[9], b"").errors;
         assert_eq!(errors.len(), 1);
         // A partial echo before the agent's delimited reply leaves the reply's
         // sentinel where it belongs.
         let mut got = sent[..20].to_vec();
         got.extend_from_slice(b"\xff{\"return\": 9}\n");
-        let (a, _) = analyse(&got, &[9], sent);
+        let a = analyse(&got, &[9], sent).answer;
         assert_eq!(a.unwrap().sentinel, Placement::Right);
         // A value cut short by a 0xFF is garbage, whoever wrote it.
-        let (a, _) = analyse(&got, &[9], b"");
+        let a = analyse(&got, &[9], b"").answer;
         assert_eq!(a.unwrap().sentinel, Placement::Right);
         // An unbalanced fragment, then error lines, then the reply: what a
         // guest's ttyS1 gave during qemu-ga's start (seen over vm-isa).
         let got = b"\xff{{\"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}}\n\xff{\"return\": 9}\n";
-        let (a, _) = analyse(got, &[9], sent);
+        let a = analyse(got, &[9], sent).answer;
         assert_eq!(a.unwrap().sentinel, Placement::Right);
         // Two 0xFF bytes before the reply stay misplaced.
-        let (a, _) = analyse(b"\n\xff\xff{\"return\": 9}\n", &[9], b"");
+        let a = analyse(b"\n\xff\xff{\"return\": 9}\n", &[9], b"").answer;
         assert_eq!(a.unwrap().sentinel, Placement::Elsewhere);
     }
 }

@@ -21,16 +21,22 @@
 //!
 //! The steps, one file each: `probe` runs one probing round, `analyse`
 //! reads the bytes that came back, this module picks the mode from what was
-//! seen, `verify` checks it and measures the [`Pace`] (kept in [`crate::budget`]); the
+//! seen, `verify` checks it, finds which ids hold at which magnitudes
+//! (`precision`) and which commands echo ids (`echo`), and measures the
+//! [`Pace`] (kept in [`crate::budget`]); the
 //! findings and the [`Profile`] are in `profile`, the garbage-answer
 //! measurement in `garbage`, the waits the steps share in `wait`.
 
 mod analyse;
+mod echo;
 mod garbage;
+mod precision;
 mod probe;
 mod profile;
 mod verify;
 mod wait;
+#[cfg(test)]
+mod tests;
 
 pub use garbage::measure_garbage_answer;
 pub use crate::budget::Pace;
@@ -39,7 +45,7 @@ pub use profile::{Capability, ProbeFinding, Profile};
 use analyse::{Answer, Placement};
 use probe::{probe, Seen};
 use verify::verify_and_measure;
-use crate::client::{ClientOptions, IdWidth, SyncCommand, SyncMode};
+use crate::client::{ClientOptions, SyncCommand, SyncMode};
 use crate::connection::Connection;
 use crate::transcript::{escape_bytes, Event};
 use crate::finding::FailureKind;
@@ -69,11 +75,9 @@ pub async fn diagnose(conn: &mut Connection, opts: &ClientOptions, budget: Durat
         Seen::Flood(n) => return Err(NoSync { detail: format!("discarded {n} bytes without finding our reply (byte budget exceeded; is the agent flooding?)"), closed: false }),
         Seen::Errors(errors) => {
             // Responsive, but not to this: try the other ways a client syncs.
-            fallback(conn, opts, &mut profile, &format!("only error replies: {}", show_all(&errors)), first_mark, budget, gone).await?;
+            fallback(conn, opts, &mut profile, &format!("only error replies: {}", show_all(&errors)), first_mark, budget, gone).await?
         }
-        Seen::Nothing(bytes) => {
-            fallback(conn, opts, &mut profile, &describe_nothing(&bytes), first_mark, budget, gone).await?;
-        }
+        Seen::Nothing(bytes) => fallback(conn, opts, &mut profile, &describe_nothing(&bytes), first_mark, budget, gone).await?,
     }
     verify_and_measure(conn, opts, profile).await
 }
@@ -152,8 +156,10 @@ async fn fallback(conn: &mut Connection, opts: &ClientOptions, profile: &mut Pro
     Err(NoSync { detail: why.to_owned(), closed: false })
 }
 
-/// Take an answer: record what is wrong with it and set the mode and id
-/// width that will work.
+/// Take an answer: record what is wrong with its framing and set the mode.
+/// Its id says little (it is random): the precision probe settles the id
+/// width and names the id defects; a float form only tells the client to
+/// accept one until then.
 fn adopt(conn: &Connection, profile: &mut Profile, a: &Answer, mode: SyncMode, span: (u64, u64)) {
     let mut mode = mode;
     let text = escape_bytes(&a.text);
@@ -165,7 +171,7 @@ fn adopt(conn: &Connection, profile: &mut Profile, a: &Answer, mode: SyncMode, s
             Placement::Utf8 => (FailureKind::Utf8Sentinel, "the sentinel UTF-8-encoded (C3 BF)"),
             _ => (FailureKind::MisplacedSentinel, "the 0xFF not immediately before the JSON"),
         };
-        profile.findings.push(ProbeFinding {
+        profile.note(ProbeFinding {
             kind,
             capability: Capability::Sentinel,
             detail: format!("guest-sync-delimited answered {text} with {what}"),
@@ -173,33 +179,8 @@ fn adopt(conn: &Connection, profile: &mut Profile, a: &Answer, mode: SyncMode, s
         });
         mode.need_sentinel = false;
     }
-    match a.how {
-        IdMatch::Exact => {}
-        IdMatch::FloatForm | IdMatch::Rounded | IdMatch::Truncated32 | IdMatch::Stringified => {
-            let kind = match a.how {
-                IdMatch::FloatForm => FailureKind::IdFloatForm,
-                IdMatch::Rounded => FailureKind::IdRounded,
-                IdMatch::Truncated32 => FailureKind::IdTruncated,
-                _ => FailureKind::IdStringified,
-            };
-            profile.findings.push(ProbeFinding {
-                kind,
-                capability: Capability::ExactIds,
-                detail: format!("sync id {} came back as {text}: {}", a.id, a.how.describe()),
-                transcript: span,
-            });
-            match a.how {
-                IdMatch::Rounded | IdMatch::FloatForm => {
-                    profile.id_width = IdWidth::Double53;
-                    mode.accept_float_ids = true;
-                }
-                IdMatch::Truncated32 => profile.id_width = IdWidth::Int32,
-                _ => {}
-            }
-        }
-        IdMatch::Missing | IdMatch::Changed => {}
-    }
-    conn.transcript().event(Event::Note { text: format!("start-up probe: syncing with {}", mode.describe()) });
+    mode.accept_float_ids = matches!(a.how, IdMatch::Rounded | IdMatch::FloatForm);
+    conn.transcript().event(Event::Note { text: format!("start-up probe: syncing with {} (sync id {} came back as {}: {})", mode.describe(), a.id, text, a.how.describe()) });
     profile.mode = mode;
 }
 

@@ -2,7 +2,7 @@
 //! answers, errors come, the channel closes or the budget runs out, and
 //! say what was seen.
 
-use super::analyse::{analyse, Answer, Placement};
+use super::analyse::{analyse, Analysis, Answer, Placement};
 use crate::client::{ClientOptions, Deadline, SyncMode};
 use crate::connection::{Connection, Fill};
 use std::time::Duration;
@@ -35,13 +35,22 @@ pub(super) async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientO
     let mut wait = Duration::from_millis(1);
     let mut errors_since = None;
     let mut sent = Vec::new();
+    // Set once a return came that carries none of our ids in any form we
+    // know: the agent mangles wide ids, so retry with narrow ones.
+    let mut narrow = false;
     conn.clear();
     while Instant::now() < end {
         // A dead agent answers nothing; no need to wait out the budget.
         if gone() {
             return Ok(Seen::Closed);
         }
-        let id = if probe_ids { opts.ids.probe_id() } else { opts.ids.sync_id() };
+        let id = if narrow {
+            opts.ids.narrow_id()
+        } else if probe_ids {
+            opts.ids.probe_id()
+        } else {
+            opts.ids.sync_id()
+        };
         ids.push(id);
         let request = crate::client::resync::sync_request_bytes_for(mode, id);
         // An echo is of recent requests: keep the last few KiB only, so the
@@ -70,7 +79,7 @@ pub(super) async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientO
                     // Only the tail can hold something new: a flood must not
                     // be scanned again from the start on every read.
                     let from = seen.len().saturating_sub(n + opts.max_reply_len.min(64 << 10));
-                    let (answer, errors) = analyse(&seen[from..], &ids, &sent);
+                    let Analysis { answer, errors, unmatched } = analyse(&seen[from..], &ids, &sent);
                     if let Some(mut a) = answer {
                         // A sentinel that comes after the JSON: give it a moment.
                         if a.sentinel == Placement::None {
@@ -78,11 +87,12 @@ pub(super) async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientO
                             if let Ok(Fill::Data(_)) = conn.fill(quiet).await {
                                 seen.extend_from_slice(conn.buffered());
                                 conn.clear();
-                                a = analyse(&seen, &ids, &sent).0.unwrap_or(a);
+                                a = analyse(&seen, &ids, &sent).answer.unwrap_or(a);
                             }
                         }
                         return Ok(Seen::Answer(a));
                     }
+                    narrow |= unmatched > 0;
                     if !errors.is_empty() {
                         errors_since.get_or_insert((Instant::now(), ids.len()));
                     }
@@ -102,11 +112,11 @@ pub(super) async fn probe(conn: &mut Connection, mode: &SyncMode, opts: &ClientO
         // attempts with errors about their remains.
         if let Some((t, n)) = errors_since {
             if ids.len() >= n + 3 && t.elapsed() > Duration::from_millis(2) {
-                let (_, errors) = analyse(&seen, &ids, &sent);
+                let errors = analyse(&seen, &ids, &sent).errors;
                 return Ok(Seen::Errors(errors));
             }
         }
     }
-    let (_, errors) = analyse(&seen, &ids, &sent);
+    let errors = analyse(&seen, &ids, &sent).errors;
     Ok(if errors.is_empty() { Seen::Nothing(seen) } else { Seen::Errors(errors) })
 }

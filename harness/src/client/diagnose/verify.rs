@@ -1,11 +1,14 @@
 //! The probe's last stage, once a sync mode works: resync for real, find
-//! out how replies are matched (and the other defects a few plain requests
-//! show), read guest-info leniently, and measure the pace.
+//! out which ids hold (`precision`) and how replies are matched per command
+//! (`echo`), the other defects a few plain requests show, read guest-info
+//! leniently, and measure the pace.
 
 use super::analyse::contains_value;
 use super::wait::{collect_quiet, round_trip, settle};
 use super::{Capability, NoSync, ProbeFinding, Profile};
-use crate::client::{execute_value, resync, ClientOptions, ReplyMatch, ResyncPolicy};
+use super::precision::{self, Got};
+use super::echo;
+use crate::client::{execute_value, resync, ClientOptions, IdWidth, ResyncPolicy};
 use crate::connection::Connection;
 use crate::transcript::{escape_bytes, Event};
 use crate::finding::FailureKind;
@@ -15,9 +18,15 @@ use qapi::qga;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// With the mode chosen: resync for real, find out how replies are matched,
-/// read guest-info leniently, and measure the pace.
+/// With the mode chosen: resync for real, find out which ids hold and how
+/// replies are matched, read guest-info leniently, and measure the pace.
 pub(super) async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptions, mut profile: Profile) -> Result<Profile, NoSync> {
+    // Ids nothing has proven yet: 32 bits until the precision probe below.
+    // (The answer's id is no proof: it is random, so how it came back
+    // would vary from run to run, and a rounded id and one printed with 15
+    // digits can be the same number.)
+    profile.id_width = IdWidth::Int32;
+    profile.request_id_width = IdWidth::Int32;
     let mut client = opts.clone();
     profile.apply(&mut client);
     let policy = ResyncPolicy { first_attempt: Duration::from_millis(5), max_attempt: client.reply_timeout, ..client.resync.clone() };
@@ -26,91 +35,36 @@ pub(super) async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptio
     // Let anything the sync provoked besides its reply (a duplicate, a
     // late sentinel) arrive and go, so it is not taken for the ping's reply.
     settle(conn, &client).await;
-    // Id echo: a ping with a numeric id.
+    first_ping(conn, &client, &policy, &mut profile).await;
+    profile.apply(&mut client);
+
+    // Id precision, sync ids and request ids, at several magnitudes.
     let mark = conn.transcript().mark();
-    let n = client.ids.request_id();
-    let t0 = Instant::now();
-    let ping = crate::wire::Request::new(qga::guest_ping {}, Some(n));
-    let _ = t0;
-    let reply = match conn.send(&ping.to_wire(), Instant::now() + client.send_timeout * 4).await {
-        Ok(()) => crate::client::observe::next_reply(conn, client.reply_deadline(), client.max_reply_len).await.ok(),
-        Err(_) => None,
+    let sync = precision::probe_sync_ids(conn, &client, &policy, &mut profile).await;
+    let request = if profile.string_ids { Vec::new() } else { precision::probe_request_ids(conn, &client, &policy).await };
+    // Whether float forms are accepted follows from the fixed magnitudes,
+    // not from the answer's random id (so it is the same every run).
+    if !sync.is_empty() {
+        profile.mode.accept_float_ids = precision::float_form(&sync) || precision::float_form(&request);
+    }
+    if let Some(w) = precision::widest(&sync) {
+        profile.id_width = w;
+    }
+    let request_width = precision::widest(&request);
+    // Ids never echoed prove nothing: the narrowest width then.
+    let silent = request.iter().all(|s| matches!(s.got, Got::Id(IdMatch::Missing, _)));
+    profile.request_id_width = match request_width {
+        Some(w) if !silent => w,
+        _ => IdWidth::Int32,
     };
-    if let Some(o) = reply.as_ref().filter(|o| o.before.contains(&SENTINEL)) {
-        profile.findings.push(ProbeFinding {
-            kind: FailureKind::StraySentinel,
-            capability: Capability::CleanReplies,
-            detail: format!("guest-ping after a delimited sync was answered {}{}: a raw 0xFF on a reply that is not delimited", escape_bytes(&o.before), escape_bytes(&o.text)),
-            transcript: (mark, conn.transcript().mark()),
-        });
-    }
-    if let Some(o) = reply.as_ref() {
-        // Anything more after the reply, with nothing asked? The same reply
-        // again is a duplicate.
-        let extra = collect_quiet(conn, &client).await;
-        if contains_value(&extra, &o.text) {
-            profile.findings.push(ProbeFinding {
-                kind: FailureKind::DuplicateReply,
-                capability: Capability::OneReply,
-                detail: format!("guest-ping was answered twice: {}", escape_bytes(&o.text)),
-                transcript: (mark, conn.transcript().mark()),
-            });
-        }
-    }
-    // An error object without a class is still an error here (the error
-    // class probe below reports it).
-    let reply = reply.and_then(|o| match o.reply {
-        Ok(r) => Some(r),
-        Err(_) => Reply::lenient_error(&o.text),
-    });
-    match reply {
-        Some(Reply::Return { id, .. }) => match compare_id(n, id.as_ref()) {
-            IdMatch::Exact => {}
-            IdMatch::Missing => {
-                profile.findings.push(ProbeFinding {
-                    kind: FailureKind::IdNotEchoed,
-                    capability: Capability::IdEcho,
-                    detail: format!("guest-ping with \"id\": {n} was answered without an id"),
-                    transcript: (mark, conn.transcript().mark()),
-                });
-                profile.matching = ReplyMatch::Order;
-            }
-            how => {
-                if !profile.mode.accept_float_ids || how != IdMatch::FloatForm {
-                    let kind = match how {
-                        IdMatch::FloatForm => FailureKind::IdFloatForm,
-                        IdMatch::Rounded => FailureKind::IdRounded,
-                        IdMatch::Truncated32 => FailureKind::IdTruncated,
-                        IdMatch::Stringified => FailureKind::IdStringified,
-                        _ => FailureKind::IdChanged,
-                    };
-                    profile.findings.push(ProbeFinding {
-                        kind,
-                        capability: Capability::IdEcho,
-                        detail: format!("guest-ping with \"id\": {n} came back with {}: {}", id.map_or("no id".into(), |v| v.to_string()), how.describe()),
-                        transcript: (mark, conn.transcript().mark()),
-                    });
-                    profile.matching = ReplyMatch::Order;
-                }
-            }
-        },
-        Some(Reply::Error { .. }) => {
-            // Rejected with a numeric id: does a string id work?
-            let _ = resync(conn, &policy, &client).await;
-            let sid = serde_json::Value::String(format!("qga-harness-{n}"));
-            let ping = crate::wire::Request::with_id_value(qga::guest_ping {}, Some(sid.clone()));
-            if let Some(Reply::Return { .. }) = round_trip(conn, &client, &ping.to_wire()).await {
-                profile.findings.push(ProbeFinding {
-                    kind: FailureKind::NumericIdRejected,
-                    capability: Capability::IdEcho,
-                    detail: format!("guest-ping with \"id\": {n} got an error; with \"id\": {sid} it is answered"),
-                    transcript: (mark, conn.transcript().mark()),
-                });
-                profile.string_ids = true;
-            }
-        }
-        None => {}
-    }
+    precision::findings(&mut profile, &sync, &request, request_width.is_some(), (mark, conn.transcript().mark()));
+    profile.apply(&mut client);
+
+    // Id echo, per command kind.
+    let mark = conn.transcript().mark();
+    let seen = echo::probe_echo(conn, &client, &policy).await;
+    (profile.matching, profile.matching_by_command) = echo::rules(&seen, profile.mode.accept_float_ids);
+    echo::findings(&mut profile, &seen, (mark, conn.transcript().mark()));
     profile.apply(&mut client);
     let _ = resync(conn, &policy, &client).await;
     settle(conn, &client).await;
@@ -215,6 +169,57 @@ pub(super) async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptio
         ),
     });
     Ok(profile)
+}
+
+/// A first ping, with a 32-bit id: a raw 0xFF before its reply, the reply
+/// twice, or an error for a numeric id (then: does a string id work?).
+async fn first_ping(conn: &mut Connection, client: &ClientOptions, policy: &ResyncPolicy, profile: &mut Profile) {
+    let mark = conn.transcript().mark();
+    let n = client.ids.narrow_id();
+    let ping = crate::wire::Request::new(qga::guest_ping {}, Some(n));
+    let reply = match conn.send(&ping.to_wire(), Instant::now() + client.send_timeout * 4).await {
+        Ok(()) => crate::client::observe::next_reply(conn, client.reply_deadline(), client.max_reply_len).await.ok(),
+        Err(_) => None,
+    };
+    if let Some(o) = reply.as_ref().filter(|o| o.before.contains(&SENTINEL)) {
+        profile.note(ProbeFinding {
+            kind: FailureKind::StraySentinel,
+            capability: Capability::CleanReplies,
+            detail: format!("guest-ping after a delimited sync was answered {}{}: a raw 0xFF on a reply that is not delimited", escape_bytes(&o.before), escape_bytes(&o.text)),
+            transcript: (mark, conn.transcript().mark()),
+        });
+    }
+    if let Some(o) = reply.as_ref() {
+        // Anything more after the reply, with nothing asked? The same reply
+        // again is a duplicate.
+        let extra = collect_quiet(conn, client).await;
+        if contains_value(&extra, &o.text) {
+            profile.note(ProbeFinding {
+                kind: FailureKind::DuplicateReply,
+                capability: Capability::OneReply,
+                detail: format!("guest-ping was answered twice: {}", escape_bytes(&o.text)),
+                transcript: (mark, conn.transcript().mark()),
+            });
+        }
+    }
+    // An error object without a class is still an error here (the error
+    // class probe reports it).
+    let rejected = reply.is_some_and(|o| matches!(o.reply.ok().or_else(|| Reply::lenient_error(&o.text)), Some(Reply::Error { .. })));
+    if rejected {
+        // Rejected with a numeric id: does a string id work?
+        let _ = resync(conn, policy, client).await;
+        let sid = serde_json::Value::String(format!("qga-harness-{n}"));
+        let ping = crate::wire::Request::with_id_value(qga::guest_ping {}, Some(sid.clone()));
+        if let Some(Reply::Return { .. }) = round_trip(conn, client, &ping.to_wire()).await {
+            profile.note(ProbeFinding {
+                kind: FailureKind::NumericIdRejected,
+                capability: Capability::IdEcho,
+                detail: format!("guest-ping with \"id\": {n} got an error; with \"id\": {sid} it is answered"),
+                transcript: (mark, conn.transcript().mark()),
+            });
+            profile.string_ids = true;
+        }
+    }
 }
 
 /// Bytes read from the agent since `mark`, and the longest pause between

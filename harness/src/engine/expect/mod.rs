@@ -117,19 +117,6 @@ fn show_pattern(v: &serde_json::Value, p: Option<&Pending>) -> String {
     }
 }
 
-/// The failure kind for an id that came back as `how`.
-fn id_kind(how: IdMatch) -> FailureKind {
-    match how {
-        IdMatch::Exact => FailureKind::Other,
-        IdMatch::FloatForm => FailureKind::IdFloatForm,
-        IdMatch::Rounded => FailureKind::IdRounded,
-        IdMatch::Truncated32 => FailureKind::IdTruncated,
-        IdMatch::Stringified => FailureKind::IdStringified,
-        IdMatch::Missing => FailureKind::IdNotEchoed,
-        IdMatch::Changed => FailureKind::IdChanged,
-    }
-}
-
 /// What a check needs besides the reply: how this agent is graded, the
 /// case (checks about a defect the probe found relax outside the cases
 /// about it), and the client's options (the id forms it accepts).
@@ -158,7 +145,7 @@ impl Checker<'_> {
                 actual: format!("{what} {sent} came back as {}: {} ({seen})", got.map_or("nothing".into(), |v| v.to_string()), how.describe()),
                 at_most: Some(Outcome::NonStrict),
             }),
-            _ => Err(miss(id_kind(how), format!("{what} {sent} came back as {}: {} ({seen})", got.map_or("nothing".into(), |v| v.to_string()), how.describe()))),
+            _ => Err(miss(crate::client::id_failure_kind(how), format!("{what} {sent} came back as {}: {} ({seen})", got.map_or("nothing".into(), |v| v.to_string()), how.describe()))),
         }
     }
 
