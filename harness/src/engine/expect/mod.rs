@@ -3,6 +3,7 @@
 //! and how the start-up profile grades this agent. The `expect` step
 //! ([`super::steps`]) reads; this decides.
 
+pub(in crate::engine) mod cause;
 #[cfg(test)]
 mod tests;
 
@@ -117,6 +118,21 @@ fn show_pattern(v: &serde_json::Value, p: Option<&Pending>) -> String {
     }
 }
 
+/// `pat` with every object pattern open to more members (`"$more"`); an
+/// empty one (`{}`, guest-ping's) stays what it says: the empty object.
+fn open_objects(pat: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match pat {
+        Value::Object(o) if !o.is_empty() => {
+            let mut o: serde_json::Map<String, Value> = o.iter().map(|(k, v)| (k.clone(), open_objects(v))).collect();
+            o.insert("$more".into(), Value::Bool(true));
+            Value::Object(o)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(open_objects).collect()),
+        v => v.clone(),
+    }
+}
+
 /// The failure kind for an id that came back as `how`.
 fn id_kind(how: IdMatch) -> FailureKind {
     match how {
@@ -128,6 +144,25 @@ fn id_kind(how: IdMatch) -> FailureKind {
         IdMatch::Missing => FailureKind::IdNotEchoed,
         IdMatch::Changed => FailureKind::IdChanged,
     }
+}
+
+/// The finding for an id `sent` that came back as `got` (`Other` when it
+/// is the same id): [`compare_id`], with a value printed through a double
+/// with 15 significant digits told apart from one rounded to a double.
+pub(in crate::engine) fn id_finding(sent: i64, got: Option<&serde_json::Value>) -> FailureKind {
+    let how = compare_id(sent, got);
+    if matches!(how, IdMatch::Rounded | IdMatch::Changed) && is_fifteen_digits(sent, got) {
+        return FailureKind::IdFifteenDigits;
+    }
+    id_kind(how)
+}
+
+/// Whether `got` is `sent` printed with 15 significant digits (`%.15g`),
+/// and that differs from `sent` (it does only from 1e15 on).
+fn is_fifteen_digits(sent: i64, got: Option<&serde_json::Value>) -> bool {
+    let Some(g) = got.and_then(serde_json::Value::as_f64) else { return false };
+    let printed: f64 = format!("{:.14e}", sent as f64).parse().unwrap_or(f64::NAN);
+    printed == g && printed != sent as f64
 }
 
 /// What a check needs besides the reply: how this agent is graded, the
@@ -158,7 +193,7 @@ impl Checker<'_> {
                 actual: format!("{what} {sent} came back as {}: {} ({seen})", got.map_or("nothing".into(), |v| v.to_string()), how.describe()),
                 at_most: Some(Outcome::NonStrict),
             }),
-            _ => Err(miss(id_kind(how), format!("{what} {sent} came back as {}: {} ({seen})", got.map_or("nothing".into(), |v| v.to_string()), how.describe()))),
+            _ => Err(miss(id_finding(sent, got), format!("{what} {sent} came back as {}: {} ({seen})", got.map_or("nothing".into(), |v| v.to_string()), how.describe()))),
         }
     }
 
@@ -221,7 +256,14 @@ impl Checker<'_> {
                     // An explicit id the case sent (sync/3's i64::MAX, say).
                     self.check_id("sync id", sent, Some(value), &got(), Capability::ExactIds)?;
                 } else {
-                    pattern::matches(pat, value, &bindings).map_err(|m| miss(FailureKind::WrongReturn, format!("{} ({m})", got())))?;
+                    if let Err(m) = pattern::matches(pat, value, &bindings) {
+                        // Only members beyond the pattern: NON-STRICT, as
+                        // the schema cases grade a member the schema lacks.
+                        if pattern::matches(&open_objects(pat), value, &bindings).is_ok() {
+                            return Err(Miss { kind: FailureKind::SchemaExtraMember, actual: format!("{} ({m})", got()), at_most: Some(Outcome::NonStrict) });
+                        }
+                        return Err(miss(FailureKind::WrongReturn, format!("{} ({m})", got())));
+                    }
                 }
             }
             (Reply::Error { class, .. }, _, Some(want)) => {

@@ -30,6 +30,7 @@ pub(super) async fn batch(ctx: &mut Ctx<'_>, sends: &[Send]) -> Result<(), StepE
         bytes.extend_from_slice(&b);
         pending.extend(p);
     }
+    request::together(&mut pending);
     write(ctx, &bytes, None, 0).await?;
     ctx.pending.extend(pending);
     Ok(())
