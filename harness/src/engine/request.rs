@@ -152,6 +152,12 @@ pub fn build(send: &Send, client: &ClientOptions) -> (Vec<u8>, Vec<Pending>) {
         out.extend_from_slice(&piece);
     }
     together(&mut pending);
+    // A flush byte before a request: the request is not alone in its write.
+    if let [p] = pending.as_mut_slice() {
+        if send.flush && p.shape == Shape::Alone {
+            p.shape = Shape::First;
+        }
+    }
     (out, pending)
 }
 

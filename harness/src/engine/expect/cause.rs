@@ -40,6 +40,11 @@ pub(in crate::engine) fn behind_reply(m: &Miss, o: &Observed, p: Option<&Pending
         return Some(Cause { kind: FailureKind::DuplicateReply, actual: format!("a copy of an earlier reply, read where another was due: {shown}"), secondary: Vec::new() });
     }
     let shape = p.map_or(Shape::Alone, |p| p.shape);
+    // An error where a return was due, to a request that followed other
+    // input on its line: it was read as part of that input.
+    if return_due && shape == Shape::After && matches!(o.reply, Ok(Reply::Error { .. })) && m.kind != FailureKind::IdNotEchoed {
+        return Some(Cause { kind: FailureKind::RequestSwallowed, actual: format!("{} was read as part of the input before it: {shown}", p.map_or("", |p| p.command.as_str())), secondary: Vec::new() });
+    }
     if return_due && shape != Shape::Alone {
         let classless = matches!(&o.reply, Err(e) if e.kind == MalformedKind::ErrorWithoutClass);
         let id_less_error = match &o.reply {
@@ -61,14 +66,37 @@ pub(in crate::engine) fn behind_reply(m: &Miss, o: &Observed, p: Option<&Pending
 }
 
 /// The cause behind no reply (`kind`) for request `p`: written after
-/// another request in one write, it was swallowed.
-pub(in crate::engine) fn behind_silence(kind: FailureKind, p: Option<&Pending>) -> Option<Cause> {
-    let after = p.is_some_and(|p| p.shape == Shape::After);
+/// another request in one write (or on a line left open), it was
+/// swallowed. `nth_raw`: without a request of ours, this is reply `n` of
+/// a raw write that held `m` whole requests, as (n, m).
+pub(in crate::engine) fn behind_silence(kind: FailureKind, p: Option<&Pending>, nth_raw: (usize, usize)) -> Option<Cause> {
+    let after = p.is_some_and(|p| p.shape == Shape::After) || (p.is_none() && nth_raw.0 > 0 && nth_raw.0 < nth_raw.1);
     (after && matches!(kind, FailureKind::NoReply | FailureKind::NoReplyWithoutNewline)).then(|| Cause {
         kind: FailureKind::RequestSwallowed,
-        actual: format!("no reply to {}, written after another request in the same write", p.map_or("", |p| p.command.as_str())),
+        actual: match p {
+            Some(p) => format!("no reply to {}, written after other input on the same line or in the same write", p.command),
+            None => format!("no reply to request {} of {} written in one write", nth_raw.0 + 1, nth_raw.1),
+        },
         secondary: Vec::new(),
     })
+}
+
+/// How many whole JSON objects `bytes` holds.
+pub(in crate::engine) fn objects_in(bytes: &[u8]) -> usize {
+    let mut n = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        match crate::wire::scan(&bytes[at..]) {
+            crate::wire::Scan::Value { end, .. } => {
+                n += 1;
+                at += end;
+            }
+            crate::wire::Scan::Sentinel { at: s } => at += s + 1,
+            crate::wire::Scan::Garbage { end } => at += end.max(1),
+            crate::wire::Scan::Incomplete { .. } => break,
+        }
+    }
+    n
 }
 
 /// The copy of `last` (the last reply read) in bytes that came where

@@ -26,6 +26,7 @@ pub(super) async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepErro
         let pending = ctx.pending.pop_front();
         let want = describe_expectation(e, pending.as_ref());
         let which = if e.count > 1 { format!(" (reply {} of {})", n + 1, e.count) } else { String::new() };
+        let opts = ctx.opts().clone();
         let conn = ctx.session.conn().map_err(harness)?;
         let deadline = crate::client::Deadline::new(within, idle, cap.max(within));
         let mut skipped = 0;
@@ -37,7 +38,7 @@ pub(super) async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepErro
                 }
                 Err(why) => {
                     let kind = judge::no_reply_kind(&why, e, pending.as_ref());
-                    if let Some(c) = cause::behind_silence(kind, pending.as_ref()) {
+                    if let Some(c) = cause::behind_silence(kind, pending.as_ref(), (n, ctx.raw_requests)) {
                         return Err(violation(c.kind, format!("{want}{which}"), format!("{} ({why})", c.actual)));
                     }
                     return Err(violation(kind, format!("{want}{which}"), why.to_string()));
@@ -59,7 +60,11 @@ pub(super) async fn expect(ctx: &mut Ctx<'_>, e: &Expect) -> Result<(), StepErro
             // about it, the second copy is skipped. Only a reply that can
             // come once (an id, a sync's number): fifty identical errors to
             // fifty bad requests are fifty replies.
-            let known_duplicate = doubles && skipped < limit && !ctx.last_reply.is_empty() && o.text == ctx.last_reply && cause::singular(&o.text);
+            let known_duplicate = doubles && skipped < limit && !ctx.last_reply.is_empty() && o.text == ctx.last_reply && (cause::singular(&o.text) || {
+                // An identical reply that is not what is due now is the copy.
+                let checker = Checker { grading: ctx.grading, case: ctx.case, opts: &opts };
+                checker.check(e, pending.as_ref(), &o, None).is_err()
+            });
             if tolerable || known_duplicate {
                 skipped += 1;
                 continue;
