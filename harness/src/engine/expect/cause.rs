@@ -83,20 +83,30 @@ pub(in crate::engine) fn behind_silence(kind: FailureKind, p: Option<&Pending>, 
 
 /// How many whole JSON objects `bytes` holds.
 pub(in crate::engine) fn objects_in(bytes: &[u8]) -> usize {
-    let mut n = 0;
+    objects(bytes).0.len()
+}
+
+/// The JSON objects in `buf`, in order (0xFF bytes and garbage between
+/// them skipped); the bool says whether any garbage was skipped.
+pub(in crate::engine) fn objects(buf: &[u8]) -> (Vec<&[u8]>, bool) {
+    let mut out = Vec::new();
+    let mut garbage = false;
     let mut at = 0;
-    while at < bytes.len() {
-        match crate::wire::scan(&bytes[at..]) {
-            crate::wire::Scan::Value { end, .. } => {
-                n += 1;
+    while at < buf.len() {
+        match crate::wire::scan(&buf[at..]) {
+            crate::wire::Scan::Value { start, end } => {
+                out.push(&buf[at + start..at + end]);
                 at += end;
             }
             crate::wire::Scan::Sentinel { at: s } => at += s + 1,
-            crate::wire::Scan::Garbage { end } => at += end.max(1),
+            crate::wire::Scan::Garbage { end } => {
+                garbage = true;
+                at += end.max(1);
+            }
             crate::wire::Scan::Incomplete { .. } => break,
         }
     }
-    n
+    (out, garbage)
 }
 
 /// The copy of `last` (the last reply read) in bytes that came where
@@ -104,3 +114,6 @@ pub(in crate::engine) fn objects_in(bytes: &[u8]) -> usize {
 pub(in crate::engine) fn repeats_last(bytes: &[u8], last: &[u8]) -> bool {
     !last.is_empty() && bytes.windows(last.len()).any(|w| w == last)
 }
+
+#[cfg(test)]
+mod tests;

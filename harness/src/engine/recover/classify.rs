@@ -6,7 +6,8 @@
 use crate::engine::expect::id_finding;
 use crate::verdict::FailureKind;
 use crate::wire::message::{ids_equal, MalformedKind};
-use crate::wire::{scan, Reply, Scan};
+use crate::engine::expect::cause::objects;
+use crate::wire::Reply;
 use serde_json::Value;
 
 /// How the recovery client matches replies (from the start-up profile):
@@ -26,29 +27,6 @@ struct Sent {
     id: Option<Value>,
     /// guest-sync's (or guest-sync-delimited's) `arguments.id`.
     sync: Option<i64>,
-}
-
-/// The JSON objects in `buf`, in order (0xFF bytes and garbage between
-/// them skipped); the bool says whether any garbage was skipped.
-fn objects(buf: &[u8]) -> (Vec<&[u8]>, bool) {
-    let mut out = Vec::new();
-    let mut garbage = false;
-    let mut at = 0;
-    while at < buf.len() {
-        match scan(&buf[at..]) {
-            Scan::Value { start, end } => {
-                out.push(&buf[at + start..at + end]);
-                at += end;
-            }
-            Scan::Sentinel { at: s } => at += s + 1,
-            Scan::Garbage { end } => {
-                garbage = true;
-                at += end.max(1);
-            }
-            Scan::Incomplete { .. } => break,
-        }
-    }
-    (out, garbage)
 }
 
 fn requests(buf: &[u8]) -> Vec<Sent> {
