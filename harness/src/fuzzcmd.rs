@@ -123,6 +123,7 @@ async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
         None => command_line,
     };
     println!("{command_line}");
+    let probed = probe_first(agent.clone(), " of the agent behind the harness").await;
     let cfg = ClientFuzzConfig {
         client: ClientConfig { client, port: args.client_transport, agent },
         schedules: args.schedules,
@@ -150,10 +151,11 @@ async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
             ),
         }
     };
-    let report = match report {
+    let mut report = match report {
         Ok(r) => r,
         Err(e) => return campaign_error(e),
     };
+    fuzz::probe::merge(&mut report.probe, &probed);
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     println!("schedules: {} ({} runs with shrinking) in {:.2} s: {:.1} schedules/s", report.schedules, report.runs, secs, report.schedules as f64 / secs);
     let cost = fuzz::Cost::of(&report, jobs, None);
@@ -168,9 +170,37 @@ async fn run_client(args: FuzzArgs, template: String) -> ExitCode {
     finish(&report, args.json.as_deref(), doc)
 }
 
-/// The closing line, the JSON summary and the exit code of a campaign.
+/// The start-up probe, once before the campaign, printed at its top (the
+/// campaign's jobs probe their own agents too): what it found.
+async fn probe_first(config: qga_harness::session::SessionConfig, whose: &str) -> Vec<qga_harness::client::ProbeFinding> {
+    match fuzz::probe::probe(config).await {
+        Ok(p) => {
+            println!("start-up probe{whose}:");
+            for line in qga_harness::report::profile_lines(&p) {
+                println!("  {}", qga_harness::report::sanitize(&line));
+            }
+            p.findings
+        }
+        Err(e) => {
+            println!("start-up probe{whose}: the agent did not start: {}", qga_harness::report::sanitize(&e));
+            Vec::new()
+        }
+    }
+}
+
+/// The probe's findings, the closing line, the JSON summary and the exit
+/// code of a campaign. A probe finding fails the campaign as a failing
+/// schedule does: the client adapted to the defect, which must not hide it.
 fn finish(report: &fuzz::FuzzReport, json: Option<&std::path::Path>, doc: serde_json::Value) -> ExitCode {
-    println!("{} failure(s) found in {} schedules", report.failures.len(), report.schedules);
+    if !report.probe.is_empty() {
+        println!("the start-up probe found {} defect(s); the client was adapted to them, and they fail the campaign:", report.probe.len());
+        for f in &report.probe {
+            println!("  {} — {}: {}", f.kind.code(), f.kind.summary(), qga_harness::report::sanitize(&f.detail));
+        }
+    }
+    let codes: Vec<String> = report.probe.iter().map(|f| f.kind.code()).collect();
+    let probed = if codes.is_empty() { String::new() } else { format!(", and {} start-up probe finding(s): {}", codes.len(), codes.join(", ")) };
+    println!("{} failure(s) found in {} schedules{probed}", report.failures.len(), report.schedules);
     if let Some(path) = json {
         if let Err(e) = qga_harness::report::write_atomic(path, &serde_json::to_vec_pretty(&doc).unwrap_or_default()) {
             eprintln!("qga-harness: cannot write {}: {e}", path.display());
@@ -179,7 +209,7 @@ fn finish(report: &fuzz::FuzzReport, json: Option<&std::path::Path>, doc: serde_
     }
     if !report.errors.is_empty() {
         ExitCode::from(crate::EXIT_HARNESS)
-    } else if !report.failures.is_empty() {
+    } else if !report.failures.is_empty() || !report.probe.is_empty() {
         ExitCode::from(crate::EXIT_FAIL)
     } else {
         ExitCode::SUCCESS
@@ -228,6 +258,7 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
         command_line.push_str(&format!(" --shard {sh}"));
     }
     println!("{command_line}");
+    let probed = probe_first(session.clone(), "").await;
 
     // Off the runtime thread: Ctrl-C and timers keep running meanwhile.
     let floor = {
@@ -289,10 +320,11 @@ pub async fn run(args: FuzzArgs) -> ExitCode {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let report = match report {
+    let mut report = match report {
         Ok(r) => r,
         Err(e) => return campaign_error(e),
     };
+    fuzz::probe::merge(&mut report.probe, &probed);
 
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     println!(

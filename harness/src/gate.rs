@@ -4,8 +4,7 @@
 //! under cargo test or nextest.
 
 use crate::baseline::Baseline;
-use crate::verdict::{CaseResult, RunResult};
-use crate::verdict::Outcome;
+use crate::verdict::{CaseResult, Outcome, RunResult};
 
 /// What a run means for CI.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +14,7 @@ pub enum Gate {
     /// Conformance failures (or regressions against the baseline): the
     /// cases and outcomes that count.
     Fail(Vec<(String, Outcome)>),
-    /// The harness could not judge: the agent could not be run at all, or
+    /// The harness could not judge: it could not run the agent at all, or
     /// a case ERRORed (the harness failed, not the agent).
     HarnessError(String),
 }
@@ -49,13 +48,16 @@ pub fn gate_results(results: &[CaseResult], baseline: Option<&Baseline>, strict:
     }
 }
 
-/// Gate a whole run: an agent that could not be run at all is one harness
-/// error, not a verdict per case.
+/// Gate a whole run. An agent the harness could not run at all (it could
+/// not spawn it, open the channel, boot the machine) is one harness error,
+/// not a verdict per case. An agent that started and whose defect kept the
+/// run from going on (it died, or answered nothing usable) is the agent's
+/// failure: its cases are BLOCKED by that finding and gate as such.
 pub fn gate(run: &RunResult, baseline: Option<&Baseline>, strict: bool) -> Gate {
-    if let Some(e) = &run.startup_error {
-        return Gate::HarnessError(format!("the agent could not be run: {}", e.message));
+    match &run.startup_error {
+        Some(e) if e.harness || e.finding.is_none() => Gate::HarnessError(format!("the agent could not be run: {}", e.message)),
+        _ => gate_results(&run.results, baseline, strict),
     }
-    gate_results(&run.results, baseline, strict)
 }
 
 #[cfg(test)]
@@ -76,5 +78,16 @@ mod tests {
         let errored = vec![r("a/1", Outcome::Error)];
         assert_eq!(gate_results(&errored, None, false).exit_code(), 2);
         assert_eq!(gate_results(&[r("a/1", Outcome::Pass)], None, false), Gate::Pass);
+    }
+
+    #[test]
+    fn an_agent_that_started_and_cannot_be_run_fails_a_harness_that_could_not_run_it_errs() {
+        let mut run = RunResult::begin(crate::case::Role::Agent, "a".into(), "pty".into(), 1);
+        run.results = vec![r("a/1", Outcome::Blocked), r("a/2", Outcome::Unsupported)];
+        let e = crate::verdict::StartupError { message: "m".into(), stderr: String::new(), hint: None, harness: false, finding: Some(crate::verdict::FailureKind::AgentGone), transcript: Vec::new() };
+        run.startup_error = Some(e.clone());
+        assert_eq!(gate(&run, None, false), Gate::Fail(vec![("a/1".into(), Outcome::Blocked)]));
+        run.startup_error = Some(crate::verdict::StartupError { harness: true, finding: None, ..e });
+        assert_eq!(gate(&run, None, false).exit_code(), 2);
     }
 }

@@ -5,6 +5,9 @@
 //!   no FAIL, NON-STRICT, BLOCKED, TIMEOUT or ERROR;
 //! - every mutant fails exactly the cases it declares
 //!   (`Bug::declared_failures`): one defect, its own findings;
+//! - a mutant that declares its primary finding (`Bug::primary_finding`)
+//!   gets it named first in the run's findings (`report::findings`): the
+//!   cause before its symptoms;
 //! - every MUST case is declared by some mutant (a case no mutant can fail
 //!   tests nothing), except those listed as awaiting one.
 //!
@@ -19,6 +22,7 @@ use qga_fixtures::mutation::{Bug, Variant};
 use qga_harness::agent::AgentTemplate;
 use qga_harness::case::load;
 use qga_harness::engine::{run_cases, EngineOptions};
+use qga_harness::finding::FailureKind;
 use qga_harness::verdict::RunResult;
 // Cases run over a socketpair where they apply; the rest (unix-listen only)
 // over their own transport.
@@ -54,22 +58,31 @@ fn transport_for(case: &qga_harness::case::Case) -> TransportKind {
     local.into_iter().find(|t| case.applies_to(*t)).expect("every case applies to a local transport")
 }
 
-/// Every case, each over the transport it applies to, in catalogue order.
-fn run_all(extra: &str) -> Vec<qga_harness::verdict::CaseResult> {
+/// Every case, each over the transport it applies to, in catalogue order,
+/// as one run: the socketpair run (its probe, its header) with the results
+/// of the cases run over other transports merged in.
+fn run_all(extra: &str) -> RunResult {
     let cases = load::embedded_role(qga_harness::case::Role::Agent).unwrap();
     let mut by_id = std::collections::HashMap::new();
+    let mut main: Option<RunResult> = None;
     for t in TransportKind::ALL {
         if cases.iter().any(|c| transport_for(c) == t) {
             let template = match t {
                 TransportKind::UnixListen => format!("{HARNESS} ref-agent --unix-listen {{path}} {extra}"),
                 _ => format!("{HARNESS} ref-agent {extra}"),
             };
-            for r in run_one(&template, t, &|c| transport_for(c) == t).results {
+            let mut run = run_one(&template, t, &|c| transport_for(c) == t);
+            for r in std::mem::take(&mut run.results) {
                 by_id.insert(r.id.clone(), r);
+            }
+            if main.is_none() || t == TransportKind::Socketpair {
+                main = Some(run);
             }
         }
     }
-    cases.iter().map(|c| by_id.remove(&c.id).unwrap()).collect()
+    let mut run = main.expect("some case runs locally");
+    run.results = cases.iter().map(|c| by_id.remove(&c.id).unwrap()).collect();
+    run
 }
 
 fn run_one(template: &str, transport: TransportKind, keep: &dyn Fn(&qga_harness::case::Case) -> bool) -> RunResult {
@@ -127,7 +140,7 @@ fn every_mutant_fails_and_every_must_case_bites() {
     for (ci, case) in cases.iter().enumerate() {
         out.push_str(&format!("{:<25} {:<5} ", case.id, case.level.to_string()));
         for i in 0..agents.len() {
-            out.push_str(&format!("{:>3}", cell(results[&i][ci].outcome)));
+            out.push_str(&format!("{:>3}", cell(results[&i].results[ci].outcome)));
         }
         out.push('\n');
     }
@@ -139,9 +152,13 @@ fn every_mutant_fails_and_every_must_case_bites() {
     println!("{out}");
 
     let mut problems = Vec::new();
+    // Mutants whose primary finding is not the first one named, all in
+    // one problem so that the list shows which.
+    let mut not_first = Vec::new();
     let failing = |o: Outcome| matches!(o, Outcome::Fail | Outcome::NonStrict | Outcome::Timeout | Outcome::Error);
     for (i, (name, kind, _)) in agents.iter().enumerate() {
-        let r = &results[&i];
+        let run = &results[&i];
+        let r = &run.results;
         match kind {
             Kind::Reference | Kind::Legal => {
                 let details: Vec<String> = r
@@ -176,8 +193,33 @@ fn every_mutant_fails_and_every_must_case_bites() {
                 if must.is_empty() {
                     problems.push(format!("mutant {name} declares no case it must fail"));
                 }
+                // The cause first: the finding a user should read first
+                // is the first the run names.
+                if let Some(code) = bug.primary_finding() {
+                    if serde_json::from_value::<FailureKind>(serde_json::Value::from(code)).is_err() {
+                        problems.push(format!("mutant {name} declares primary finding {code}, which is no finding code"));
+                    }
+                    let findings = qga_harness::report::findings(run, false);
+                    if findings.first().map(|f| f.kind.code()).as_deref() != Some(code) {
+                        let named: Vec<String> = findings
+                            .iter()
+                            .map(|f| {
+                                let probe = if f.probe.is_some() { "probe, " } else { "" };
+                                format!("{} ({probe}{} cases)", f.kind.code(), f.cases.len())
+                            })
+                            .collect();
+                        not_first.push(format!("{name}: wants {code} first, run names [{}]", named.join(", ")));
+                    }
+                }
             }
         }
+    }
+    if !not_first.is_empty() {
+        problems.push(format!(
+            "{} mutant(s) do not get their primary finding named first:\n  {}",
+            not_first.len(),
+            not_first.join("\n  ")
+        ));
     }
     // MUST cases no single defect fails. They check that a client recovers
     // (after restarts, stale replies, garbage, a client leaving): only a

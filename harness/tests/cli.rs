@@ -11,13 +11,18 @@ fn harness() -> Command {
     Command::cargo_bin("qga-harness").unwrap()
 }
 
-/// The closing line, `N passed, M failed`.
-fn closing(stdout: &[u8]) -> (usize, usize) {
+/// The closing line, `P passed, F failed[, N NON-STRICT][, R not run (U
+/// UNSUPPORTED, B BLOCKED)]`: (passed, failed, UNSUPPORTED, BLOCKED).
+fn closing(stdout: &[u8]) -> (usize, usize, usize, usize) {
     let text = String::from_utf8_lossy(stdout);
     let line = text.lines().last().unwrap_or_default().to_owned();
-    let nums: Vec<usize> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
-    assert!(line.ends_with(" failed") && nums.len() == 2, "no closing line in:\n{text}");
-    (nums[0], nums[1])
+    let count = |what: &str| -> Option<usize> {
+        let at = line.find(what)?;
+        line[..at].trim_end().rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let (Some(passed), Some(failed)) = (count(" passed"), count(" failed")) else { panic!("no closing line in:\n{text}") };
+    assert!(line.starts_with(&format!("{passed} passed, {failed} failed")), "no closing line in:\n{text}");
+    (passed, failed, count(" UNSUPPORTED").unwrap_or(0), count(" BLOCKED").unwrap_or(0))
 }
 
 #[test]
@@ -26,8 +31,8 @@ fn default_run_uses_the_reference_agent_and_passes() {
         let out = harness().args(["run", "--transport", transport]).timeout(Duration::from_secs(60)).assert().code(0);
         let stdout = &out.get_output().stdout;
         assert!(String::from_utf8_lossy(stdout).contains("ref-agent"));
-        let (passed, failed) = closing(stdout);
-        assert!(passed >= 60 && failed == 0, "{passed} passed, {failed} failed");
+        let (passed, failed, _, blocked) = closing(stdout);
+        assert!(passed >= 60 && failed == 0 && blocked == 0, "{passed} passed, {failed} failed, {blocked} BLOCKED");
     }
 }
 
@@ -52,20 +57,43 @@ fn run_against_qemu_ga_with_its_baselines() {
 }
 
 #[test]
-fn agent_that_cannot_start_is_one_message_with_its_output_and_exit_2() {
-    // Not a verdict per case: one message, the transcript's tail, exit 2.
+fn agent_that_dies_at_start_is_one_message_with_its_output_and_exit_1() {
+    // Not a verdict per case: one message, the transcript's tail, and the
+    // cases BLOCKED by the agent's defect (it started, then died): exit 1.
     let n = qga_harness::case::load::embedded_role(qga_harness::case::Role::Agent).unwrap().len();
     let out = harness()
         .args(["run", "--agent", "sh -c 'echo oops; exit 4'", "--transport", "socketpair", "--startup-timeout-ms", "300"])
         .timeout(Duration::from_secs(30))
         .assert()
-        .code(2)
+        .code(1)
         .stdout(predicate::str::contains("the agent could not be run: the agent exited (exit status 4)"))
         .stdout(predicate::str::contains(format!("{n} cases not run")))
         .stdout(predicate::str::contains("sync/1").not())
         .stdout(predicate::str::contains("<< oops\\n"));
-    // connection/* need a unix socket: UNSUPPORTED here, not an error.
-    assert_eq!(closing(&out.get_output().stdout), (2, n - 2));
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    // connection/* need a unix socket: UNSUPPORTED here, not BLOCKED.
+    assert_eq!(closing(out.get_output().stdout.as_slice()), (0, 0, 2, n - 2));
+    // One line per reason, not one per case; the finding, then the counts.
+    assert!(stdout.contains(&format!("BLOCKED {} cases by agent-gone: the agent could not be run (", n - 2)), "{stdout}");
+    let finding = stdout.find("1 distinct finding(s), most cases first:\n  agent-gone").expect("the finding is named");
+    assert!(stdout.find("not run:\n").is_some_and(|at| at < finding) && stdout[finding..].contains(" cases in "), "{stdout}");
+}
+
+#[test]
+fn an_agent_whose_probe_gets_nothing_usable_is_exit_1_not_2() {
+    // It starts and answers every request, with an error: nothing a client
+    // can sync with. Its defect, not the harness's.
+    let errors_only = r#"sh -c 'while IFS= read -r l; do echo "{\"error\": {\"class\": \"GenericError\", \"desc\": \"no\"}}"; done'"#;
+    let out = harness()
+        .args(["run", "--transport", "socketpair", "--case", "sync/1", "--startup-timeout-ms", "500", "--agent", errors_only])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(1);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(stdout.contains("only error replies") && stdout.contains("BLOCKED 1 case by startup-failed: the agent could not be run (sync/1)"), "{stdout}");
+    assert_eq!(closing(out.get_output().stdout.as_slice()), (0, 0, 0, 1));
+    // A harness that cannot spawn the agent at all still errs (exit 2 or,
+    // caught before the run, 3): never a verdict on an agent.
 }
 
 #[test]
@@ -78,6 +106,45 @@ fn a_mutant_fails_the_case_that_targets_it() {
         .code(1)
         .stdout(predicate::str::contains("FAIL        sync-delimited/1"))
         .stdout(predicate::str::contains("\\xC3\\xBF"));
+}
+
+/// What an agent's author reads: the probe's result first; the cases that
+/// ran; the cases not run, one line per reason; the findings, most cases
+/// first; the counts; the closing line.
+#[test]
+fn a_mutant_run_opens_with_the_probe_and_closes_with_its_findings() {
+    let out = harness()
+        .args(["run", "--transport", "socketpair", "--seed", "1", "--agent"])
+        .arg(format!("{HARNESS} ref-agent --bug exit-on-parse-error"))
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .code(1);
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let probe = lines.iter().position(|l| *l == "start-up probe:").expect("the probe's result");
+    assert!(probe <= 4 && lines[probe + 1].starts_with("  sync: "), "{text}");
+    assert!(lines[probe..].iter().take(8).any(|l| l.starts_with("  found dies-on-flush-byte ")), "{text}");
+    // No case line for a case not run: one line per reason instead.
+    assert!(!lines.iter().any(|l| l.starts_with("BLOCKED ") || l.starts_with("UNSUPPORTED ")), "{text}");
+    let not_run = lines.iter().position(|l| *l == "not run:").expect("the cases not run");
+    let blocked: Vec<&&str> = lines[not_run..].iter().filter(|l| l.starts_with("  BLOCKED ")).collect();
+    assert!(blocked.len() == 1 && blocked[0].starts_with("  BLOCKED 19 cases by dies-on-flush-byte: "), "{text}");
+    // The findings after the cases, most cases first, the probe's first on
+    // a tie; then the counts and the closing line.
+    let findings = lines.iter().position(|l| l.ends_with("distinct finding(s), most cases first:")).expect("findings");
+    let counts = lines.iter().position(|l| l.contains(" cases in ")).unwrap();
+    assert!(not_run < findings && findings < counts && counts + 2 == lines.len(), "{text}");
+    let covered: Vec<usize> = lines[findings + 1..counts]
+        .iter()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && !l.starts_with("  also seen"))
+        .map(|l| l.split(": ").nth(1).and_then(|c| c.split(' ').next()).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{l}")))
+        .collect();
+    assert!(covered.windows(2).all(|w| w[0] >= w[1]), "{covered:?}\n{text}");
+    assert!(lines[findings + 1].starts_with("  dies-on-flush-byte — "), "{text}");
+    let (passed, failed, unsupported, blocked) = closing(out.get_output().stdout.as_slice());
+    let n = qga_harness::case::load::embedded_role(qga_harness::case::Role::Agent).unwrap().len();
+    assert_eq!((unsupported > 0, blocked, passed + failed + unsupported + blocked), (true, 19, n));
+    assert!(text.contains(&format!("{passed} passed, {failed} failed, {} not run ({unsupported} UNSUPPORTED, 19 BLOCKED)\n", unsupported + 19)), "{text}");
 }
 
 #[test]
@@ -282,7 +349,11 @@ fn report_dir_writes_json_junit_markdown_and_report_merges_runs() {
     assert!(fails > 0);
     assert_eq!(counts, vec![1, results.len(), fails, 0]);
     let md = std::fs::read_to_string(b.join("summary.md")).unwrap();
-    assert!(md.contains(&format!("{fails} of {} cases failing", results.len())), "{md}");
+    let passed = results.iter().filter(|r| r["outcome"] == "PASS" || r["outcome"] == "INFO").count();
+    assert!(md.starts_with(&format!("## qga-harness: {passed} passed, {fails} failed")) && md.contains(&format!(" of {} cases\n", results.len())), "{md}");
+    // Findings come after the cases, most cases first, before the counts.
+    let (findings, counts_at) = (md.find("### Findings, most cases first").expect("findings"), md.find("| outcome | cases | counts as |").unwrap());
+    assert!(md.find("| errors/1 ").is_some_and(|c| c < findings) && findings < counts_at, "{md}");
     assert!(md.contains("errors/1"), "{md}");
     // Merging both runs.
     let m = dir.path().join("merged");

@@ -190,3 +190,48 @@ fn qemu_ga_pty_reply_loss_is_found_and_a_burst_cap_avoids_it() {
     let r = run(&cfg);
     assert!(r.errors.is_empty() && r.failures.is_empty(), "{:?} {:?}", r.errors, r.failures);
 }
+
+/// An agent whose defect the start-up probe finds and the client adapts to
+/// (here every reply after the first delimited sync carries a stray 0xFF):
+/// no schedule fails, yet the campaign must not pass. The finding is named
+/// at the top and at the end, and the campaign exits 1, in agent and in
+/// client mode.
+#[test]
+fn a_probe_finding_fails_the_campaign_however_the_schedules_went() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let agent = format!("{HARNESS} ref-agent --bug sentinel-leak");
+    let client = format!("{HARNESS} call --path {{path}} --timeout-ms {{timeout_ms}} --job {{job}}");
+    let agent_mode: &[&str] = &["--cases", "40", "--floor-spawns", "0"];
+    let client_mode: &[&str] = &["--cases", "6", "--client", &client, "--client-timeout-ms", "300"];
+    for (mode, extra) in [("agent", agent_mode), ("client", client_mode)] {
+        let out = std::process::Command::new(HARNESS)
+            .args(["fuzz", "--agent", &agent, "--transport", "socketpair", "--seed", "3", "--jobs", "1", "--out"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{mode}: {text}");
+        let lines: Vec<&str> = text.lines().collect();
+        // At the top, after the command line: the probe's result.
+        assert!(lines.get(1).is_some_and(|l| l.starts_with("start-up probe")), "{mode}: {text}");
+        assert!(lines[..8.min(lines.len())].iter().any(|l| l.contains("found stray-sentinel")), "{mode}: {text}");
+        // At the end: the finding, and the closing line names it.
+        let last = lines.last().copied().unwrap_or_default();
+        assert!(last.ends_with(" schedules, and 1 start-up probe finding(s): stray-sentinel"), "{mode}: {text}");
+        // The agent fuzzer's client adapted: no schedule failed. (The
+        // client under test in client mode need not adapt.)
+        assert!(mode != "agent" || last.starts_with("0 failure(s) found in 40 schedules"), "{mode}: {text}");
+        assert!(lines.iter().rev().nth(1).is_some_and(|l| l.starts_with("  stray-sentinel — ")), "{mode}: {text}");
+    }
+    // The reference agent: nothing found, exit 0.
+    let out = std::process::Command::new(HARNESS)
+        .args(["fuzz", "--transport", "socketpair", "--seed", "3", "--jobs", "1", "--cases", "40", "--floor-spawns", "0", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("  found no defect\n") && text.lines().last() == Some("0 failure(s) found in 40 schedules"), "{text}");
+}

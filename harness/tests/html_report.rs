@@ -114,3 +114,44 @@ fn agent_markup_is_escaped_in_html_xml_and_markdown() {
         assert!(!text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')), "{name} has raw control characters");
     }
 }
+
+/// The index reads as the terminal report does: the probe's result first,
+/// the cases not run one line per reason, the findings most cases first,
+/// then the counts and the closing count (PASS and INFO passed, not run
+/// apart).
+#[test]
+fn html_index_opens_with_the_probe_and_closes_with_findings_then_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let mutant = format!("{} ref-agent --bug exit-on-parse-error", common::HARNESS);
+    Command::cargo_bin("qga-harness").unwrap().args(["run", "--transport", "socketpair", "--seed", "1", "--agent", &mutant, "--report-dir"]).arg(&out).assert().code(1);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let n = |o: &str| doc["results"].as_array().unwrap().iter().filter(|c| c["outcome"] == o).count();
+    let html = std::fs::read_to_string(out.join("html/index.html")).unwrap();
+    let at = |what: &str| html.find(what).unwrap_or_else(|| panic!("{what} not in:\n{html}"));
+    let probe = at("<ul class=\"probe\"><li>sync: ");
+    let not_run = at("<ul class=\"not-run\">");
+    let findings = at("<table class=\"findings\">");
+    let counts = at("<table class=\"counts\">");
+    assert!(probe < not_run && not_run < findings && findings < counts, "out of order:\n{html}");
+    // Every BLOCKED case on one line, named by the probe's finding.
+    assert_eq!(html.matches(&format!("<li>BLOCKED {} cases by dies-on-flush-byte: ", n("BLOCKED"))).count(), 1, "{html}");
+    // The findings: most cases first (the probe's first on a tie).
+    let rows: Vec<usize> = html[findings..counts]
+        .split("<tr><td><code>")
+        .skip(1)
+        .map(|row| row.split("</td><td>").nth(2).and_then(|c| c.split(' ').next()).and_then(|c| c.parse().ok()).unwrap())
+        .collect();
+    assert!(rows.len() >= 2 && rows.windows(2).all(|w| w[0] >= w[1]), "{rows:?}");
+    assert!(html[findings..].starts_with("<table class=\"findings\"><thead><tr><th>finding</th><th>what</th><th>cases</th></tr></thead><tbody><tr><td><code>dies-on-flush-byte</code>"), "{html}");
+    let closing = format!(
+        "{} cases: {} passed, {} failed, {} not run ({} UNSUPPORTED, {} BLOCKED).",
+        doc["results"].as_array().unwrap().len(),
+        n("PASS") + n("INFO"),
+        n("FAIL"),
+        n("UNSUPPORTED") + n("BLOCKED"),
+        n("UNSUPPORTED"),
+        n("BLOCKED")
+    );
+    assert!(html[counts..].contains(&closing), "{closing} not in:\n{html}");
+}

@@ -35,5 +35,5 @@ pub mod steps;
 
 pub use case::run_case;
 pub use grading::{needed_capabilities, Grading};
-pub use run::{run_cases, EngineOptions};
+pub use run::{run_cases, startup_finding, EngineOptions};
 pub use runner::{AgentRunner, Ran};

@@ -74,8 +74,24 @@ where
     }
 }
 
-/// The agent could not be started: one startup error for the run, and
-/// every applicable case ERROR with it.
+/// The finding a failed start is, when it is the agent's defect: it
+/// started, then died or answered nothing usable. None when the harness
+/// failed (it could not spawn the agent, open the channel or boot the
+/// machine). The one place that tells the two apart: `run`, `client` and
+/// `fuzz` gate on it.
+pub fn startup_finding(e: &SessionError) -> Option<FailureKind> {
+    match e {
+        SessionError::Spawn(_) | SessionError::Transport { .. } | SessionError::NeedsPath | SessionError::NoAgent | SessionError::Vm(_) => None,
+        SessionError::AgentExited { .. } => Some(FailureKind::AgentGone),
+        SessionError::Connect { .. } | SessionError::NotReady { .. } => Some(FailureKind::StartupFailed),
+    }
+}
+
+/// The agent could not be started: one startup error for the run. If that
+/// is the agent's defect ([`startup_finding`]) every applicable case is
+/// BLOCKED by it; if the harness failed, or the agent stood behind a client
+/// under test (then it is the harness's own agent), every applicable case
+/// is an ERROR.
 pub(crate) fn fail_startup(
     run: &mut RunResult,
     cases: &[Case],
@@ -85,7 +101,7 @@ pub(crate) fn fail_startup(
     transcript: &Transcript,
     start_mark: u64,
 ) {
-    let harness = matches!(e, SessionError::Spawn(_) | SessionError::Transport { .. } | SessionError::NeedsPath);
+    let finding = startup_finding(&e).filter(|_| run.role.is_agent());
     let entries = transcript.entries(start_mark, None);
     let stderr: Vec<String> = entries
         .iter()
@@ -98,16 +114,18 @@ pub(crate) fn fail_startup(
         message: e.to_string(),
         stderr: stderr.join("\n"),
         hint: crate::agent::template::startup_hint(template, transport, &stderr),
-        harness,
+        harness: finding.is_none(),
+        finding,
         transcript: entries,
     };
     for case in cases {
         let mut r = skeleton(case);
-        // Not applicable here whether or not the agent runs; else ERROR
-        // with the run's one start-up message.
-        let (outcome, kind, expected, actual) = match case.not_applicable(transport) {
-            Some(why) => (Outcome::Unsupported, FailureKind::NotApplicable, "the case applies", why),
-            None => (Outcome::Error, FailureKind::StartupFailed, "the agent starts and answers a sync", err.message.clone()),
+        // Not applicable here whether or not the agent runs; else not run
+        // for the run's one start-up message.
+        let (outcome, kind, expected, actual) = match (case.not_applicable(transport), finding) {
+            (Some(why), _) => (Outcome::Unsupported, FailureKind::NotApplicable, "the case applies", why),
+            (None, Some(_)) => (Outcome::Blocked, FailureKind::Blocked, "the agent starts and answers a sync", format!("BLOCKED by the start: {}", err.message)),
+            (None, None) => (Outcome::Error, FailureKind::StartupFailed, "the agent starts and answers a sync", err.message.clone()),
         };
         r.outcome = outcome;
         r.failure = Some(Failure {

@@ -116,6 +116,11 @@ pub trait Fuzzer: Sync {
     fn start(&self) -> impl Future<Output = Result<Self::Job, StartError>>;
     fn run(&self, job: &mut Self::Job, case: &Case) -> impl Future<Output = Run>;
     fn stop(&self, job: Self::Job) -> impl Future<Output = ()>;
+    /// What the start-up probe found about the job's agent: defects the
+    /// client was adapted to, which fail the campaign all the same.
+    fn probe_findings(&self, _job: &Self::Job) -> Vec<crate::client::ProbeFinding> {
+        Vec::new()
+    }
     /// The replay file of a shrunk failure found by job `job`.
     fn replay(&self, job: usize, s: &Self::Schedule, reason: &str) -> Replay;
 }
@@ -153,6 +158,9 @@ pub struct FuzzReport {
     pub failures: Vec<Found>,
     /// Harness errors (not failures of the agent).
     pub errors: Vec<String>,
+    /// What the start-up probe found about the agent (each defect once):
+    /// each fails the campaign, whatever the schedules did.
+    pub probe: Vec<crate::client::ProbeFinding>,
     /// The schedule streams this campaign ran (one per job, by the global
     /// job number of its shard).
     pub streams: Vec<u64>,
@@ -223,7 +231,10 @@ fn run_job<F: Fuzzer>(plan: &Plan, fuzzer: &F, progress: &Progress, report: &Mut
         Err(e) => return report.lock().unwrap().errors.push(e.to_string()),
     };
     let state = match rt.block_on(fuzzer.start()) {
-        Ok(s) => RefCell::new(s),
+        Ok(s) => {
+            super::probe::merge(&mut report.lock().unwrap().probe, &fuzzer.probe_findings(&s));
+            RefCell::new(s)
+        }
         Err(StartError::Harness(e)) => return report.lock().unwrap().errors.push(e),
         Err(StartError::Failure(e)) => {
             progress.failures.fetch_add(1, Ordering::Relaxed);

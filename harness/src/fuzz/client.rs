@@ -206,6 +206,8 @@ struct ClientFuzzer<'a> {
 struct ClientJob {
     session: Option<Session>,
     earlier: Vec<Value>,
+    /// What the start-up probe found about the agent behind the harness.
+    probe: Vec<crate::client::ProbeFinding>,
 }
 
 impl campaign::Fuzzer for ClientFuzzer<'_> {
@@ -223,7 +225,7 @@ impl campaign::Fuzzer for ClientFuzzer<'_> {
     async fn start(&self) -> Result<ClientJob, StartError> {
         let t = Transcript::new(Caps { bytes: 256 * 1024, entries: 20_000 });
         match Session::start(self.cfg.client.agent.clone(), t).await {
-            Ok((s, _)) => Ok(ClientJob { session: Some(s), earlier: Vec::new() }),
+            Ok((s, p)) => Ok(ClientJob { session: Some(s), earlier: Vec::new(), probe: p.findings }),
             Err(e) => Err(StartError::Harness(format!("the agent behind the harness does not start: {e}"))),
         }
     }
@@ -249,6 +251,10 @@ impl campaign::Fuzzer for ClientFuzzer<'_> {
             Verdict::Pass
         };
         Run { verdict, judged: true, resync_us: None, bytes_discarded: 0 }
+    }
+
+    fn probe_findings(&self, job: &ClientJob) -> Vec<crate::client::ProbeFinding> {
+        job.probe.clone()
     }
 
     async fn stop(&self, job: ClientJob) {

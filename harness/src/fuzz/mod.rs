@@ -13,10 +13,12 @@
 //! - [`runner`]: schedules against an agent, through the engine's runner.
 //! - [`client`]: schedules around a client under test (`fuzz --client`).
 //! - [`cost`]: schedules per minute and the ratio to the start-up floor.
+//! - [`probe`]: the start-up probe's findings, which fail a campaign too.
 
 pub mod campaign;
 pub mod client;
 pub mod cost;
+pub mod probe;
 pub mod runner;
 pub mod strategy;
 

@@ -7,7 +7,7 @@ use super::campaign::{self, FuzzReport, Plan, Progress, Replay, Run, StartError,
 use super::strategy::{schedule, FaultKind, Schedule, ScheduleParams};
 use crate::case::{Case, CaseFile};
 use crate::engine::{AgentRunner, EngineOptions};
-use crate::session::{SessionConfig, SessionError};
+use crate::session::SessionConfig;
 use crate::transcript::{Caps, Transcript};
 use crate::verdict::{Level, RecoveryGrade};
 use proptest::strategy::Strategy;
@@ -91,9 +91,10 @@ struct AgentFuzzer<'a> {
 impl AgentFuzzer<'_> {
     async fn start_runner(&self) -> Result<AgentRunner, StartError> {
         let t = Transcript::new(Caps { bytes: 256 * 1024, entries: 20_000 });
-        AgentRunner::start(self.cfg.session.clone(), t, &[], &self.eo, None).await.map_err(|e| match e {
-            SessionError::Spawn(_) | SessionError::Transport { .. } | SessionError::NeedsPath => StartError::Harness(e.to_string()),
-            e => StartError::Failure(format!("FAIL: the agent does not start: {e}")),
+        // The one policy on whose fault a failed start is (`run`'s too).
+        AgentRunner::start(self.cfg.session.clone(), t, &[], &self.eo, None).await.map_err(|e| match crate::engine::startup_finding(&e) {
+            None => StartError::Harness(e.to_string()),
+            Some(kind) => StartError::Failure(format!("FAIL: the agent does not start ({}): {e}", kind.code())),
         })
     }
 }
@@ -149,6 +150,10 @@ impl campaign::Fuzzer for AgentFuzzer<'_> {
             Verdict::Pass
         };
         Run { verdict, judged: true, resync_us: Some(r.recovery.resync_time.as_micros() as u64), bytes_discarded: r.recovery.bytes_discarded }
+    }
+
+    fn probe_findings(&self, job: &Option<AgentRunner>) -> Vec<crate::client::ProbeFinding> {
+        job.as_ref().map_or(Vec::new(), |r| r.profile().findings.clone())
     }
 
     async fn stop(&self, job: Option<AgentRunner>) {

@@ -1,11 +1,13 @@
-//! A Markdown summary short enough for a pull-request comment: counts per
-//! outcome (PASS alone counts as passed; INFO, UNSUPPORTED, NON-STRICT and
-//! the rest are shown by name), one line per case that did not conform, and
-//! the command that reproduces the run. Agent text is escaped: it may hold
-//! markup.
+//! A Markdown summary short enough for a pull-request comment, in the
+//! terminal report's order: the start-up probe's result, one line per case
+//! that did not conform, the cases not run grouped by what is missing, the
+//! findings (most cases first), the counts per outcome and the closing count
+//! ([`Tally`]: PASS and INFO count as passed, UNSUPPORTED and BLOCKED as not
+//! run), and the command that reproduces the run. Agent text is escaped: it
+//! may hold markup.
 
-use crate::verdict::{CaseResult, RunResult};
-use crate::verdict::Outcome;
+use super::Tally;
+use crate::verdict::{Outcome, RunResult};
 use std::fmt::Write;
 
 /// Escape text for Markdown (and the HTML that Markdown renderers allow):
@@ -30,87 +32,11 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Honest counts: "passed" is PASS alone; "failing" is what fails the run
-/// under this policy; everything else (INFO, UNSUPPORTED, NON-STRICT unless
-/// strict, ...) is "neither", and each outcome keeps its own count.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tally {
-    pub total: usize,
-    pub passed: usize,
-    /// Failing outcomes with their counts (non-zero only).
-    pub failing: Vec<(Outcome, usize)>,
-    /// Outcomes that neither pass nor fail, with their counts (non-zero only).
-    pub neither: Vec<(Outcome, usize)>,
-}
-
-impl Tally {
-    pub fn new(results: &[CaseResult], strict: bool) -> Tally {
-        let mut t = Tally { total: results.len(), passed: 0, failing: Vec::new(), neither: Vec::new() };
-        for o in Outcome::ALL {
-            let n = results.iter().filter(|r| r.outcome == o).count();
-            if n == 0 {
-                continue;
-            }
-            if o == Outcome::Pass {
-                t.passed = n;
-            } else if o.is_failing(strict) {
-                t.failing.push((o, n));
-            } else {
-                t.neither.push((o, n));
-            }
-        }
-        t
-    }
-
-    pub fn failing_count(&self) -> usize {
-        self.failing.iter().map(|(_, n)| n).sum()
-    }
-
-    pub fn neither_count(&self) -> usize {
-        self.neither.iter().map(|(_, n)| n).sum()
-    }
-
-    /// `96 passed, 1 failing (1 FAIL), 4 neither (2 INFO, 2 UNSUPPORTED)`.
-    pub fn sentence(&self) -> String {
-        let list = |v: &[(Outcome, usize)]| v.iter().map(|(o, n)| format!("{n} {o}")).collect::<Vec<_>>().join(", ");
-        let mut out = format!("{} passed", self.passed);
-        if !self.failing.is_empty() {
-            out.push_str(&format!(", {} failing ({})", self.failing_count(), list(&self.failing)));
-        } else {
-            out.push_str(", 0 failing");
-        }
-        if !self.neither.is_empty() {
-            out.push_str(&format!(", {} neither ({})", self.neither_count(), list(&self.neither)));
-        }
-        out
-    }
-}
-
-/// How an outcome counts, for the summary table.
-fn counts_as(o: Outcome, strict: bool) -> &'static str {
-    if o == Outcome::Pass {
-        "passed"
-    } else if o.is_failing(strict) {
-        "failing"
-    } else if o.is_failing(true) {
-        "neither (failing under --strict)"
-    } else {
-        "neither"
-    }
-}
-
 /// The summary; `command` is the command line that reproduces the run.
 pub fn render(run: &RunResult, strict: bool, command: &str) -> String {
     let mut out = String::new();
     let tally = Tally::new(&run.results, strict);
-    let _ = writeln!(
-        out,
-        "## qga-harness: {} of {} cases failing, {} passed, {} neither",
-        tally.failing_count(),
-        tally.total,
-        tally.passed,
-        tally.neither_count()
-    );
+    let _ = writeln!(out, "## qga-harness: {} of {} cases", tally.sentence(), tally.total);
     let _ = writeln!(out);
     match &run.client {
         Some(c) => {
@@ -132,42 +58,32 @@ pub fn render(run: &RunResult, strict: bool, command: &str) -> String {
             let _ = writeln!(out, "Agent `{}` over {}{}", escape(&run.agent), run.transport, run.agent_version.as_ref().map_or(String::new(), |v| format!(", version {}", escape(v))));
         }
     }
-    let _ = writeln!(out);
-    let _ = writeln!(out, "| outcome | cases | counts as |\n|---|---|---|");
-    for (o, n) in super::counts(&run.results).into_iter().filter(|(_, n)| *n > 0) {
-        let _ = writeln!(out, "| {o} | {n} | {} |", counts_as(o, strict));
+    let _ = writeln!(out, "\nSeed {} (`--seed {}` repeats the run's ids).", run.seed, run.seed);
+    let probe = super::probe_lines(run);
+    if !probe.is_empty() {
+        let _ = writeln!(out, "\n### Start-up probe{}\n", if run.client.is_some() { " of the agent behind the harness" } else { "" });
+        for line in probe {
+            let _ = writeln!(out, "- {}", escape(&line));
+        }
     }
-    let _ = writeln!(out, "\nPassed counts PASS only{}.", if strict { "; NON-STRICT fails (--strict)" } else { "; NON-STRICT (a SHOULD violated) fails only under --strict" });
     if let Some(e) = &run.startup_error {
         let _ = writeln!(out, "\n**The agent could not be run:** {}", escape(&e.message));
         if let Some(h) = &e.hint {
             let _ = writeln!(out, "\nHint: {}", escape(h));
         }
     }
-    if let (Some(p), None) = (&run.profile, &run.client) {
-        let _ = writeln!(out, "\nSync: {}; pace factor {:.1}; seed {} (`--seed {}` repeats the run's ids).", escape(&p.mode.describe()), p.pace.factor, run.seed, run.seed);
-    }
     if let Some(vm) = &run.vm {
         let _ = writeln!(out, "\nVM: {}.", escape(&super::vm_line(vm)));
     }
-    let found = super::findings(run, strict);
-    if !found.is_empty() {
-        let _ = writeln!(out, "\n### Findings\n\n| finding | what | cases | blocks |\n|---|---|---|---|");
-        for f in &found {
-            let mut what = f.summary.to_owned();
-            if let Some(p) = &f.probe {
-                what.push_str(&format!(" (start-up probe: {})", p.chars().take(200).collect::<String>()));
-            }
-            let cases: Vec<String> = f.cases.iter().map(|(id, o)| format!("{id} {o}")).collect();
-            let _ = writeln!(out, "| `{}` | {} | {} | {} |", f.kind.code(), escape(&what), escape(&cases.join(", ")), f.blocked.len());
-        }
-    }
-    let notable: Vec<_> = run.results.iter().filter(|r| r.outcome != Outcome::Pass).collect();
+    let notable: Vec<_> = run.results.iter().filter(|r| !matches!(r.outcome, Outcome::Pass | Outcome::Unsupported | Outcome::Blocked)).collect();
     if !notable.is_empty() {
         let _ = writeln!(out, "\n| case | outcome | finding | what happened |\n|---|---|---|---|");
         for r in notable {
             let what = r.failure.as_ref().map_or(String::new(), |f| f.actual.chars().take(200).collect());
-            let kind = r.failure.as_ref().map_or(String::new(), |f| format!("`{}`", f.kind.code()));
+            let kind = r.failure.as_ref().map_or(String::new(), |f| {
+                let also: Vec<String> = f.secondary.iter().map(|s| format!("`{}`", s.kind.code())).collect();
+                format!("`{}`{}", f.kind.code(), if also.is_empty() { String::new() } else { format!(" (also {})", also.join(", ")) })
+            });
             let outcome = match &r.client {
                 Some(c) => format!("{} ({})", r.outcome, c.grade),
                 None => r.outcome.to_string(),
@@ -175,6 +91,36 @@ pub fn render(run: &RunResult, strict: bool, command: &str) -> String {
             let _ = writeln!(out, "| {} {} | {} | {} | {} |", escape(&r.id), escape(&r.title), outcome, kind, escape(&what));
         }
     }
+    let groups = super::not_run(run);
+    if !groups.is_empty() {
+        let _ = writeln!(out, "\n### Not run\n");
+        for g in &groups {
+            let _ = writeln!(out, "- {}", escape(&g.line(20)));
+        }
+    }
+    let found = super::findings(run, strict);
+    if !found.is_empty() {
+        let _ = writeln!(out, "\n### Findings, most cases first\n\n| finding | what | cases |\n|---|---|---|");
+        for f in &found {
+            let mut what = f.summary.to_owned();
+            if let Some(p) = &f.probe {
+                what.push_str(&format!(" (start-up: {})", p.chars().take(200).collect::<String>()));
+            }
+            let _ = writeln!(out, "| `{}` | {} | {} |", f.kind.code(), escape(&what), escape(&super::covered(f, 20)));
+        }
+    }
+    let also = super::also_seen(run, strict);
+    if !also.is_empty() {
+        let _ = writeln!(out);
+        for a in &also {
+            let _ = writeln!(out, "Also seen: {} ({}).", escape(&a.line(20)), escape(a.summary));
+        }
+    }
+    let _ = writeln!(out, "\n| outcome | cases | counts as |\n|---|---|---|");
+    for (o, n) in super::counts(&run.results).into_iter().filter(|(_, n)| *n > 0) {
+        let _ = writeln!(out, "| {o} | {n} | {} |", Tally::counts_as(o, strict));
+    }
+    let _ = writeln!(out, "\n{}.", tally.sentence());
     let _ = writeln!(out, "\nReproduce:\n\n```\n{}\n```", command.replace("```", "'''"));
     out
 }
@@ -206,8 +152,8 @@ pub fn matrix(runs: &[RunResult]) -> String {
         }
         out.push('\n');
     }
-    // Per run: PASS alone counts as passed (NON-STRICT as neither: the
-    // matrix knows no --strict).
+    // Per run, the closing count (NON-STRICT apart: the matrix knows no
+    // --strict).
     out.push_str("| *counts* |");
     for r in runs {
         let _ = write!(out, " {} |", Tally::new(&r.results, false).sentence());
@@ -244,21 +190,26 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn passed_counts_only_pass() {
-        let run = run_with(&["PASS", "PASS", "NON-STRICT", "INFO", "UNSUPPORTED", "UNSUPPORTED", "FAIL"]);
-        let t = Tally::new(&run.results, false);
-        assert_eq!((t.total, t.passed, t.failing_count(), t.neither_count()), (7, 2, 1, 4));
-        assert_eq!(t.sentence(), "2 passed, 1 failing (1 FAIL), 4 neither (1 NON-STRICT, 1 INFO, 2 UNSUPPORTED)");
-        let strict = Tally::new(&run.results, true);
-        assert_eq!(strict.sentence(), "2 passed, 2 failing (1 NON-STRICT, 1 FAIL), 3 neither (1 INFO, 2 UNSUPPORTED)");
-
+    fn passed_counts_pass_and_info_and_not_run_stands_apart() {
+        let run = run_with(&["PASS", "PASS", "NON-STRICT", "INFO", "UNSUPPORTED", "UNSUPPORTED", "FAIL", "BLOCKED"]);
         let md = render(&run, false, "qga-harness run");
-        assert!(md.starts_with("## qga-harness: 1 of 7 cases failing, 2 passed, 4 neither\n"), "{md}");
-        for row in ["| PASS | 2 | passed |", "| NON-STRICT | 1 | neither (failing under --strict) |", "| INFO | 1 | neither |", "| UNSUPPORTED | 2 | neither |", "| FAIL | 1 | failing |"] {
+        assert!(md.starts_with("## qga-harness: 3 passed, 1 failed, 1 NON-STRICT, 3 not run (2 UNSUPPORTED, 1 BLOCKED) of 8 cases\n"), "{md}");
+        for row in [
+            "| PASS | 2 | passed |",
+            "| NON-STRICT | 1 | apart (fails only under --strict) |",
+            "| INFO | 1 | passed |",
+            "| UNSUPPORTED | 2 | not run |",
+            "| BLOCKED | 1 | not run (fails the run) |",
+            "| FAIL | 1 | failed |",
+        ] {
             assert!(md.contains(row), "{row} not in:\n{md}");
         }
-        assert!(render(&run, true, "x").contains("| NON-STRICT | 1 | failing |"));
+        // The cases not run are one line per reason, not one row each.
+        assert!(!md.contains("| s/5 t | UNSUPPORTED"), "{md}");
+        // The closing count comes last, before the command.
+        assert!(md.contains("\n3 passed, 1 failed, 1 NON-STRICT, 3 not run (2 UNSUPPORTED, 1 BLOCKED).\n\nReproduce:"), "{md}");
+        assert!(render(&run, true, "x").contains("| NON-STRICT | 1 | failed |"));
         let m = matrix(&[run]);
-        assert!(m.lines().last().unwrap().contains("2 passed, 1 failing (1 FAIL), 4 neither"), "{m}");
+        assert!(m.lines().last().unwrap().contains("3 passed, 1 failed, 1 NON-STRICT, 3 not run (2 UNSUPPORTED, 1 BLOCKED)"), "{m}");
     }
 }

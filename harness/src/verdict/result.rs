@@ -117,6 +117,11 @@ pub struct StartupError {
     /// Whether the harness could not even spawn it or open the channel
     /// (as opposed to an agent that started and never answered).
     pub harness: bool,
+    /// The agent's defect that kept the run from going on (it started, then
+    /// died, or answered nothing usable): the run's finding. None when the
+    /// harness failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding: Option<super::FailureKind>,
     pub transcript: Vec<Entry>,
 }
 

@@ -9,6 +9,8 @@
 //! Every string that came from an agent is HTML-escaped (html-escape);
 //! bytes were already rendered as `\xHH` text by the transcript.
 
+mod summary;
+
 use crate::verdict::{CaseResult, RunResult};
 use crate::transcript::{describe, escape_bytes, Direction, Entry, Event, Record};
 
@@ -54,31 +56,6 @@ fn column_title(r: &RunResult) -> String {
     format!("{} ({})", r.subject(), r.transport)
 }
 
-/// An inline SVG histogram of recovery resync times for one run.
-fn resync_chart(r: &RunResult) -> String {
-    let times: Vec<f64> = r.results.iter().filter(|c| c.recovery.attempts > 0).map(|c| c.recovery.resync_time.as_secs_f64() * 1e6).collect();
-    if times.is_empty() {
-        return String::from("<p>no recovery measured</p>");
-    }
-    // Logarithmic buckets from 10 µs to 1 s.
-    let edges = [10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6];
-    let mut counts = vec![0usize; edges.len() + 1];
-    for t in &times {
-        counts[edges.iter().position(|e| t < e).unwrap_or(edges.len())] += 1;
-    }
-    let max = *counts.iter().max().unwrap_or(&1) as f64;
-    let labels = ["<10µs", "<30µs", "<100µs", "<300µs", "<1ms", "<3ms", "<10ms", "<30ms", "<100ms", "<300ms", "<1s", "≥1s"];
-    let mut svg = String::from("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"620\" height=\"140\" role=\"img\">");
-    for (i, n) in counts.iter().enumerate() {
-        let h = (*n as f64 / max.max(1.0)) * 100.0;
-        let x = 10 + i * 50;
-        let _ = write!(svg, "<rect x=\"{x}\" y=\"{:.1}\" width=\"40\" height=\"{h:.1}\" fill=\"#48c\"><title>{} {}</title></rect>", 110.0 - h, labels[i], n);
-        let _ = write!(svg, "<text x=\"{x}\" y=\"125\" font-size=\"9\">{}</text><text x=\"{x}\" y=\"{:.1}\" font-size=\"9\">{n}</text>", labels[i], 108.0 - h);
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
 fn index(runs: &[RunResult]) -> String {
     let mut b = String::from("<h1>qga-harness conformance matrix</h1>\n<table id=\"matrix\"><thead><tr><th>case</th><th>level</th>");
     for r in runs {
@@ -118,41 +95,7 @@ fn index(runs: &[RunResult]) -> String {
     }
     b.push_str("</tbody></table>\n<h2>Runs</h2>\n");
     for (i, r) in runs.iter().enumerate() {
-        // PASS alone counts as passed; every other outcome is shown by name.
-        let tally = super::markdown::Tally::new(&r.results, false);
-        let counts: Vec<String> = super::counts(&r.results).into_iter().filter(|(_, n)| *n > 0).map(|(o, n)| format!("<td class=\"{o}\">{n} {o}</td>", o = o.as_str())).collect();
-        let _ = write!(
-            b,
-            "<h3>Run {}: {}</h3><p>agent <code>{}</code>, transport {}, {:.3} s, {} cases: {}.</p><table class=\"counts\"><tr>{}</tr></table><p>Passed counts PASS only; NON-STRICT (a SHOULD violated) fails a run only under --strict.</p><p>Recovery resync times:</p>{}\n",
-            i + 1,
-            esc(&column_title(r)),
-            esc(&r.agent),
-            esc(&r.transport),
-            r.elapsed.as_secs_f64(),
-            tally.total,
-            esc(&tally.sentence()),
-            counts.concat(),
-            resync_chart(r)
-        );
-        if let Some(e) = &r.startup_error {
-            let _ = write!(b, "<p class=\"ERROR\">The agent could not be run: {}</p>", esc(&e.message));
-        }
-        if let Some(p) = &r.profile {
-            let _ = write!(b, "<p>Sync: {}; pace factor {:.1}; seed {}.</p>", esc(&p.mode.describe()), p.pace.factor, r.seed);
-        }
-        if let Some(vm) = &r.vm {
-            let _ = write!(b, "<p>VM: {}.</p>", esc(&super::vm_line(vm)));
-        }
-        let found = super::findings(r, false);
-        if !found.is_empty() {
-            b.push_str("<table class=\"findings\"><thead><tr><th>finding</th><th>what</th><th>cases</th><th>blocks</th></tr></thead><tbody>");
-            for f in &found {
-                let cases: Vec<String> = f.cases.iter().map(|(id, o)| format!("{} {}", esc(id), o)).collect();
-                let probe = f.probe.as_ref().map_or(String::new(), |p| format!("<br><span class=\"mono\">start-up probe: {}</span>", esc(p)));
-                let _ = write!(b, "<tr><td><code>{}</code></td><td>{}{}</td><td>{}</td><td>{}</td></tr>", esc(&f.kind.code()), esc(f.summary), probe, cases.join(", "), f.blocked.len());
-            }
-            b.push_str("</tbody></table>");
-        }
+        b.push_str(&summary::run_summary(i, r));
     }
     page("qga-harness conformance matrix", &b)
 }
@@ -379,10 +322,10 @@ mod tests {
     }
 
     #[test]
-    fn index_counts_only_pass_as_passed() {
+    fn index_counts_pass_and_info_as_passed() {
         let run = crate::report::markdown::tests::run_with(&["PASS", "INFO", "UNSUPPORTED", "NON-STRICT", "FAIL"]);
         let html = index(std::slice::from_ref(&run));
-        assert!(html.contains("5 cases: 1 passed, 1 failing (1 FAIL), 3 neither (1 NON-STRICT, 1 INFO, 1 UNSUPPORTED)."), "{html}");
+        assert!(html.contains("5 cases: 2 passed, 1 failed, 1 NON-STRICT, 1 not run (1 UNSUPPORTED, 0 BLOCKED)."), "{html}");
         for o in ["PASS", "INFO", "UNSUPPORTED", "NON-STRICT", "FAIL"] {
             assert!(html.contains(&format!("<td class=\"{o}\">1 {o}</td>")), "{o}");
         }
