@@ -72,6 +72,7 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
     let mut killed = false;
     let mut restarted = false;
     let mut dirty = false;
+    let mut secondary = Vec::new();
     let outcome = if case.fresh_agent {
         match session.restart().await {
             Ok(_) => None,
@@ -88,6 +89,7 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
             killed = ctx.killed;
             restarted = ctx.restarted;
             dirty = ctx.dirty;
+            secondary = std::mem::take(&mut ctx.secondary);
             res.ok()
         }
     };
@@ -116,11 +118,18 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
                 }
             }
             r.outcome = o;
-            r.failure = Some(fail(kind, expected, actual, steps_to));
+            let mut f = fail(kind, expected, actual, steps_to);
+            f.secondary = std::mem::take(&mut secondary);
+            r.failure = Some(f);
         }
     }
     if let Some(gone) = session.host_gone().await {
         return host_gone(r, gone, fail(FailureKind::Harness, String::new(), String::new(), transcript.mark()), &transcript, from, began, eo);
+    }
+    if !killed {
+        if let (Some(f), Some(why)) = (r.failure.as_mut(), agent_gone(session)) {
+            blame_exit(f, &why);
+        }
     }
     if r.outcome == Outcome::Error && r.failure.as_ref().is_some_and(|f| f.kind == FailureKind::Refused) {
         // The agent must never see the rest of a refused command: no
@@ -140,13 +149,20 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
         }
     }
     let rec_from = transcript.mark();
-    r.recovery = recover(session, grading, killed || restarted).await;
+    r.recovery = recover(session, grading, killed || restarted, from).await;
     let wedged = r.recovery.grade == RecoveryGrade::Wedged;
     if wedged {
         // The agent's host (a VM) may have ended while the case's last
         // bytes were read.
         if let Some(gone) = session.host_gone().await {
             return host_gone(r, gone, fail(FailureKind::Harness, String::new(), String::new(), transcript.mark()), &transcript, from, began, eo);
+        }
+    }
+    if r.recovery.kind == Some(FailureKind::AgentGone) {
+        // The agent went while the recovery ran: a reply the steps missed
+        // was never coming.
+        if let (Some(f), Some(why)) = (r.failure.as_mut(), r.recovery.detail.clone()) {
+            blame_exit(f, &why);
         }
     }
     if wedged && r.outcome != Outcome::Error && !matches!(r.outcome, Outcome::Fail | Outcome::Timeout) {
@@ -156,7 +172,7 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
         let earlier = r.failure.take().map(|f| format!(" (the steps had found: {})", f.actual)).unwrap_or_default();
         r.outcome = Outcome::Fail;
         r.failure = Some(Failure {
-            kind: FailureKind::Wedged,
+            kind: r.recovery.kind.unwrap_or(FailureKind::Wedged),
             stage: Stage::Recovery,
             requirement: "after any case, a client recovers through guest-sync-delimited and the next commands get their own replies".into(),
             expected: "resync, then ping, sync and info each answered with our ids".into(),
@@ -187,4 +203,22 @@ fn host_gone(mut r: CaseResult, gone: HostGone, mut f: Failure, transcript: &Tra
         r.transcript = transcript.entries(from, None);
     }
     (r, true)
+}
+
+/// Whether the agent process has exited or closed the channel, and how.
+fn agent_gone(session: &mut Session) -> Option<String> {
+    if let Some(status) = session.agent().and_then(|a| a.exit_status().map(str::to_owned)) {
+        return Some(format!("the agent exited ({status})"));
+    }
+    session.conn().ok().filter(|c| c.is_closed()).map(|_| "the agent closed the channel".to_string())
+}
+
+/// A step that saw nothing come (no reply, a failed resync) on an agent
+/// that is gone: its exit is the finding, the silence its symptom.
+fn blame_exit(f: &mut Failure, why: &str) {
+    use FailureKind::*;
+    if matches!(f.kind, NoReply | NoReplyWithoutNewline | PartialReply | ResyncFailed | NotReading | RequestSwallowed | Wedged) {
+        f.actual = format!("{why} (the steps had found: {})", f.actual);
+        f.kind = AgentGone;
+    }
 }

@@ -21,6 +21,35 @@ pub struct Pending {
     pub sync_id: Option<i64>,
     /// Whether the request ended with a newline.
     pub newline: bool,
+    /// How it was written: alone, with other requests, or in pieces.
+    pub shape: Shape,
+}
+
+/// How a request reached the channel: what an agent that frames by
+/// read() or by line does with it depends on that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// In a write of its own.
+    #[default]
+    Alone,
+    /// The first of several requests in one write.
+    First,
+    /// After another request in the same write.
+    After,
+    /// Written in several pieces.
+    Split,
+}
+
+/// Mark `pending`, written together in one write, as such.
+pub fn together(pending: &mut [Pending]) {
+    if pending.len() < 2 {
+        return;
+    }
+    for (i, p) in pending.iter_mut().enumerate() {
+        if p.shape != Shape::Split {
+            p.shape = if i == 0 { Shape::First } else { Shape::After };
+        }
+    }
 }
 
 /// Replace every `"$fresh"` with a fresh sync id from the client's stream
@@ -106,7 +135,9 @@ pub fn build(send: &Send, client: &ClientOptions) -> (Vec<u8>, Vec<Pending>) {
                     json.splice(1..1, std::iter::repeat_n(b' ', n));
                 }
                 if send.expects_replies() {
-                    pending.push(Pending { command: name.clone(), id, sync_id, newline: send.newline && send.truncate.is_none() });
+                    let split = send.chunk.is_some_and(|n| n < json.len());
+                    let shape = if split { Shape::Split } else { Shape::Alone };
+                    pending.push(Pending { command: name.clone(), id, sync_id, newline: send.newline && send.truncate.is_none(), shape });
                 }
                 json
             }
@@ -119,6 +150,13 @@ pub fn build(send: &Send, client: &ClientOptions) -> (Vec<u8>, Vec<Pending>) {
             piece.push(b'\n');
         }
         out.extend_from_slice(&piece);
+    }
+    together(&mut pending);
+    // A flush byte before a request: the request is not alone in its write.
+    if let [p] = pending.as_mut_slice() {
+        if send.flush && p.shape == Shape::Alone {
+            p.shape = Shape::First;
+        }
     }
     (out, pending)
 }

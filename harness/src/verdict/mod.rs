@@ -125,11 +125,15 @@ pub struct Recovery {
     /// Why it is wedged, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// What a failed recovery showed (a changed id, an error reply, the
+    /// agent gone...); `wedged` only when nothing answered at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FailureKind>,
 }
 
 impl Recovery {
     pub fn not_run() -> Recovery {
-        Recovery { grade: RecoveryGrade::NotRun, resync_time: Duration::ZERO, bytes_discarded: 0, attempts: 0, detail: None }
+        Recovery { grade: RecoveryGrade::NotRun, resync_time: Duration::ZERO, bytes_discarded: 0, attempts: 0, detail: None, kind: None }
     }
 }
 

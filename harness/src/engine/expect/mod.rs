@@ -3,6 +3,7 @@
 //! and how the start-up profile grades this agent. The `expect` step
 //! ([`super::steps`]) reads; this decides.
 
+pub(in crate::engine) mod cause;
 #[cfg(test)]
 mod tests;
 
@@ -117,6 +118,27 @@ fn show_pattern(v: &serde_json::Value, p: Option<&Pending>) -> String {
     }
 }
 
+/// `pat` with every object pattern open to more members (`"$more"`); an
+/// empty one (`{}`, guest-ping's) stays what it says: the empty object.
+fn open_objects(pat: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match pat {
+        Value::Object(o) if !o.is_empty() => {
+            let mut o: serde_json::Map<String, Value> = o.iter().map(|(k, v)| (k.clone(), open_objects(v))).collect();
+            o.insert("$more".into(), Value::Bool(true));
+            Value::Object(o)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(open_objects).collect()),
+        v => v.clone(),
+    }
+}
+
+/// The finding for an id `sent` that came back as `got` (`Other` when it
+/// is the same id): [`compare_id`] as one finding.
+pub(in crate::engine) fn id_finding(sent: i64, got: Option<&serde_json::Value>) -> FailureKind {
+    crate::client::id_failure_kind(compare_id(sent, got))
+}
+
 /// What a check needs besides the reply: how this agent is graded, the
 /// case (checks about a defect the probe found relax outside the cases
 /// about it), and the client's options (the id forms it accepts).
@@ -208,7 +230,14 @@ impl Checker<'_> {
                     // An explicit id the case sent (sync/3's i64::MAX, say).
                     self.check_id("sync id", sent, Some(value), &got(), Capability::ExactIds)?;
                 } else {
-                    pattern::matches(pat, value, &bindings).map_err(|m| miss(FailureKind::WrongReturn, format!("{} ({m})", got())))?;
+                    if let Err(m) = pattern::matches(pat, value, &bindings) {
+                        // Only members beyond the pattern: NON-STRICT, as
+                        // the schema cases grade a member the schema lacks.
+                        if pattern::matches(&open_objects(pat), value, &bindings).is_ok() {
+                            return Err(Miss { kind: FailureKind::SchemaExtraMember, actual: format!("{} ({m})", got()), at_most: Some(Outcome::NonStrict) });
+                        }
+                        return Err(miss(FailureKind::WrongReturn, format!("{} ({m})", got())));
+                    }
                 }
             }
             (Reply::Error { class, .. }, _, Some(want)) => {

@@ -2,6 +2,7 @@
 //! observed reply, the request it answers, and a grading from a profile.
 
 use super::*;
+use crate::engine::request::Shape;
 use crate::client::{ProbeFinding, Profile};
 use serde_json::{json, Value};
 
@@ -62,7 +63,7 @@ fn observed(before: &[u8], text: &str) -> Observed {
 }
 
 fn pending(command: &str, id: Option<Value>, sync_id: Option<i64>) -> Pending {
-    Pending { command: command.into(), id, sync_id, newline: true }
+    Pending { command: command.into(), id, sync_id, newline: true, shape: Shape::Alone }
 }
 
 fn ping(id: i64) -> Pending {
@@ -85,6 +86,23 @@ fn return_patterns() {
 }
 
 #[test]
+fn members_beyond_the_pattern_are_non_strict() {
+    let j = Judge::new();
+    let p = pending("guest-info", Some(json!(7)), None);
+    let e = json!({"return": {"version": "$string", "supported_commands": ["$contains", {"name": "guest-ping", "$more": true}]}});
+    let ok = r#"{"return": {"version": "1", "supported_commands": [{"name": "guest-ping", "enabled": true}]}, "id": 7}"#;
+    assert_eq!(j.kind(e.clone(), Some(&p), b"", ok), None);
+    let extra = r#"{"return": {"version": "1", "vendor": "x", "supported_commands": [{"name": "guest-ping"}]}, "id": 7}"#;
+    let m = j.check_all(e.clone(), Some(&p), b"", extra, None).unwrap_err();
+    assert_eq!((m.kind, m.at_most), (FailureKind::SchemaExtraMember, Some(Outcome::NonStrict)), "{m:?}");
+    // An extra member does not excuse a wrong or missing one.
+    let wrong = r#"{"return": {"version": 1, "vendor": "x", "supported_commands": [{"name": "guest-ping"}]}, "id": 7}"#;
+    assert_eq!(j.kind(e.clone(), Some(&p), b"", wrong), Some(FailureKind::WrongReturn));
+    let missing = r#"{"return": {"vendor": "x", "supported_commands": [{"name": "guest-ping"}]}, "id": 7}"#;
+    assert_eq!(j.kind(e, Some(&p), b"", missing), Some(FailureKind::WrongReturn));
+}
+
+#[test]
 fn sync_returns_and_explicit_ids() {
     let j = Judge::new();
     let p = pending("guest-sync", None, Some(123456789));
@@ -99,7 +117,14 @@ fn sync_returns_and_explicit_ids() {
     let e = json!({"return": i64::MAX});
     assert_eq!(j.kind(e.clone(), Some(&p), b"", &format!(r#"{{"return": {}}}"#, i64::MAX)), None);
     assert_eq!(j.kind(e.clone(), Some(&p), b"", r#"{"return": 9223372036854775808.0}"#), Some(FailureKind::IdRounded));
-    assert_eq!(j.kind(e, Some(&p), b"", r#"{"return": -1}"#), Some(FailureKind::IdTruncated));
+    assert_eq!(j.kind(e.clone(), Some(&p), b"", r#"{"return": -1}"#), Some(FailureKind::IdTruncated));
+    // Printed through a double with 15 significant digits.
+    assert_eq!(j.kind(e, Some(&p), b"", r#"{"return": 9.22337203685478e+18}"#), Some(FailureKind::IdFifteenDigits));
+    let p = ping(8653480422752571);
+    assert_eq!(j.kind(json!({"return": {}}), Some(&p), b"", r#"{"return": {}, "id": 8.65348042275257e+15}"#), Some(FailureKind::IdFifteenDigits));
+    // Below 1e15 the 15-digit form is exact.
+    let p = ping(865348042275257);
+    assert_eq!(j.kind(json!({"return": {}}), Some(&p), b"", r#"{"return": {}, "id": 8.65348042275257e+14}"#), Some(FailureKind::IdFloatForm));
 }
 
 #[test]

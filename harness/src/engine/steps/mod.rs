@@ -34,6 +34,16 @@ pub(in crate::engine) struct Ctx<'a> {
     answered: VecDeque<serde_json::Value>,
     /// The text of the last reply read (to skip an agent's known duplicates).
     last_reply: Vec<u8>,
+    /// Replies read in this case that can come only once (to name a copy
+    /// read where another reply was due).
+    seen: Vec<Vec<u8>>,
+    /// Defects the case's replies showed besides the one it fails on.
+    pub(in crate::engine) secondary: Vec<crate::verdict::Secondary>,
+    /// The last write left its line open (no newline after its last
+    /// non-blank byte).
+    line_open: bool,
+    /// Whole JSON objects in the last write, when it was raw bytes.
+    raw_requests: usize,
     /// The last step killed the agent and no restart followed yet.
     pub(in crate::engine) killed: bool,
     /// The case started a new agent instance (it may still be starting).
@@ -48,7 +58,7 @@ pub(in crate::engine) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub(in crate::engine) fn new(session: &'a mut Session, grading: &'a Grading, case: &'a Case) -> Ctx<'a> {
-        Ctx { session, grading, case, pending: VecDeque::new(), answered: VecDeque::new(), last_reply: Vec::new(), killed: false, restarted: false, unanswered_restart: false, dirty: false }
+        Ctx { session, grading, case, pending: VecDeque::new(), answered: VecDeque::new(), last_reply: Vec::new(), seen: Vec::new(), secondary: Vec::new(), line_open: false, raw_requests: 0, killed: false, restarted: false, unanswered_restart: false, dirty: false }
     }
 
     fn opts(&self) -> &ClientOptions {

@@ -17,6 +17,7 @@ pub(super) async fn send(ctx: &mut Ctx<'_>, s: &Send) -> Result<(), StepError> {
         ctx.session.transcript().event(Event::Fault { detail: format!("partial request: {} byte(s)", bytes.len()) });
     }
     write(ctx, &bytes, s.chunk, s.delay_us).await?;
+    let pending = after_open_line(ctx, &bytes, pending);
     ctx.pending.extend(pending);
     Ok(())
 }
@@ -30,9 +31,28 @@ pub(super) async fn batch(ctx: &mut Ctx<'_>, sends: &[Send]) -> Result<(), StepE
         bytes.extend_from_slice(&b);
         pending.extend(p);
     }
+    request::together(&mut pending);
     write(ctx, &bytes, None, 0).await?;
+    let pending = after_open_line(ctx, &bytes, pending);
     ctx.pending.extend(pending);
     Ok(())
+}
+
+/// Requests written while the line before them is still open (input
+/// without a newline, a partial request) follow that input: an agent that
+/// frames by line sees them after it. Notes, for the next write, whether
+/// this one leaves the line open, and how many whole requests a raw write
+/// held (a reader that takes one per read drops the rest).
+fn after_open_line(ctx: &mut Ctx<'_>, bytes: &[u8], mut pending: Vec<request::Pending>) -> Vec<request::Pending> {
+    if ctx.line_open {
+        if let Some(p) = pending.first_mut().filter(|p| p.shape != request::Shape::Split) {
+            p.shape = request::Shape::After;
+        }
+    }
+    let tail = bytes.iter().rposition(|&b| b == b'\n').map_or(bytes, |i| &bytes[i + 1..]);
+    ctx.line_open = (ctx.line_open && !bytes.contains(&b'\n')) || tail.iter().any(|b| !b.is_ascii_whitespace() && *b != 0xFF);
+    ctx.raw_requests = if pending.is_empty() { crate::engine::expect::cause::objects_in(bytes) } else { 0 };
+    pending
 }
 
 /// A write that failed: refused by the deny-list (ERROR, nothing sent), or
