@@ -48,6 +48,9 @@ pub enum FailureKind {
     IdChanged,
     /// A request with a numeric id is rejected (string ids work).
     NumericIdRejected,
+    /// guest-sync is not implemented (CommandNotFound), while
+    /// guest-sync-delimited is: libvirt's sync cannot work.
+    GuestSyncMissing,
     /// A request sent without a trailing newline got no reply.
     NoReplyWithoutNewline,
     /// Requests written together (in one write, so one read) are rejected:
@@ -56,6 +59,9 @@ pub enum FailureKind {
     /// A request written after another was swallowed into it (newline
     /// framing that reads past the end of the first request).
     RequestSwallowed,
+    /// The client's 0xFF did not discard the partial input before it: the
+    /// request after the 0xFF was read as part of that input.
+    FlushIgnored,
     /// No reply at all.
     NoReply,
     /// Part of a reply, never completed.
@@ -162,12 +168,14 @@ impl FailureKind {
             IdNotEchoed => "the request id is not echoed in the reply",
             IdUnexpected => "an id appears on a reply to a request without one",
             IdFloatForm => "ids come back in floating-point form (same value, other JSON form)",
-            IdRounded => "ids are rounded to double precision",
+            IdRounded => "ids are held as doubles: rounded beyond 2^53, and written in float form",
             IdTruncated => "ids are truncated to 32 bits",
             IdStringified => "numeric ids come back as strings",
-            IdFifteenDigits => "ids of 1e15 or more come back with 15 significant digits (printed through a double)",
+            IdFifteenDigits => "ids and other integers of 1e15 or more come back with 15 significant digits (printed through a double)",
             IdChanged => "ids come back changed",
             NumericIdRejected => "requests with numeric ids are rejected",
+            FlushIgnored => "the client's 0xFF does not discard the partial input before it (the request after it is lost)",
+            GuestSyncMissing => "guest-sync is not implemented (libvirt's sync)",
             NoReplyWithoutNewline => "a request without a trailing newline gets no reply",
             PipelinedRequestsRejected => "requests written together are rejected (each read is taken as one request)",
             RequestSwallowed => "a request written after another is swallowed into it (newline framing)",

@@ -217,7 +217,17 @@ fn agent_gone(session: &mut Session) -> Option<String> {
 /// that is gone: its exit is the finding, the silence its symptom.
 fn blame_exit(f: &mut Failure, why: &str) {
     use FailureKind::*;
-    if matches!(f.kind, NoReply | NoReplyWithoutNewline | PartialReply | ResyncFailed | NotReading | RequestSwallowed | Wedged) {
+    if matches!(
+        f.kind,
+        NoReply
+            | NoReplyWithoutNewline
+            | PartialReply
+            | ResyncFailed
+            | NotReading
+            | RequestSwallowed
+            | FlushIgnored
+            | Wedged
+    ) {
         f.actual = format!("{why} (the steps had found: {})", f.actual);
         f.kind = AgentGone;
     }

@@ -38,6 +38,21 @@ pub enum Shape {
     After,
     /// Written in several pieces.
     Split,
+    /// Alone but for the client's 0xFF before it in the same write: an
+    /// error line for the 0xFF may come first, by right.
+    AfterFlush,
+    /// After stale input left on an open line, with the client's 0xFF
+    /// between: the 0xFF should have discarded that input. Lost, it is
+    /// the 0xFF that failed, not the framing.
+    AfterFlushedLine,
+}
+
+impl Shape {
+    /// Written after other input that an agent framing by read() or by
+    /// line would take it with.
+    pub fn after_input(self) -> bool {
+        matches!(self, Shape::After | Shape::AfterFlushedLine)
+    }
 }
 
 /// Mark `pending`, written together in one write, as such.
@@ -155,7 +170,7 @@ pub fn build(send: &Send, client: &ClientOptions) -> (Vec<u8>, Vec<Pending>) {
     // A flush byte before a request: the request is not alone in its write.
     if let [p] = pending.as_mut_slice() {
         if send.flush && p.shape == Shape::Alone {
-            p.shape = Shape::First;
+            p.shape = Shape::AfterFlush;
         }
     }
     (out, pending)

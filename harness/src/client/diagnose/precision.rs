@@ -117,7 +117,17 @@ pub(super) fn findings(profile: &mut Profile, sync: &[Sample], request: &[Sample
     for (kind, samples) in [(IdKind::Sync, sync), (IdKind::Request, request)] {
         let capability = if kind == IdKind::Request && !request_trusted { Capability::IdEcho } else { Capability::ExactIds };
         let mut by_code: Vec<(FailureKind, Vec<String>)> = Vec::new();
-        let defects = samples.iter().filter_map(|s| s.defect(kind)).filter(|(code, _)| !(rounds && *code == FailureKind::IdFloatForm));
+        // Silence is an id defect only where the agent answers this form
+        // at other magnitudes; silence at all of them is some other defect
+        // (a broken sentinel, say), which the probe names where it shows.
+        let answers = samples
+            .iter()
+            .any(|s| matches!(s.got, Got::Id(..) | Got::Error(_)));
+        let defects = samples
+            .iter()
+            .filter(|s| answers || !matches!(s.got, Got::Nothing(_)))
+            .filter_map(|s| s.defect(kind))
+            .filter(|(code, _)| !(rounds && *code == FailureKind::IdFloatForm));
         for (code, detail) in defects {
             match by_code.iter_mut().find(|(c, _)| *c == code) {
                 Some((_, details)) => details.push(detail),
@@ -242,6 +252,30 @@ mod tests {
         assert!(p.findings.is_empty());
         let truncated: Vec<Sample> = MAGNITUDES.iter().map(|&id| sample(id, &(id as i32).to_string())).collect();
         assert_eq!(widest(&truncated), Some(IdWidth::Int32));
+    }
+
+    #[test]
+    fn silence_at_every_magnitude_is_no_id_finding() {
+        let nothing = |id: i64| Sample {
+            id,
+            got: Got::Nothing("bytes that cannot begin a reply: \\xC3\\xBF".into()),
+        };
+        let mut p = Profile::reference();
+        let all: Vec<Sample> = MAGNITUDES.into_iter().map(nothing).collect();
+        findings(&mut p, &all, &[], true, (0, 0));
+        assert!(p.findings.is_empty(), "{:?}", p.findings);
+        // Silent only at the widest magnitude, answered below it: a finding.
+        let mut some: Vec<Sample> = MAGNITUDES
+            .into_iter()
+            .map(|id| sample(id, &id.to_string()))
+            .collect();
+        *some.last_mut().unwrap() = nothing(*MAGNITUDES.last().unwrap());
+        findings(&mut p, &some, &[], true, (0, 0));
+        assert_eq!(
+            p.findings.iter().map(|f| f.kind).collect::<Vec<_>>(),
+            [FailureKind::NoReply]
+        );
+        assert_eq!(widest(&all), None);
     }
 
     #[test]

@@ -74,9 +74,31 @@ pub(super) async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptio
     let id = client.ids.sync_id();
     let what = match execute_value(conn, qga::guest_sync { id }, &client).await {
         Ok(reply) if crate::client::resync::is_sync_reply(&reply, id, &client.mode) => None,
-        Ok(Reply::Return { value, .. }) => Some((FailureKind::IdChanged, format!("guest-sync {{\"id\": {id}}} returned {value}: {}", compare_id(id, Some(&value)).describe()))),
-        Ok(Reply::Error { class, desc, .. }) => Some((FailureKind::UnexpectedError, format!("guest-sync {{\"id\": {id}}} got an error: {class}: {}", escape_bytes(desc.as_bytes())))),
-        Err(e) => Some((FailureKind::NoReply, format!("guest-sync {{\"id\": {id}}}: {e}"))),
+        Ok(Reply::Return { value, .. }) => Some((
+            FailureKind::IdChanged,
+            format!(
+                "guest-sync {{\"id\": {id}}} returned {value}: {}",
+                compare_id(id, Some(&value)).describe()
+            ),
+        )),
+        Ok(Reply::Error { class, desc, .. }) if class == "CommandNotFound" => Some((
+            FailureKind::GuestSyncMissing,
+            format!(
+                "guest-sync {{\"id\": {id}}} got an error: {class}: {}",
+                escape_bytes(desc.as_bytes())
+            ),
+        )),
+        Ok(Reply::Error { class, desc, .. }) => Some((
+            FailureKind::UnexpectedError,
+            format!(
+                "guest-sync {{\"id\": {id}}} got an error: {class}: {}",
+                escape_bytes(desc.as_bytes())
+            ),
+        )),
+        Err(e) => Some((
+            FailureKind::NoReply,
+            format!("guest-sync {{\"id\": {id}}}: {e}"),
+        )),
     };
     if let Some((kind, detail)) = what {
         profile.findings.push(ProbeFinding { kind, capability: Capability::GuestSync, detail, transcript: (mark, conn.transcript().mark()) });

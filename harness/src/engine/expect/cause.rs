@@ -3,7 +3,9 @@
 //! A copy of an earlier reply read where another was due is a duplicate;
 //! an error without an id answering requests written together (or in
 //! pieces) is the agent rejecting pipelined or split writes; silence for a
-//! request written after another in one write is that request swallowed.
+//! request written after another in one write is that request swallowed;
+//! a request lost to stale input although the client's 0xFF came between
+//! is the 0xFF ignored.
 
 use super::Miss;
 use crate::client::observe::Observed;
@@ -40,12 +42,39 @@ pub(in crate::engine) fn behind_reply(m: &Miss, o: &Observed, p: Option<&Pending
         return Some(Cause { kind: FailureKind::DuplicateReply, actual: format!("a copy of an earlier reply, read where another was due: {shown}"), secondary: Vec::new() });
     }
     let shape = p.map_or(Shape::Alone, |p| p.shape);
+    // A return with another id than the request's, after stale input and
+    // a reset byte: the agent answered the stale input the reset byte
+    // should have dropped.
+    if shape == Shape::AfterFlushedLine {
+        if let (Ok(Reply::Return { id: Some(got), .. }), Some(sent)) =
+            (&o.reply, p.and_then(|p| p.id.as_ref()))
+        {
+            if got != sent {
+                let command = p.map_or("", |p| p.command.as_str());
+                return Some(Cause { kind: FailureKind::FlushIgnored, actual: format!("a reply to the stale input before the reset byte, where {command}'s was due: {shown}"), secondary: Vec::new() });
+            }
+        }
+    }
     // An error where a return was due, to a request that followed other
     // input on its line: it was read as part of that input.
-    if return_due && shape == Shape::After && matches!(o.reply, Ok(Reply::Error { .. })) && m.kind != FailureKind::IdNotEchoed {
-        return Some(Cause { kind: FailureKind::RequestSwallowed, actual: format!("{} was read as part of the input before it: {shown}", p.map_or("", |p| p.command.as_str())), secondary: Vec::new() });
+    if return_due
+        && shape.after_input()
+        && matches!(o.reply, Ok(Reply::Error { .. }))
+        && m.kind != FailureKind::IdNotEchoed
+    {
+        let command = p.map_or("", |p| p.command.as_str());
+        if shape == Shape::AfterFlushedLine {
+            return Some(Cause { kind: FailureKind::FlushIgnored, actual: format!("{command}, written after 0xFF, was read as part of the stale input before the 0xFF: {shown}"), secondary: Vec::new() });
+        }
+        return Some(Cause {
+            kind: FailureKind::RequestSwallowed,
+            actual: format!("{command} was read as part of the input before it: {shown}"),
+            secondary: Vec::new(),
+        });
     }
-    if return_due && shape != Shape::Alone {
+    // After the client's own 0xFF, an id-less error is the agent's answer
+    // to that byte (qemu-ga's lexical error), not a rejected request.
+    if return_due && !matches!(shape, Shape::Alone | Shape::AfterFlush) {
         let classless = matches!(&o.reply, Err(e) if e.kind == MalformedKind::ErrorWithoutClass);
         let id_less_error = match &o.reply {
             Ok(Reply::Error { id, .. }) => id.is_none(),
@@ -69,13 +98,39 @@ pub(in crate::engine) fn behind_reply(m: &Miss, o: &Observed, p: Option<&Pending
 /// another request in one write (or on a line left open), it was
 /// swallowed. `nth_raw`: without a request of ours, this is reply `n` of
 /// a raw write that held `m` whole requests, as (n, m).
-pub(in crate::engine) fn behind_silence(kind: FailureKind, p: Option<&Pending>, nth_raw: (usize, usize)) -> Option<Cause> {
-    let after = p.is_some_and(|p| p.shape == Shape::After) || (p.is_none() && nth_raw.0 > 0 && nth_raw.0 < nth_raw.1);
-    (after && matches!(kind, FailureKind::NoReply | FailureKind::NoReplyWithoutNewline)).then(|| Cause {
-        kind: FailureKind::RequestSwallowed,
+pub(in crate::engine) fn behind_silence(
+    kind: FailureKind,
+    p: Option<&Pending>,
+    nth_raw: (usize, usize),
+) -> Option<Cause> {
+    let after = p.is_some_and(|p| p.shape.after_input())
+        || (p.is_none() && nth_raw.0 > 0 && nth_raw.0 < nth_raw.1);
+    let flushed = p.is_some_and(|p| p.shape == Shape::AfterFlushedLine);
+    (after
+        && matches!(
+            kind,
+            FailureKind::NoReply | FailureKind::NoReplyWithoutNewline
+        ))
+    .then(|| Cause {
+        kind: if flushed {
+            FailureKind::FlushIgnored
+        } else {
+            FailureKind::RequestSwallowed
+        },
         actual: match p {
-            Some(p) => format!("no reply to {}, written after other input on the same line or in the same write", p.command),
-            None => format!("no reply to request {} of {} written in one write", nth_raw.0 + 1, nth_raw.1),
+            Some(p) if flushed => format!(
+                "no reply to {}, written after 0xFF: the stale input before the 0xFF took it",
+                p.command
+            ),
+            Some(p) => format!(
+                "no reply to {}, written after other input on the same line or in the same write",
+                p.command
+            ),
+            None => format!(
+                "no reply to request {} of {} written in one write",
+                nth_raw.0 + 1,
+                nth_raw.1
+            ),
         },
         secondary: Vec::new(),
     })

@@ -139,6 +139,47 @@ pub(in crate::engine) fn id_finding(sent: i64, got: Option<&serde_json::Value>) 
     crate::client::id_failure_kind(compare_id(sent, got))
 }
 
+/// Whether `a` and `b` are the same JSON value with every number compared
+/// as a double (1 and 1.0 alike).
+fn same_numbers(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_numbers(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_numbers(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Whether guest-info's return `v` lists `command` as enabled.
+fn lists_enabled(v: &serde_json::Value, command: &str) -> bool {
+    v["supported_commands"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["name"] == command && c["enabled"] != false)
+    })
+}
+
+/// Whether `v` holds a number an integer of 1e15 or more turns into when
+/// printed with `%.15g`: a non-integer JSON number of that magnitude that
+/// is exactly some 15-significant-digit decimal.
+fn holds_fifteen_digit_number(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => n.as_f64().is_some_and(|x| {
+            x.abs() >= 1e15 && format!("{x:.14e}").parse::<f64>().is_ok_and(|y| y == x)
+        }),
+        Value::Array(a) => a.iter().any(holds_fifteen_digit_number),
+        Value::Object(o) => o.values().any(holds_fifteen_digit_number),
+        _ => false,
+    }
+}
+
 /// What a check needs besides the reply: how this agent is graded, the
 /// case (checks about a defect the probe found relax outside the cases
 /// about it), and the client's options (the id forms it accepts).
@@ -149,6 +190,35 @@ pub(super) struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// A wrong value or schema violation in an agent the probe found
+    /// printing numbers through a double with 15 significant digits, where
+    /// the reply holds such a number: that defect, named once, rather than
+    /// a second finding for its symptom (guest-get-time's nanoseconds, a
+    /// 64-bit counter). Decided by the probe's fixed-magnitude finding, not
+    /// by the value alone: an exact 17-digit print can happen to fit 15.
+    fn fifteen_digits_cause(&self, m: Miss, reply: &Reply) -> Miss {
+        let found = self
+            .grading
+            .profile
+            .findings
+            .iter()
+            .any(|f| f.kind == FailureKind::IdFifteenDigits);
+        let value = match reply {
+            Reply::Return { value, .. } => Some(value),
+            Reply::Error { .. } => None,
+        };
+        if found
+            && matches!(
+                m.kind,
+                FailureKind::WrongReturn | FailureKind::SchemaViolation
+            )
+            && value.is_some_and(holds_fifteen_digit_number)
+        {
+            return Miss { kind: FailureKind::IdFifteenDigits, actual: format!("an integer printed with 15 significant digits, as the start-up probe found: {}", m.actual), at_most: m.at_most };
+        }
+        m
+    }
+
     fn relaxed(&self, cap: Capability) -> bool {
         self.grading.relaxed(self.case, cap)
     }
@@ -174,7 +244,97 @@ impl Checker<'_> {
     /// Whether reply `o` meets `e`, for request `p`. `next` is the first byte
     /// after the reply other than a space or tab, if one has come: a sentinel
     /// there is a late one.
-    pub(super) fn check(&self, e: &Expect, p: Option<&Pending>, o: &Observed, next: Option<u8>) -> Result<(), Miss> {
+    pub(super) fn check(
+        &self,
+        e: &Expect,
+        p: Option<&Pending>,
+        o: &Observed,
+        next: Option<u8>,
+    ) -> Result<(), Miss> {
+        self.check_reply(e, p, o, next)
+            .map_err(|m| self.probe_cause(m, p, o))
+    }
+
+    /// A miss that is what the start-up probe already found, named as the
+    /// probe named it: one defect, one finding. A CommandNotFound for
+    /// guest-sync from an agent found without guest-sync; an error without
+    /// an id for a numeric id from an agent found to reject numeric ids.
+    ///
+    /// A guest-sync sent as raw bytes has no command here: in the sync
+    /// section, guest-sync is what every case sends. guest-info's list
+    /// without guest-sync is the same defect.
+    fn probe_cause(&self, m: Miss, p: Option<&Pending>, o: &Observed) -> Miss {
+        let found =
+            |kind: FailureKind| self.grading.profile.findings.iter().any(|f| f.kind == kind);
+        let command = p.map_or("", |p| p.command.as_str());
+        let sends_guest_sync =
+            command == "guest-sync" || (p.is_none() && self.case.section() == "sync");
+        let known = match &o.reply {
+            Ok(Reply::Error { class, .. })
+                if sends_guest_sync
+                    && class == "CommandNotFound"
+                    && found(FailureKind::GuestSyncMissing) =>
+            {
+                Some((
+                    FailureKind::GuestSyncMissing,
+                    "guest-sync is not implemented",
+                ))
+            }
+            Ok(Reply::Error { id: None, .. })
+                if p.and_then(|p| p.id.as_ref())
+                    .is_some_and(serde_json::Value::is_number)
+                    && found(FailureKind::NumericIdRejected) =>
+            {
+                Some((
+                    FailureKind::NumericIdRejected,
+                    "a request with a numeric id is rejected",
+                ))
+            }
+            Ok(Reply::Return { value, .. })
+                if command == "guest-info"
+                    && m.kind == FailureKind::WrongReturn
+                    && found(FailureKind::GuestSyncMissing)
+                    && !lists_enabled(value, "guest-sync") =>
+            {
+                Some((
+                    FailureKind::GuestSyncMissing,
+                    "guest-sync is not implemented",
+                ))
+            }
+            // An agent found holding numbers as doubles: ids in float form,
+            // and structured ids whose numbers came back as floats, are
+            // that one defect.
+            Ok(_) if found(FailureKind::IdRounded) && m.kind == FailureKind::IdFloatForm => {
+                Some((FailureKind::IdRounded, "the agent holds numbers as doubles"))
+            }
+            Ok(reply)
+                if found(FailureKind::IdRounded)
+                    && m.kind == FailureKind::IdChanged
+                    && p.and_then(|p| p.id.as_ref())
+                        .zip(reply.id())
+                        .is_some_and(|(a, b)| same_numbers(a, b)) =>
+            {
+                Some((FailureKind::IdRounded, "the agent holds numbers as doubles"))
+            }
+            _ => None,
+        };
+        match known {
+            Some((kind, what)) if kind != m.kind => Miss {
+                kind,
+                actual: format!("{what}, as the start-up probe found: {}", m.actual),
+                at_most: m.at_most,
+            },
+            _ => m,
+        }
+    }
+
+    fn check_reply(
+        &self,
+        e: &Expect,
+        p: Option<&Pending>,
+        o: &Observed,
+        next: Option<u8>,
+    ) -> Result<(), Miss> {
         let got = || describe_reply(o);
         // An agent found to send error replies without a class: cases not
         // about errors take any error object as an error.
@@ -214,8 +374,20 @@ impl Checker<'_> {
             return Err(miss(FailureKind::StraySentinel, format!("raw 0xFF/0xFE bytes where none may be: {}", got())));
         }
         if e.schema {
-            let newer = self.grading.profile.version.as_deref().is_some_and(crate::schema::newer_than_schema);
-            return crate::schema::check_reply(p.map_or("", |p| p.command.as_str()), reply, &got(), newer).map_err(schema_miss);
+            let newer = self
+                .grading
+                .profile
+                .version
+                .as_deref()
+                .is_some_and(crate::schema::newer_than_schema);
+            return crate::schema::check_reply(
+                p.map_or("", |p| p.command.as_str()),
+                reply,
+                &got(),
+                newer,
+            )
+            .map_err(schema_miss)
+            .map_err(|m| self.fifteen_digits_cause(m, reply));
         }
         let bindings = pattern::Bindings { sync_id: p.and_then(|p| p.sync_id) };
         match (reply, &e.return_, &e.error) {
@@ -236,7 +408,10 @@ impl Checker<'_> {
                         if pattern::matches(&open_objects(pat), value, &bindings).is_ok() {
                             return Err(Miss { kind: FailureKind::SchemaExtraMember, actual: format!("{} ({m})", got()), at_most: Some(Outcome::NonStrict) });
                         }
-                        return Err(miss(FailureKind::WrongReturn, format!("{} ({m})", got())));
+                        return Err(self.fifteen_digits_cause(
+                            miss(FailureKind::WrongReturn, format!("{} ({m})", got())),
+                            reply,
+                        ));
                     }
                 }
             }

@@ -42,6 +42,9 @@ pub(in crate::engine) struct Ctx<'a> {
     /// The last write left its line open (no newline after its last
     /// non-blank byte).
     line_open: bool,
+    /// The open line has had a byte that must reset the agent's parser
+    /// (0xFF, 0xFE, a control byte) since it opened.
+    line_flushed: bool,
     /// Whole JSON objects in the last write, when it was raw bytes.
     raw_requests: usize,
     /// The last step killed the agent and no restart followed yet.
@@ -57,8 +60,28 @@ pub(in crate::engine) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub(in crate::engine) fn new(session: &'a mut Session, grading: &'a Grading, case: &'a Case) -> Ctx<'a> {
-        Ctx { session, grading, case, pending: VecDeque::new(), answered: VecDeque::new(), last_reply: Vec::new(), seen: Vec::new(), secondary: Vec::new(), line_open: false, raw_requests: 0, killed: false, restarted: false, unanswered_restart: false, dirty: false }
+    pub(in crate::engine) fn new(
+        session: &'a mut Session,
+        grading: &'a Grading,
+        case: &'a Case,
+    ) -> Ctx<'a> {
+        Ctx {
+            session,
+            grading,
+            case,
+            pending: VecDeque::new(),
+            answered: VecDeque::new(),
+            last_reply: Vec::new(),
+            seen: Vec::new(),
+            secondary: Vec::new(),
+            line_open: false,
+            line_flushed: false,
+            raw_requests: 0,
+            killed: false,
+            restarted: false,
+            unanswered_restart: false,
+            dirty: false,
+        }
     }
 
     fn opts(&self) -> &ClientOptions {

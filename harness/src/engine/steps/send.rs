@@ -45,14 +45,60 @@ pub(super) async fn batch(ctx: &mut Ctx<'_>, sends: &[Send]) -> Result<(), StepE
 /// held (a reader that takes one per read drops the rest).
 fn after_open_line(ctx: &mut Ctx<'_>, bytes: &[u8], mut pending: Vec<request::Pending>) -> Vec<request::Pending> {
     if ctx.line_open {
-        if let Some(p) = pending.first_mut().filter(|p| p.shape != request::Shape::Split) {
-            p.shape = request::Shape::After;
+        // A byte that resets the parser (the client's 0xFF, a control
+        // byte) between the stale line and the request: what the stale
+        // line does to the request is that byte's to prevent.
+        let flushed = ctx.line_flushed
+            || bytes
+                .iter()
+                .take_while(|&&b| b != b'{')
+                .any(|&b| resets_parser(b));
+        if let Some(p) = pending
+            .first_mut()
+            .filter(|p| p.shape != request::Shape::Split)
+        {
+            p.shape = if flushed {
+                request::Shape::AfterFlushedLine
+            } else {
+                request::Shape::After
+            };
         }
     }
-    let tail = bytes.iter().rposition(|&b| b == b'\n').map_or(bytes, |i| &bytes[i + 1..]);
-    ctx.line_open = (ctx.line_open && !bytes.contains(&b'\n')) || tail.iter().any(|b| !b.is_ascii_whitespace() && *b != 0xFF);
-    ctx.raw_requests = if pending.is_empty() { crate::engine::expect::cause::objects_in(bytes) } else { 0 };
+    let tail = bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(bytes, |i| &bytes[i + 1..]);
+    let was_open = ctx.line_open && !bytes.contains(&b'\n');
+    ctx.line_open = was_open || tail.iter().any(|b| !b.is_ascii_whitespace() && *b != 0xFF);
+    // Flushed since it opened: before this write, or by a reset byte after
+    // the line's first content in this write.
+    let content_from = if was_open {
+        Some(0)
+    } else {
+        tail.iter()
+            .position(|b| !b.is_ascii_whitespace() && *b != 0xFF)
+    };
+    let tail_start = bytes.len() - tail.len();
+    ctx.line_flushed = ctx.line_open
+        && ((was_open && ctx.line_flushed)
+            || content_from.is_some_and(|i| {
+                bytes[if was_open { 0 } else { tail_start + i }..]
+                    .iter()
+                    .any(|&b| resets_parser(b))
+            }));
+    ctx.raw_requests = if pending.is_empty() {
+        crate::engine::expect::cause::objects_in(bytes)
+    } else {
+        0
+    };
     pending
+}
+
+/// A byte no JSON text holds, which makes a conforming agent's lexer
+/// drop its partial input: 0xFF, 0xFE, a control byte other than tab,
+/// CR and LF.
+fn resets_parser(b: u8) -> bool {
+    b == 0xFF || b == 0xFE || (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n'))
 }
 
 /// A write that failed: refused by the deny-list (ERROR, nothing sent), or

@@ -38,8 +38,40 @@ fn one_error_for_requests_written_together_is_a_rejection() {
         assert_eq!(c.secondary.iter().map(|s| s.kind).collect::<Vec<_>>(), vec![FailureKind::ErrorWithoutClass]);
     }
     // Alone in its write, or an error that was due: no framing finding.
-    assert_eq!(behind_reply(&miss(FailureKind::ErrorWithoutClass), &observed(err), Some(&ping(Shape::Alone)), &[], true), None);
-    assert_eq!(behind_reply(&miss(FailureKind::ErrorWithoutClass), &observed(err), Some(&ping(Shape::First)), &[], false), None);
+    assert_eq!(
+        behind_reply(
+            &miss(FailureKind::ErrorWithoutClass),
+            &observed(err),
+            Some(&ping(Shape::Alone)),
+            &[],
+            true
+        ),
+        None
+    );
+    assert_eq!(
+        behind_reply(
+            &miss(FailureKind::ErrorWithoutClass),
+            &observed(err),
+            Some(&ping(Shape::First)),
+            &[],
+            false
+        ),
+        None
+    );
+    // After the client's own 0xFF, an id-less error answers the 0xFF (what
+    // qemu-ga and the reference agent do): not a rejection.
+    let lexical =
+        r#"{"error": {"class": "GenericError", "desc": "JSON parse error, stray '\uFFFD'"}}"#;
+    assert_eq!(
+        behind_reply(
+            &miss(FailureKind::UnexpectedError),
+            &observed(lexical),
+            Some(&ping(Shape::AfterFlush)),
+            &[],
+            true
+        ),
+        None
+    );
     // An error with a class: the rejection, and nothing besides.
     let classed = r#"{"error": {"class": "GenericError", "desc": "x"}}"#;
     let c = behind_reply(&miss(FailureKind::UnexpectedError), &observed(classed), Some(&ping(Shape::First)), &[], true).unwrap();
@@ -51,9 +83,52 @@ fn requests_after_other_input_are_swallowed() {
     let err = r#"{"error": {"class": "GenericError", "desc": "x"}, "id": 5}"#;
     let c = behind_reply(&miss(FailureKind::NoSentinel), &observed(err), Some(&ping(Shape::After)), &[], true).unwrap();
     assert_eq!(c.kind, FailureKind::RequestSwallowed);
-    assert_eq!(behind_silence(FailureKind::NoReply, Some(&ping(Shape::After)), (0, 0)).map(|c| c.kind), Some(FailureKind::RequestSwallowed));
-    assert_eq!(behind_silence(FailureKind::NoReply, Some(&ping(Shape::First)), (0, 0)), None);
-    assert_eq!(behind_silence(FailureKind::PartialReply, Some(&ping(Shape::After)), (0, 0)), None);
+    assert_eq!(
+        behind_silence(FailureKind::NoReply, Some(&ping(Shape::After)), (0, 0)).map(|c| c.kind),
+        Some(FailureKind::RequestSwallowed)
+    );
+    assert_eq!(
+        behind_silence(FailureKind::NoReply, Some(&ping(Shape::First)), (0, 0)),
+        None
+    );
+    // Stale input, then 0xFF, then the request: the 0xFF failed, whether
+    // the request went unanswered or the stale input was answered.
+    let stale = r#"{"return": {}, "id": "ab"}"#;
+    assert_eq!(
+        behind_reply(
+            &miss(FailureKind::NoSentinel),
+            &observed(stale),
+            Some(&ping(Shape::AfterFlushedLine)),
+            &[],
+            true
+        )
+        .map(|c| c.kind),
+        Some(FailureKind::FlushIgnored)
+    );
+    assert_eq!(
+        behind_silence(
+            FailureKind::NoReply,
+            Some(&ping(Shape::AfterFlushedLine)),
+            (0, 0)
+        )
+        .map(|c| c.kind),
+        Some(FailureKind::FlushIgnored)
+    );
+    assert_eq!(
+        behind_reply(
+            &miss(FailureKind::NoSentinel),
+            &observed(err),
+            Some(&ping(Shape::AfterFlushedLine)),
+            &[],
+            true
+        )
+        .map(|c| c.kind),
+        Some(FailureKind::FlushIgnored)
+    );
+    assert_eq!(
+        behind_silence(FailureKind::PartialReply, Some(&ping(Shape::After)), (0, 0)),
+        None
+    );
     // Raw bytes with fifty requests: the second reply never came.
     assert_eq!(behind_silence(FailureKind::NoReply, None, (1, 50)).map(|c| c.kind), Some(FailureKind::RequestSwallowed));
     assert_eq!(behind_silence(FailureKind::NoReply, None, (0, 50)), None);
