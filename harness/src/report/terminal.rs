@@ -1,7 +1,7 @@
 //! The terminal report of `run`, `client` and `replay`, in the order an
 //! agent's author reads it: what was run, what the start-up probe found,
 //! each case that ran, the cases not run grouped by what is missing, the
-//! findings (start-up first, then most cases), and the counts.
+//! findings (most cases first), and the counts.
 
 use super::{also_seen, counts, covered, findings, not_run, probe_lines, sanitize, show_expected, truncate, vm_line, Tally};
 use crate::baseline::Comparison;
@@ -128,7 +128,7 @@ fn case(out: &mut String, r: &CaseResult, strict: bool, transcripts: bool, shown
     }
 }
 
-/// The cases not run (grouped), the findings (start-up first, then most cases; secondary
+/// The cases not run (grouped), the findings (most cases first; secondary
 /// findings apart), the counts, the baseline, and the closing line.
 fn tail(out: &mut String, run: &RunResult, cmp: Option<&Comparison>, strict: bool) {
     let groups = not_run(run);
@@ -140,11 +140,7 @@ fn tail(out: &mut String, run: &RunResult, cmp: Option<&Comparison>, strict: boo
     }
     let found = findings(run, strict);
     if !found.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n{} distinct finding(s), start-up first, then most cases first:",
-            found.len()
-        );
+        let _ = writeln!(out, "\n{} distinct finding(s), most cases first:", found.len());
         for f in &found {
             let _ = writeln!(out, "  {} — {}: {}", f.kind.code(), f.summary, covered(f, NAMED));
             if let Some(p) = &f.probe {

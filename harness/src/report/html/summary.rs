@@ -1,6 +1,6 @@
 //! One run's summary on the index page, in the terminal report's order:
 //! what ran, the start-up probe's result, the cases not run grouped by what
-//! is missing, the findings (start-up first, then most cases; secondary findings apart),
+//! is missing, the findings (most cases first; secondary findings apart),
 //! the counts per outcome and the closing count.
 
 use super::{column_title, esc};
@@ -41,7 +41,7 @@ pub(super) fn run_summary(i: usize, r: &RunResult) -> String {
     }
     let found = findings(r, false);
     if !found.is_empty() {
-        b.push_str("<p>Findings, start-up first, then most cases first:</p><table class=\"findings\"><thead><tr><th>finding</th><th>what</th><th>cases</th></tr></thead><tbody>");
+        b.push_str("<p>Findings, most cases first:</p><table class=\"findings\"><thead><tr><th>finding</th><th>what</th><th>cases</th></tr></thead><tbody>");
         for f in &found {
             let probe = f.probe.as_ref().map_or(String::new(), |p| format!("<br><span class=\"mono\">start-up: {}</span>", esc(p)));
             let _ = write!(b, "<tr><td><code>{}</code></td><td>{}{}</td><td>{}</td></tr>", esc(&f.kind.code()), esc(f.summary), probe, esc(&covered(f, NAMED)));
