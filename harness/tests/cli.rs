@@ -244,7 +244,7 @@ fn json_output_has_verdicts_and_transcript() {
     let out = dir.path().join("run.json");
     harness().args(["run", "--transport", "socketpair", "--case", "sync*/*", "--json"]).arg(&out).timeout(Duration::from_secs(30)).assert().code(0);
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(doc["schema"], "qga-harness/run/3");
+    assert_eq!(doc["schema"], "qga-harness/run/4");
     let results = doc["results"].as_array().unwrap();
     assert!(results.len() >= 15);
     assert!(results.iter().all(|v| v["outcome"] == "PASS" && v["recovery"]["grade"] == "resynced"));
@@ -369,7 +369,7 @@ fn report_dir_writes_json_junit_markdown_and_report_merges_runs() {
 #[test]
 fn run_json_matches_the_published_schema() {
     let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../reports/schema/run-3.schema.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../reports/schema/run-4.schema.json")).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // A run with every kind of record: passes, failures, recovery, restarts.

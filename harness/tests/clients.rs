@@ -336,3 +336,27 @@ fn fuzz_client_finds_a_mutant_and_its_replay_file_reproduces_it() {
     let out = std::process::Command::new(HARNESS).args(["replay"]).arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
 }
+
+/// The client's stderr is the client's in the transcript: `client stderr:`
+/// in text, `"source": "client"` in JSON, never filed as the agent's.
+#[test]
+fn the_clients_stderr_is_recorded_as_the_clients() {
+    let client = format!("sh -c 'echo client-noise-on-stderr >&2; exec {}'", reference_client(false));
+    let run = run_client(&client, &["--transport", "unix-listen", "--case", "client-wire/1", "--transcript"]);
+    assert_eq!(run.doc["schema"], "qga-harness/run/4");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../reports/schema/run-4.schema.json")).unwrap()).unwrap();
+    let errors: Vec<String> = jsonschema::validator_for(&schema).unwrap().iter_errors(&run.doc).map(|e| format!("{e} at {}", e.instance_path())).take(5).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let events: Vec<&Value> = run.doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["transcript"].as_array().into_iter().flatten())
+        .filter(|e| e["kind"] == "stderr" && e["text"].as_str().is_some_and(|t| t.contains("client-noise-on-stderr")))
+        .collect();
+    assert!(!events.is_empty(), "the client's stderr line is in the transcript: {}", run.doc["results"]);
+    assert!(events.iter().all(|e| e["source"] == "client"), "{events:?}");
+    let entry: qga_harness::transcript::Entry = serde_json::from_value(events[0].clone()).unwrap();
+    let line = qga_harness::transcript::render_entries(&[entry]);
+    assert!(line.contains("client stderr: client-noise-on-stderr"), "{line}");
+}

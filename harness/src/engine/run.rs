@@ -106,7 +106,7 @@ pub(crate) fn fail_startup(
     let stderr: Vec<String> = entries
         .iter()
         .filter_map(|en| match &en.record {
-            crate::transcript::Record::Event(Event::Stderr { text }) => Some(text.clone()),
+            crate::transcript::Record::Event(Event::Stderr { text, .. }) => Some(text.clone()),
             _ => None,
         })
         .collect();

@@ -14,7 +14,7 @@
 //! the group kill. Parent-death signal covers only the direct child, if the
 //! harness itself is SIGKILLed.
 
-use crate::transcript::{Event, Transcript};
+use crate::transcript::{Event, StderrSource, Transcript};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
@@ -47,11 +47,11 @@ pub enum SpawnError {
     Io { program: String, source: std::io::Error },
 }
 
-/// Where an agent's stderr goes.
+/// Where a spawned process's stderr goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StderrTo {
-    /// Into the transcript, as `Stderr` events (up to a cap).
-    Transcript,
+    /// Into the transcript, as `Stderr` events of this source (up to a cap).
+    Transcript(StderrSource),
     /// /dev/null: for measurements that must not pay for a reader thread.
     Null,
 }
@@ -81,7 +81,7 @@ impl ProcessGroup {
         statedir: Option<TempDir>,
         transcript: Transcript,
     ) -> Result<ProcessGroup, SpawnError> {
-        ProcessGroup::spawn_with(argv, stdio, statedir, transcript, StderrTo::Transcript)
+        ProcessGroup::spawn_with(argv, stdio, statedir, transcript, StderrTo::Transcript(StderrSource::Agent))
     }
 
     /// [`ProcessGroup::spawn`], choosing where stderr goes. The parent-death
@@ -106,7 +106,7 @@ impl ProcessGroup {
         statedir: Option<TempDir>,
         transcript: Transcript,
     ) -> Result<(ProcessGroup, std::process::ChildStdout), SpawnError> {
-        let (p, out) = ProcessGroup::spawn_inner(argv, None, statedir, transcript, StderrTo::Transcript, true)?;
+        let (p, out) = ProcessGroup::spawn_inner(argv, None, statedir, transcript, StderrTo::Transcript(StderrSource::Client), true)?;
         Ok((p, out.expect("stdout was piped")))
     }
 
@@ -138,7 +138,7 @@ impl ProcessGroup {
             }
         }
         cmd.stderr(match stderr {
-            StderrTo::Transcript => Stdio::piped(),
+            StderrTo::Transcript(_) => Stdio::piped(),
             StderrTo::Null => Stdio::null(),
         });
         // SAFETY: only async-signal-safe calls between fork and exec.
@@ -163,13 +163,13 @@ impl ProcessGroup {
         let pid = Pid::from_raw(child.id() as i32);
         live::add_group(pid.as_raw());
         transcript.event(Event::Spawn { pid: pid.as_raw(), argv: argv.clone() });
-        if let Some(stderr) = child.stderr.take() {
+        if let (Some(stderr), StderrTo::Transcript(source)) = (child.stderr.take(), stderr) {
             let t = transcript.clone();
             // A plain thread: it blocks in read() until every process holding
             // the pipe is gone, which the group kill guarantees.
             let _ = std::thread::Builder::new()
-                .name(format!("agent-stderr-{pid}"))
-                .spawn(move || capture_stderr(stderr, t));
+                .name(format!("{}-stderr-{pid}", source.name()))
+                .spawn(move || capture_stderr(stderr, t, source));
         }
         let stdout = child.stdout.take();
         // `child` is dropped without wait(): reaping is ours (waitpid below).
@@ -323,7 +323,7 @@ fn describe(ws: WaitStatus) -> String {
     }
 }
 
-fn capture_stderr(mut pipe: std::process::ChildStderr, transcript: Transcript) {
+fn capture_stderr(mut pipe: std::process::ChildStderr, transcript: Transcript, source: StderrSource) {
     let mut kept = 0usize;
     let mut buf = [0u8; 4096];
     loop {
@@ -335,9 +335,9 @@ fn capture_stderr(mut pipe: std::process::ChildStderr, transcript: Transcript) {
                     kept += take;
                     let mut text = String::from_utf8_lossy(&buf[..take]).into_owned();
                     if kept == STDERR_CAP {
-                        text.push_str(" [agent stderr cap reached; the rest is dropped]");
+                        text.push_str(&format!(" [{} stderr cap reached; the rest is dropped]", source.name()));
                     }
-                    transcript.event(Event::Stderr { text });
+                    transcript.event(Event::Stderr { source, text });
                 }
             }
         }

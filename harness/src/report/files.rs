@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Layouts of the run document this build reads besides [`JSON_SCHEMA`]:
 /// later layouts only add members, so earlier documents read as they are.
-const EARLIER_LAYOUTS: [&str; 2] = ["qga-harness/run/2", "qga-harness/run/1"];
+const EARLIER_LAYOUTS: [&str; 3] = ["qga-harness/run/3", "qga-harness/run/2", "qga-harness/run/1"];
 
 /// Read a run document written by `run --json` or `run --report-dir`. Know
 /// what we read: a document of a layout this build does not know is
@@ -102,12 +102,12 @@ mod tests {
     fn only_known_layouts_are_read() {
         let later = document("qga-harness/run/99");
         let e = read_run(later.path()).unwrap_err();
-        assert!(e.contains("run document of layout qga-harness/run/99; this build reads qga-harness/run/3"), "{e}");
+        assert!(e.contains("run document of layout qga-harness/run/99; this build reads qga-harness/run/4"), "{e}");
         let none = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(none.path(), "[]").unwrap();
         assert!(read_run(none.path()).unwrap_err().contains("no \"schema\" member"));
         // A known layout is read, and then must hold a run.
-        for v in [JSON_SCHEMA, "qga-harness/run/1"] {
+        for v in [JSON_SCHEMA, "qga-harness/run/3", "qga-harness/run/1"] {
             let e = read_run(document(v).path()).unwrap_err();
             assert!(e.contains("not a qga-harness run document: missing field"), "{e}");
         }

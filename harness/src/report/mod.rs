@@ -22,7 +22,7 @@ use serde::Serialize;
 use std::path::Path;
 
 /// Version of the JSON document's layout.
-pub const JSON_SCHEMA: &str = "qga-harness/run/3";
+pub const JSON_SCHEMA: &str = "qga-harness/run/4";
 
 /// Merge the runs that are shards of one run (`--shard K/N`: same agent,
 /// transport, role and seed) into that run: results in catalogue order,

@@ -25,7 +25,7 @@ mod render;
 mod streams;
 
 pub use escape::{escape_bytes, micros, unescape_bytes};
-pub use record::{Direction, Entry, Event, Origin, Record, Stream};
+pub use record::{Direction, Entry, Event, Origin, Record, StderrSource, Stream};
 pub use render::{describe, render_entries};
 
 use std::collections::BTreeMap;

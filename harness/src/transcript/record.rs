@@ -46,6 +46,31 @@ pub enum Origin {
     Forwarded,
 }
 
+/// Whose stderr a `Stderr` event carries: in client mode the client's and
+/// the agent's both reach the transcript, and QEMU's beside the guest
+/// agent's on the VM transports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StderrSource {
+    /// The agent under test (on a VM transport: relayed from the guest).
+    #[default]
+    Agent,
+    /// The client under test (client mode).
+    Client,
+    /// QEMU, hosting a guest for the VM transports.
+    Qemu,
+}
+
+impl StderrSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            StderrSource::Agent => "agent",
+            StderrSource::Client => "client",
+            StderrSource::Qemu => "qemu",
+        }
+    }
+}
+
 /// Something the harness did or saw that is not channel data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -57,7 +82,13 @@ pub enum Event {
     Restart,
     Fault { detail: String },
     Timeout { waiting_for: String },
-    Stderr { text: String },
+    /// A line or chunk a process wrote to its stderr, and whose it is.
+    /// Documents before run/4 carry no source: it was always the agent's.
+    Stderr {
+        #[serde(default)]
+        source: StderrSource,
+        text: String,
+    },
     Note { text: String },
     /// Entries of one stream were not kept, or not whole: this marker
     /// stands at the first of them. Documents written before streams were
@@ -150,6 +181,16 @@ fn deserialize_bytes_escaped<'de, D: serde::Deserializer<'de>>(d: D) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stderr_says_whose_and_documents_before_run_4_read_as_the_agents() {
+        let old: Event = serde_json::from_str(r#"{"kind": "stderr", "text": "x"}"#).unwrap();
+        assert_eq!(old, Event::Stderr { source: StderrSource::Agent, text: "x".into() });
+        let client = Event::Stderr { source: StderrSource::Client, text: "y".into() };
+        let json = serde_json::to_value(&client).unwrap();
+        assert_eq!(json, serde_json::json!({"kind": "stderr", "source": "client", "text": "y"}));
+        assert_eq!(crate::transcript::describe(&client), "client stderr: y");
+    }
     use crate::transcript::{render_entries, Caps, Transcript};
 
     #[test]

@@ -37,7 +37,7 @@ pub fn describe(ev: &Event) -> String {
         Event::Restart => "restart on the same channel".into(),
         Event::Fault { detail } => format!("fault: {detail}"),
         Event::Timeout { waiting_for } => format!("timeout waiting for {waiting_for}"),
-        Event::Stderr { text } => format!("agent stderr: {}", escape_bytes(text.as_bytes())),
+        Event::Stderr { source, text } => format!("{} stderr: {}", source.name(), escape_bytes(text.as_bytes())),
         Event::Note { text } => text.clone(),
         Event::Truncated { cap, stream: None, .. } => format!("transcript truncated at {cap} bytes; later data counted, not kept"),
         Event::Truncated { cap, stream: Some(s), entries, bytes, through } => {

@@ -134,7 +134,7 @@ impl Control {
                 // Which instance said it: a restart's old and new agents
                 // can both have stderr in flight.
                 let text = format!("[guest pid {a}] {}", String::from_utf8_lossy(&unhex(b)));
-                self.transcript.event_at(Event::Stderr { text }, when);
+                self.transcript.event_at(Event::Stderr { source: crate::transcript::StderrSource::Agent, text }, when);
                 return;
             }
             "running" | "exited" | "none" => Message::Status(line.to_owned()),

@@ -145,7 +145,7 @@ impl GuestVm {
         let memory_mb = opts.memory_mb.max(128 + 3 * image_mb);
         let mut argv = qemu_argv(kind, accel, kernel, initramfs, &qga_sock, &ctl_sock, memory_mb);
         argv[0] = opts.qemu.clone();
-        let mut qemu = ProcessGroup::spawn(argv, None, None, transcript.clone()).map_err(|e| VmError::Setup(e.to_string()))?;
+        let mut qemu = ProcessGroup::spawn_with(argv, None, None, transcript.clone(), crate::process::StderrTo::Transcript(crate::transcript::StderrSource::Qemu)).map_err(|e| VmError::Setup(e.to_string()))?;
         // The console first: the guest's earliest words are there.
         let console = Console::drain(connect(&console_socket(&qga_sock), &mut qemu, until).await?);
         let ctl = connect(&ctl_sock, &mut qemu, until).await?;

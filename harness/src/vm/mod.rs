@@ -241,7 +241,7 @@ pub async fn boot(
                         // to set MSR 0x10a"): the verdict is kept per host
                         // boot and shown in every report.
                         let said = transcript.entries(mark, None).iter().find_map(|en| match &en.record {
-                            crate::transcript::Record::Event(Event::Stderr { text }) => {
+                            crate::transcript::Record::Event(Event::Stderr { source: crate::transcript::StderrSource::Qemu, text }) => {
                                 text.lines().map(str::trim).find(|l| !l.is_empty()).map(|l| l.chars().take(200).collect::<String>())
                             }
                             _ => None,
