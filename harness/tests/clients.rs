@@ -125,6 +125,7 @@ const MUTANTS: &[(&str, &[&str])] = &[
     ("no-ff", &["client-sync/9", "client-sync/12", "client-wire/1"]),
     ("fixed-id", &["client-channel/5", "client-wire/3", "?client-sync/10"]),
     ("16-bit", &["client-wire/3"]),
+    ("pid-id", &["client-wire/3"]),
     ("first-after-sentinel", &["client-sync/3", "client-channel/4", "client-channel/5", "?client-sync/6", "?client-sync/10"]),
     ("no-timeout", &["client-reply/7", "client-reply/10", "client-sync/11", "?client-reply/11", "?client-channel/3"]),
     ("no-resync", &["client-reply/8", "?client-reply/7", "?client-sync/10", "?client-sync/11", "?client-channel/3"]),

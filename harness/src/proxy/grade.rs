@@ -127,6 +127,38 @@ pub struct Evidence<'a> {
 
 const SHOWN: usize = 200;
 
+/// Pids a client's own processes may have: the leader the harness spawned,
+/// and the children a wrapper (an adapter, a shell) starts right after it.
+const PID_WINDOW: i64 = 64;
+
+/// Whether sync id `n` is built from the client's process id (`leader` or
+/// a pid just after it): the pid's digits followed by a counter
+/// (`"$$0" . $seq`, pid × 10^k + c), or a counter followed by them. Such
+/// an id repeats whenever a pid is reused. The counter part must be
+/// small (below 10^6): a random 64-bit id starts or ends with a pid's
+/// digits by chance, but almost never has at most six digits besides.
+pub fn pid_derived(n: i64, leader: i32) -> Option<String> {
+    if leader <= 0 || n < 0 {
+        return None;
+    }
+    let digits = n.to_string();
+    let in_window = |p: &str| p.parse::<i64>().is_ok_and(|p| (leader as i64..leader as i64 + PID_WINDOW).contains(&p));
+    for width in [leader.to_string().len(), leader.to_string().len() + 1] {
+        if digits.len() <= width || digits.len() > width + 6 {
+            continue;
+        }
+        let (head, tail) = digits.split_at(width);
+        if in_window(head) {
+            return Some(format!("the client's pid {head} followed by a counter ({tail})"));
+        }
+        let (head, tail) = digits.split_at(digits.len() - width);
+        if in_window(tail) && !tail.starts_with('0') {
+            return Some(format!("a counter ({head}) followed by the client's pid {tail}"));
+        }
+    }
+    None
+}
+
 fn show(v: &Value) -> String {
     let text = escape_bytes(v.to_string().as_bytes());
     if text.len() > SHOWN {
@@ -295,7 +327,16 @@ fn habits(reqs: &[&SeenRequest], pump: &Pump, ev: &Evidence<'_>) -> Vec<Habit> {
         match id.as_i64() {
             Some(n) if n == ev.client_pid as i64 => add(FailureKind::ClientPredictableIds, format!("sync id {n} is the client's process id")),
             Some(n) if n.unsigned_abs() < 1 << 16 => add(FailureKind::ClientPredictableIds, format!("sync id {n} fits in 16 bits")),
-            _ => {}
+            Some(n) => {
+                if let Some(how) = pid_derived(n, ev.client_pid) {
+                    add(FailureKind::ClientPredictableIds, format!("sync id {n} is {how}: it repeats whenever the pid is reused"));
+                }
+                let earlier = ev.earlier_ids.iter().chain(ids[..i].iter().copied());
+                if let Some(prev) = earlier.filter_map(Value::as_i64).find(|&p| p.checked_add(1) == Some(n)) {
+                    add(FailureKind::ClientPredictableIds, format!("sync id {n} follows {prev}: the ids are a counter"));
+                }
+            }
+            None => {}
         }
     }
     if let Some(r) = reqs.iter().find(|r| r.newline == Some(false)) {
@@ -323,6 +364,23 @@ fn habits(reqs: &[&SeenRequest], pump: &Pump, ev: &Evidence<'_>) -> Vec<Habit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_built_from_the_pid_are_told_from_random_ones() {
+        // "$$0" . $seq with pid 48213, and a wrapper's child a few pids on.
+        assert!(pid_derived(4821301, 48213).is_some());
+        assert!(pid_derived(482130017, 48213).is_some());
+        assert!(pid_derived(48215007, 48213).is_some());
+        // pid × 10^6 + counter; counter then pid.
+        assert!(pid_derived(48213 * 1_000_000 + 42, 48213).is_some());
+        assert!(pid_derived(748213, 48213).is_some());
+        // Not the pid: another process's digits, a random 64-bit id that
+        // starts with the pid's digits, a plain 7-digit number.
+        assert!(pid_derived(5821301, 48213).is_none());
+        assert!(pid_derived(4821312345678901234, 48213).is_none());
+        assert!(pid_derived(1234567, 48213).is_none());
+        assert!(pid_derived(-4821301, 48213).is_none());
+    }
     use serde_json::json;
 
     #[test]
