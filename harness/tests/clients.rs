@@ -178,6 +178,10 @@ fn the_qapi_crate_client_shows_its_known_weaknesses() {
     assert_eq!(run.grade("client-reply/7"), "hung");
     // A stray value of the right type is taken as the result.
     assert_eq!(run.grade("client-reply/2"), "wrong");
+    // The stale pair comes the way its plain guest-sync's reply comes (no
+    // 0xFF): it takes the pair's value as its result, where a 0xFF in front
+    // used to stop it with a decode error first.
+    assert_eq!(run.grade("client-sync/5"), "wrong", "{}", run.failure_text("client-sync/5"));
     // Plain guest-sync, no 0xFF.
     let habits = run.habits();
     for h in ["client-plain-sync", "client-no-flush-byte"] {

@@ -53,7 +53,7 @@ pub async fn measure(config: SessionConfig, template: &str, case_id: &str, spawn
     let mut client_case = Vec::new();
     for _ in 0..n {
         for (cfg, out) in [(&floor_cfg, &mut floor_case), (&client_cfg, &mut client_case)] {
-            let (r, back) = run_client_case(session, case, cfg, None, &[], &eo).await;
+            let (r, back) = run_client_case(session, case, cfg, None, &[], false, &eo).await;
             session = back;
             session.transcript().reset();
             let _ = session.wait_ready().await;

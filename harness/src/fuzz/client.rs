@@ -232,7 +232,7 @@ impl campaign::Fuzzer for ClientFuzzer<'_> {
 
     async fn run(&self, job: &mut ClientJob, case: &Case) -> Run {
         let session = job.session.take().expect("the session comes back after each case");
-        let (r, mut session) = run_client_case(session, case, &self.cfg.client, None, &job.earlier, &self.eo).await;
+        let (r, mut session) = run_client_case(session, case, &self.cfg.client, None, &job.earlier, false, &self.eo).await;
         session.transcript().reset();
         if session.wait_ready().await.is_err() {
             let _ = session.renew().await;

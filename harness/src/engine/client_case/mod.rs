@@ -101,9 +101,16 @@ pub async fn run_client_cases(cfg: ClientConfig, cases: &[Case], transcript: Tra
     transcript.reset();
     // Sync ids the client used so far: `$previous-id`, and the fresh-ids check.
     let mut earlier: Vec<Value> = Vec::new();
+    // Whether the client's last sync (in an earlier case) was plain guest-sync.
+    let mut plain_sync = false;
     for case in cases {
-        let (result, back) = run_client_case(session, case, &cfg, run.supported_commands.as_deref(), &earlier, eo).await;
+        let (result, back) = run_client_case(session, case, &cfg, run.supported_commands.as_deref(), &earlier, plain_sync, eo).await;
         if let Some(c) = &result.client {
+            if c.habits.iter().any(|h| h.kind == FailureKind::ClientPlainSync) {
+                plain_sync = true;
+            } else if !c.sync_ids.is_empty() {
+                plain_sync = false;
+            }
             // Most recent first: `$previous-id` is the last conversation's.
             for id in c.sync_ids.iter().rev() {
                 earlier.insert(0, id.clone());
@@ -140,6 +147,7 @@ pub async fn run_client_case(
     cfg: &ClientConfig,
     supported: Option<&[String]>,
     earlier_ids: &[Value],
+    plain_sync_before: bool,
     eo: &EngineOptions,
 ) -> (CaseResult, Session) {
     let mut r = skeleton(case);
@@ -181,7 +189,7 @@ pub async fn run_client_case(
     };
     let seed = eo.seed ^ crate::client::Ids::seeded(0).for_case(eo.seed, &case.id).sync_id() as u64;
     let budget = case_budget(case, cfg);
-    let mut ctx = Ctx::new(pump, Instant::now() + budget, earlier_ids.first().cloned(), seed, case);
+    let mut ctx = Ctx::new(pump, Instant::now() + budget, earlier_ids.first().cloned(), plain_sync_before, seed, case);
     // Steps before the first await set the scene before the client exists.
     let split = case.steps.iter().position(|s| matches!(s, Step::Await(_))).unwrap_or(case.steps.len());
     let (before, after) = case.steps.split_at(split);

@@ -38,6 +38,9 @@ pub(super) struct Ctx<'a> {
     last_id: Value,
     /// `$previous-id`: the client's last sync id in the case before.
     previous_id: Option<Value>,
+    /// The client synced with plain guest-sync in the case before: until
+    /// it syncs in this one, `$sync-mark` mirrors that.
+    plain_sync_before: bool,
     rng: rand::rngs::StdRng,
     exited_at: Option<Instant>,
     case: &'a Case,
@@ -47,8 +50,8 @@ impl<'a> Ctx<'a> {
     /// Before the client starts: the pump, the case's deadline, the last
     /// sync id of the case before (`$previous-id`) and the seed of the
     /// case's own random ids.
-    pub(super) fn new(pump: Pump, deadline: Instant, previous_id: Option<Value>, seed: u64, case: &'a Case) -> Ctx<'a> {
-        Ctx { pump, run: None, lines: Vec::new(), deadline, last_id: Value::Null, previous_id, rng: rand::rngs::StdRng::seed_from_u64(seed), exited_at: None, case }
+    pub(super) fn new(pump: Pump, deadline: Instant, previous_id: Option<Value>, plain_sync_before: bool, seed: u64, case: &'a Case) -> Ctx<'a> {
+        Ctx { pump, run: None, lines: Vec::new(), deadline, last_id: Value::Null, previous_id, plain_sync_before, rng: rand::rngs::StdRng::seed_from_u64(seed), exited_at: None, case }
     }
 
     /// Whether the client has finished: exited, and its report read.
@@ -122,7 +125,12 @@ impl<'a> Ctx<'a> {
             Step::Inject(bytes) => {
                 let other: i64 = self.rng.gen_range(1 << 20..1 << 31);
                 let previous = self.previous_id.clone().unwrap_or_else(|| Value::from(self.rng.gen_range(1i64 << 20..1 << 31)));
-                let expanded = expand(&bytes.0, &self.last_id, other, &previous);
+                // The client's own sync form: a stale sync reply comes the
+                // way its own sync's reply comes (0xFF first only for
+                // guest-sync-delimited). Cases about 0xFF write it outright.
+                let plain = self.pump.client_requests().filter(|r| r.is_sync()).last().map_or(self.plain_sync_before, |r| r.execute == "guest-sync");
+                let mark: &[u8] = if plain { b"" } else { b"\xff" };
+                let expanded = expand(&bytes.0, &self.last_id, other, &previous, mark);
                 self.pump.inject(expanded).await;
                 Flow::Reached
             }
@@ -170,14 +178,18 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// `$id`, `$other-id` and `$previous-id` in injected bytes.
-fn expand(bytes: &[u8], id: &Value, other: i64, previous: &Value) -> Vec<u8> {
+/// `$id`, `$other-id`, `$previous-id` and `$sync-mark` (0xFF, or nothing
+/// for a client that syncs with plain guest-sync) in injected bytes.
+fn expand(bytes: &[u8], id: &Value, other: i64, previous: &Value, mark: &[u8]) -> Vec<u8> {
     let text_id = id.to_string();
     let text_previous = previous.to_string();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i..].starts_with(b"$previous-id") {
+        if bytes[i..].starts_with(b"$sync-mark") {
+            out.extend_from_slice(mark);
+            i += "$sync-mark".len();
+        } else if bytes[i..].starts_with(b"$previous-id") {
             out.extend_from_slice(text_previous.as_bytes());
             i += "$previous-id".len();
         } else if bytes[i..].starts_with(b"$other-id") {
@@ -202,8 +214,11 @@ mod tests {
     #[test]
     fn placeholders_in_injected_bytes() {
         let p = json!(5);
-        assert_eq!(expand(b"\xff{\"return\": $id}\n", &json!(42), 7, &p), b"\xff{\"return\": 42}\n");
-        assert_eq!(expand(b"{\"return\": $other-id}", &json!(42), 7, &p), b"{\"return\": 7}");
-        assert_eq!(expand(b"$ida $previous-id", &Value::Null, 7, &p), b"nulla 5");
+        assert_eq!(expand(b"\xff{\"return\": $id}\n", &json!(42), 7, &p, b"\xff"), b"\xff{\"return\": 42}\n");
+        assert_eq!(expand(b"{\"return\": $other-id}", &json!(42), 7, &p, b"\xff"), b"{\"return\": 7}");
+        assert_eq!(expand(b"$ida $previous-id", &Value::Null, 7, &p, b"\xff"), b"nulla 5");
+        // The client's own sync form.
+        assert_eq!(expand(b"$sync-mark{\"return\": $id}", &json!(3), 7, &p, b"\xff"), b"\xff{\"return\": 3}");
+        assert_eq!(expand(b"$sync-mark{\"return\": $id}", &json!(3), 7, &p, b""), b"{\"return\": 3}");
     }
 }
