@@ -100,6 +100,17 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The commands guest-info's return `info` lists as enabled (a missing
+    /// `enabled` counts as enabled); None when it lists none.
+    pub fn enabled_commands(info: &serde_json::Value) -> Option<Vec<String>> {
+        info.get("supported_commands").and_then(|v| v.as_array()).map(|cmds| {
+            cmds.iter()
+                .filter(|c| c.get("enabled").and_then(|e| e.as_bool()).unwrap_or(true))
+                .filter_map(|c| c.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+                .collect()
+        })
+    }
+
     /// Whether the agent has `cap`.
     pub fn has(&self, cap: Capability) -> bool {
         !self.findings.iter().any(|f| f.capability == cap)

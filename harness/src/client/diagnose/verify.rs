@@ -133,12 +133,7 @@ pub(super) async fn verify_and_measure(conn: &mut Connection, opts: &ClientOptio
     if let Ok(Reply::Return { value, .. }) = execute_value(conn, qga::guest_info {}, &client).await {
         profile.pace.info_us = t0.elapsed().as_micros() as u64;
         profile.version = value.get("version").and_then(|v| v.as_str()).map(str::to_owned);
-        profile.supported_commands = value.get("supported_commands").and_then(|v| v.as_array()).map(|cmds| {
-            cmds.iter()
-                .filter(|c| c.get("enabled").and_then(|e| e.as_bool()).unwrap_or(true))
-                .filter_map(|c| c.get("name").and_then(|n| n.as_str()).map(str::to_owned))
-                .collect()
-        });
+        profile.supported_commands = Profile::enabled_commands(&value);
         let (bytes, gap) = agent_bytes_and_max_gap(conn, before);
         profile.pace.info_bytes = bytes;
         profile.pace.max_gap_us = gap.as_micros() as u64;

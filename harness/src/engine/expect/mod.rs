@@ -157,14 +157,6 @@ fn same_numbers(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     }
 }
 
-/// Whether guest-info's return `v` lists `command` as enabled.
-fn lists_enabled(v: &serde_json::Value, command: &str) -> bool {
-    v["supported_commands"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["name"] == command && c["enabled"] != false)
-    })
-}
-
 /// Whether `v` holds a number an integer of 1e15 or more turns into when
 /// printed with `%.15g`: a non-integer JSON number of that magnitude that
 /// is exactly some 15-significant-digit decimal.
@@ -294,7 +286,7 @@ impl Checker<'_> {
                 if command == "guest-info"
                     && m.kind == FailureKind::WrongReturn
                     && found(FailureKind::GuestSyncMissing)
-                    && !lists_enabled(value, "guest-sync") =>
+                    && !crate::client::Profile::enabled_commands(value).is_some_and(|cs| cs.iter().any(|c| c == "guest-sync")) =>
             {
                 Some((
                     FailureKind::GuestSyncMissing,
