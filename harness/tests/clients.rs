@@ -112,16 +112,22 @@ fn the_reference_client_passes_every_case_on_both_ports() {
     }
 }
 
-/// What the correct fixture client does not pass: SHOULD cases about stray
-/// replies after the sync reply, which its "sync, then the next reply"
-/// design cannot tell from its own. `?`: only when it reads the stray `{}`
-/// before its own reply has even arrived, which the harness then sees.
-const FIXTURE_BASELINE: &[(&str, &str)] =
-    &[("client-reply/2", "NON-STRICT"), ("client-reply/3", "NON-STRICT"), ("client-sync/5", "NON-STRICT"), ("?client-reply/1", "NON-STRICT")];
+/// What the correct fixture client does not pass, in every shape: SHOULD
+/// cases about stray replies after the sync reply (or in place of the
+/// command's reply), which its "sync, then the next reply" design cannot
+/// tell from its own.
+const FIXTURE_BASELINE: &[(&str, &str)] = &[
+    ("client-reply/1", "NON-STRICT"),
+    ("client-reply/2", "NON-STRICT"),
+    ("client-reply/3", "NON-STRICT"),
+    ("client-reply/12", "NON-STRICT"),
+    ("client-sync/5", "NON-STRICT"),
+];
 
-/// Each mutant: the cases it must fail beyond the baseline (`?`: may).
+/// Each mutant: the cases it must not pass (baseline cases included), and
+/// with `?` those it may fail beyond the baseline.
 const MUTANTS: &[(&str, &[&str])] = &[
-    ("one-line", &["client-channel/2", "client-sync/11", "?client-reply/7", "?client-channel/4"]),
+    ("one-line", &["client-channel/2", "?client-sync/11", "?client-reply/7", "?client-channel/4"]),
     ("no-ff", &["client-sync/9", "client-sync/12", "client-wire/1"]),
     ("fixed-id", &["client-channel/5", "client-wire/3", "?client-sync/10"]),
     ("16-bit", &["client-wire/3"]),
@@ -129,18 +135,42 @@ const MUTANTS: &[(&str, &[&str])] = &[
     ("first-after-sentinel", &["client-sync/3", "client-channel/4", "client-channel/5", "?client-sync/6", "?client-sync/10"]),
     ("no-timeout", &["client-reply/7", "client-reply/10", "client-sync/11", "?client-reply/11", "?client-channel/3"]),
     ("no-resync", &["client-reply/8", "?client-reply/7", "?client-sync/10", "?client-sync/11", "?client-channel/3"]),
+    // Plain guest-sync: the stale pair in its own sync form is its sync
+    // reply; a partial stale reply swallows the real one (no 0xFF to reset).
+    ("plain-sync", &["client-sync/5", "client-wire/2", "?client-channel/2", "?client-reply/7", "?client-sync/11"]),
 ];
+
+/// The correct fixture client's shapes: apart or pipelined, retrying or
+/// surfacing a timeout, over a unix socket or a pty. One baseline for all.
+const SHAPES: &[&str] = &["", "--pipelined", "--surface-timeout", "--pipelined --surface-timeout", "--pty", "--pty --pipelined"];
 
 #[test]
 fn the_fixture_client_passes_every_must_case_and_each_mutant_is_caught_by_its_own_cases() {
     let _heavy = heavy();
     let fixture = fixture_bin("fixture-client");
-    let correct = run_client(&format!("{fixture} {{path}} {{timeout_ms}} {{job}}"), &[]);
-    let baseline: BTreeMap<String, String> = FIXTURE_BASELINE.iter().map(|(a, b)| (a.trim_start_matches('?').to_string(), b.to_string())).collect();
-    let required: BTreeMap<String, String> = FIXTURE_BASELINE.iter().filter(|(a, _)| !a.starts_with('?')).map(|(a, b)| (a.to_string(), b.to_string())).collect();
-    let mut seen = correct.not_passing();
-    seen.retain(|id, o| required.contains_key(id) || baseline.get(id) != Some(o));
-    assert_eq!(seen, required);
+    let baseline: BTreeMap<String, String> = FIXTURE_BASELINE.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let shapes: Vec<(&str, ClientRun)> = std::thread::scope(|s| {
+        let handles: Vec<_> = SHAPES
+            .iter()
+            .map(|shape| {
+                let fixture = fixture.clone();
+                s.spawn(move || {
+                    let transport = if shape.contains("--pty") { "pty" } else { "unix-listen" };
+                    (*shape, run_client(&format!("{fixture} {shape} {{path}} {{timeout_ms}} {{job}}"), &["--transport", transport]))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (shape, run) in &shapes {
+        assert_eq!(run.not_passing(), baseline, "shape {shape:?}");
+        if shape.contains("--surface-timeout") {
+            // It reports the timeout and is back in step on the next call.
+            for id in ["client-reply/7", "client-reply/8", "client-reply/10", "client-reply/11", "client-sync/10", "client-sync/11"] {
+                assert_eq!(run.grade(id), "recovered-after-error", "shape {shape:?} {id}: {}", run.failure_text(id));
+            }
+        }
+    }
     // The mutants run side by side (most of their time is waiting out timeouts).
     let runs: Vec<(&str, &[&str], ClientRun)> = std::thread::scope(|s| {
         let handles: Vec<_> = MUTANTS
@@ -157,10 +187,79 @@ fn the_fixture_client_passes_every_must_case_and_each_mutant_is_caught_by_its_ow
         let must: Vec<&str> = declared.iter().filter(|d| !d.starts_with('?')).copied().collect();
         let may: Vec<&str> = declared.iter().map(|d| d.trim_start_matches('?')).collect();
         for m in &must {
-            assert!(caught.iter().any(|c| c == m), "{bug}: {m} not caught ({}); caught: {caught:?}", run.outcome(m));
+            assert!(run.outcome(m) != "PASS", "{bug}: {m} not caught ({}); caught: {caught:?}", run.outcome(m));
         }
         for c in &caught {
-            assert!(may.contains(&c.as_str()), "{bug}: {c} failed ({}) but is not one of its cases: {}", run.outcome(c), run.failure_text(c));
+            assert!(may.contains(&c.as_str()), "{bug}: {c} failed ({}) but is not one of its cases: {}", run.failure_text(c), run.outcome(c));
+        }
+    }
+}
+
+/// Where each client-reply fault lands, for a client that writes its sync
+/// and its command together and for one that writes them apart: on the
+/// reply to the awaited command, after the sync reply has gone to the
+/// client; a `before` fault's stale bytes between the two, and the command
+/// reply after them.
+#[test]
+fn client_reply_faults_land_where_the_case_says_for_pipelined_and_separate_writes() {
+    let _heavy = heavy();
+    let fixture = fixture_bin("fixture-client");
+    let cases: Vec<qga_harness::case::Case> = qga_harness::case::load::embedded().unwrap().into_iter().filter(|c| c.id.starts_with("client-reply/")).collect();
+    assert!(cases.len() >= 12);
+    for shape in ["", "--pipelined"] {
+        let run = run_client(&format!("{fixture} {shape} {{path}} {{timeout_ms}} {{job}}"), &["--case", "client-reply/*"]);
+        for case in &cases {
+            let r = run.doc["results"].as_array().unwrap().iter().find(|r| r["id"] == case.id.as_str()).unwrap();
+            let t = r["transcript"].as_array().unwrap();
+            let awaited = case.client_job()[case.faulted_command().unwrap()].clone();
+            let what = format!("{shape:?} {}", case.id);
+            // The first request for the awaited command, and the sync id the
+            // client sent last before it (in the same write or before).
+            let mut sync_id = None;
+            let mut command_at = None;
+            for e in t.iter().filter(|e| e["dir"] == "from-client") {
+                let data = e["data"].as_str().unwrap();
+                for part in data.split("\\n") {
+                    if let Some(i) = part.find("\"id\":") {
+                        if part.contains("guest-sync") {
+                            sync_id = Some(part[i + 5..].chars().take_while(|c| c.is_ascii_digit() || *c == '-').collect::<String>());
+                        }
+                    }
+                    if part.contains(&format!("\"execute\":\"{awaited}\"")) {
+                        command_at = Some(e["seq"].as_u64().unwrap());
+                        break;
+                    }
+                }
+                if command_at.is_some() {
+                    break;
+                }
+            }
+            let (sync_id, command_at) = (sync_id.expect(&what), command_at.expect(&what));
+            let fault = t.iter().find(|e| e["kind"] == "fault" && e["detail"].as_str().unwrap().starts_with("on this reply")).unwrap_or_else(|| panic!("{what}: no reply fault"));
+            let fault_at = fault["seq"].as_u64().unwrap();
+            assert!(fault_at > command_at, "{what}");
+            let to_client: Vec<&Value> = t.iter().filter(|e| e["dir"] == "to-client").collect();
+            let sync_reply = format!("\\xFF{{\"return\": {sync_id}}}");
+            let sync_at = to_client.iter().find(|e| e["data"].as_str().unwrap().starts_with(&sync_reply)).map(|e| e["seq"].as_u64().unwrap());
+            assert!(sync_at.is_some_and(|s| s < fault_at), "{what}: the sync reply {sync_reply} went to the client before the fault ({sync_at:?} < {fault_at})");
+            // What the client is sent next is the fault's: stale bytes, or
+            // the command's reply (never another sync reply).
+            let next = to_client.iter().find(|e| e["seq"].as_u64().unwrap() > fault_at);
+            if let Some(next) = next {
+                assert!(!next["data"].as_str().unwrap().starts_with("\\xFF"), "{what}: {next}");
+            }
+            let faults = serde_json::to_string(&case.steps).unwrap();
+            if faults.contains("before") || faults.contains("instead") {
+                let next = next.unwrap_or_else(|| panic!("{what}: nothing after the fault"));
+                assert_eq!(next["origin"], "injected", "{what}: {next}");
+            }
+            if faults.contains("before") {
+                // The command's reply follows the stale bytes, after a gap.
+                let injected_at = next.unwrap()["at"].as_u64().unwrap();
+                let reply = to_client.iter().find(|e| e["seq"].as_u64().unwrap() > next.unwrap()["seq"].as_u64().unwrap() && e["origin"] == "forwarded");
+                let reply = reply.unwrap_or_else(|| panic!("{what}: the command's reply never followed"));
+                assert!(reply["at"].as_u64().unwrap() >= injected_at + 15_000, "{what}: {reply} came {} us after the stale bytes", reply["at"].as_u64().unwrap() - injected_at);
+            }
         }
     }
 }
@@ -364,4 +463,17 @@ fn the_clients_stderr_is_recorded_as_the_clients() {
     let entry: qga_harness::transcript::Entry = serde_json::from_value(events[0].clone()).unwrap();
     let line = qga_harness::transcript::render_entries(&[entry]);
     assert!(line.contains("client stderr: client-noise-on-stderr"), "{line}");
+}
+
+/// A client that stops at its first error wrote version 1 of the contract:
+/// the grade says so in words, and the case is an ERROR, not a verdict on
+/// its recovery.
+#[test]
+fn a_client_that_stops_at_its_first_error_is_told_about_contract_version_2() {
+    let client = r#"sh -c 'echo "{\"command\": \"guest-ping\", \"error\": \"timeout\"}"; exit 1' sh {path}"#;
+    let run = run_client(client, &["--case", "client-sync/1", "--client-startup-ms", "500"]);
+    assert_eq!(run.grade("client-sync/1"), "invalid", "{}", run.failure_text("client-sync/1"));
+    assert_eq!(run.outcome("client-sync/1"), "ERROR");
+    let text = run.failure_text("client-sync/1");
+    assert!(text.contains("version 1 of the client contract") && text.contains("1 of 3 job command(s)"), "{text}");
 }

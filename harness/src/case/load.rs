@@ -217,6 +217,9 @@ fn check_step(step: &Step) -> Result<(), String> {
             if r.drop && (r.duplicate || r.truncate.is_some() || r.chunk.is_some()) {
                 return Err("reply: drop goes with nothing but restart".into());
             }
+            if r.instead.is_some() && (r.drop || r.duplicate || r.truncate.is_some() || r.chunk.is_some() || r.before.is_some() || r.delay_ms.is_some() || r.past_timeout) {
+                return Err("reply: instead (the reply lost, stale bytes in its place) goes with nothing but restart".into());
+            }
         }
         _ => {}
     }

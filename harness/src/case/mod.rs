@@ -165,13 +165,53 @@ pub enum Goal {
 }
 
 impl Case {
-    /// The job a client under test runs in this case.
+    /// The job a client under test runs in this case: the case's own (or
+    /// [`DEFAULT_JOB`]), with one command appended when the fault is on
+    /// its last command. Whether a client is back in sync after a fault
+    /// shows only on the command after it (client contract, version 2).
     pub fn client_job(&self) -> Vec<String> {
-        if self.job.is_empty() {
-            DEFAULT_JOB.iter().map(|s| s.to_string()).collect()
-        } else {
-            self.job.clone()
+        let mut job: Vec<String> = if self.job.is_empty() { DEFAULT_JOB.iter().map(|s| s.to_string()).collect() } else { self.job.clone() };
+        if let Some(i) = self.faulted_command_in(&job) {
+            if i + 1 == job.len() {
+                let next = if job[i] == "guest-ping" { "guest-get-time" } else { "guest-ping" };
+                job.push(next.to_owned());
+            }
         }
+        job
+    }
+
+    /// The index in the job of the command the case's fault is on: the
+    /// command its first `await` names, or for `await = { request = "sync"
+    /// }` (or `"command"`), the nth job command (a client syncs before its
+    /// first command at least). None: the case has no `await`.
+    pub fn faulted_command(&self) -> Option<usize> {
+        let job: Vec<String> = if self.job.is_empty() { DEFAULT_JOB.iter().map(|s| s.to_string()).collect() } else { self.job.clone() };
+        self.faulted_command_in(&job)
+    }
+
+    fn faulted_command_in(&self, job: &[String]) -> Option<usize> {
+        let a = self.steps.iter().find_map(|s| match s {
+            Step::Await(a) => Some(a),
+            _ => None,
+        })?;
+        match a.request.as_str() {
+            "sync" | "command" | "any" => Some((a.nth - 1).min(job.len().saturating_sub(1))),
+            name => job.iter().enumerate().filter(|(_, c)| *c == name).nth(a.nth - 1).map(|(i, _)| i),
+        }
+    }
+
+    /// Whether the case's fault costs a correct client its reply: a reply
+    /// dropped, cut, held past the client's timeout or replaced, or the
+    /// agent killed or restarted. Only there may the faulted command end
+    /// in a clean error and the case still pass (`recovered-after-error`).
+    pub fn fault_costs_a_reply(&self) -> bool {
+        let mut costs = false;
+        Step::visit(&self.steps, &mut |s| match s {
+            Step::Reply(r) => costs |= r.drop || r.past_timeout || r.truncate.is_some() || r.restart || r.instead.is_some(),
+            Step::Kill(_) | Step::Restart(_) => costs = true,
+            _ => {}
+        });
+        costs
     }
 
     /// The section: the id up to its last `/`.

@@ -81,13 +81,29 @@ impl Await {
     }
 }
 
-/// Client mode: what happens to the agent's next reply (the next complete
-/// JSON value it writes, with the 0xFF and whitespace around it) before the
-/// client sees it. Faults combine: `truncate` and `restart` make "the agent
-/// died N bytes into its reply".
+/// Client mode: what happens to a reply on its way to the client: the
+/// reply to the request the last `await` waited for (or, with no `await`
+/// before it, the agent's next reply to any request), the complete JSON
+/// value with the 0xFF and whitespace around it. Faults combine: `truncate`
+/// and `restart` make "the agent died N bytes into its reply".
+///
+/// Faults are placed on the agent-to-client stream, never by what the
+/// client wrote: a client that writes its sync and its command in one write
+/// and one that writes them apart meet the fault at the same place in what
+/// it reads. `before` puts stale bytes after everything the client was sent
+/// before this reply (the sync reply included) and holds the reply back
+/// until they have gone; `instead` puts them where the reply would have
+/// been, and the reply is lost.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplyFault {
+    /// Stale bytes for the client just before this reply (the same
+    /// placeholders as `inject`); the reply follows [`PLACED_GAP_MS`] later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<ByteString>,
+    /// Stale bytes for the client in place of this reply, which is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instead: Option<ByteString>,
     /// Pass on only the first N bytes; the rest is lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncate: Option<usize>,
@@ -116,6 +132,11 @@ pub struct ReplyFault {
     #[serde(default, skip_serializing_if = "is_false")]
     pub restart: bool,
 }
+
+/// How long a reply placed behind stale bytes (`before`) is held after
+/// them: long enough that a client reading what has come sees the stale
+/// bytes alone, as it would if they had been in the channel first.
+pub const PLACED_GAP_MS: u64 = 20;
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -49,8 +49,9 @@ pub async fn run_job(conn: &mut Connection, opts: &ClientOptions, job: &[String]
             }
         }
         if !done {
+            // Client contract, version 2: report it and go on; the next
+            // command starts with a resync.
             lines.push(json!({"command": command, "error": last_error}));
-            break;
         }
     }
     lines

@@ -10,12 +10,19 @@
 //!   run, comma-separated) filled in. Its stdin is /dev/null; it runs in its
 //!   own process group, which the harness kills when the case ends.
 //! - **Job.** Sync the way the client always does, then run each command
-//!   of the job in order, with no arguments.
+//!   of the job in order, with no arguments. When the case's fault is on
+//!   the job's last command the harness appends one more: whether the
+//!   client is back in step shows on the command after the fault.
 //! - **Report.** One JSON object per line on stdout per command, in job
 //!   order: `{"command": NAME, "return": VALUE}` with the value exactly as
 //!   the client would hand it to its caller, or `{"command": NAME, "error":
 //!   ANY}` when the client gave up on it (its own timeout, a disconnect, an
 //!   error reply). Other stdout lines are not allowed; stderr is free.
+//! - **Go on after an error** (version 2). After an error the client reports
+//!   it and goes on with the next command, as its caller would call it
+//!   again: every job command gets a line. A report that ends in an error
+//!   with commands left unreported is version 1 output, graded invalid with
+//!   a message that says so ([`crate::proxy::grade`]).
 //! - **Exit.** Exit 0 when every command returned, non-zero otherwise.
 
 use crate::process::ProcessGroup;

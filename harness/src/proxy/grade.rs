@@ -35,6 +35,11 @@ pub enum ClientGrade {
     /// Every job command reported its own reply, after the client's own
     /// retry (a second sync or a repeated command).
     RecoveredAfterRetry,
+    /// The faulted command ended in a clean error (the fault cost it its
+    /// reply: a timeout, a dead agent), and every command after it got its
+    /// own reply: a library that surfaces the timeout to its caller and is
+    /// back in sync on the next call.
+    RecoveredAfterError,
     /// Some command reported an error (or nothing), and no wrong data.
     CleanError,
     /// A result that was not the reply to its request.
@@ -51,6 +56,7 @@ impl ClientGrade {
         match self {
             ClientGrade::Recovered => "recovered",
             ClientGrade::RecoveredAfterRetry => "recovered-after-retry",
+            ClientGrade::RecoveredAfterError => "recovered-after-error",
             ClientGrade::CleanError => "clean-error",
             ClientGrade::Wrong => "wrong",
             ClientGrade::Hung => "hung",
@@ -123,6 +129,10 @@ pub struct Evidence<'a> {
     pub client_timeout: Duration,
     /// Sync ids the client used in the cases before this one.
     pub earlier_ids: &'a [Value],
+    /// The job command the case's fault is on, when the fault costs a
+    /// correct client that command's reply (a timeout, a dead agent): it
+    /// may end in a clean error if the commands after it are right.
+    pub may_fail: Option<usize>,
 }
 
 const SHOWN: usize = 200;
@@ -188,7 +198,16 @@ pub fn grade(ev: &Evidence<'_>) -> Graded {
     let mut reported = Vec::new();
     let mut wrong: Option<String> = None;
     let mut bad_report: Option<String> = None;
-    let mut right_commands: Vec<&str> = Vec::new();
+    // Per job command, in job order (report lines come in job order): its
+    // result was right (Some(true)), an error (Some(false)), or missing.
+    let mut per_job: Vec<Option<bool>> = vec![None; ev.job.len()];
+    let mut next_slot = 0;
+    let mut slot_for = |command: &str, right: bool| {
+        if let Some(j) = (next_slot..ev.job.len()).find(|&j| ev.job[j] == command) {
+            per_job[j] = Some(right);
+            next_slot = j + 1;
+        }
+    };
     let mut first_error: Option<String> = None;
     for line in ev.lines {
         let parsed = match parse_line(&line.text) {
@@ -201,14 +220,14 @@ pub fn grade(ev: &Evidence<'_>) -> Graded {
         };
         match parsed {
             Reported::Error { command, error } => {
+                slot_for(&command, false);
                 first_error.get_or_insert(format!("{command} reported an error: {}", show(&error)));
                 reported.push(ReportedResult { command, status: "error".into(), value: show(&error), note: None });
             }
             Reported::Return { command, value } => {
                 let (ok, note) = judge(pump, &command, &value, line.seq);
-                if ok {
-                    right_commands.push(ev.job.iter().find(|c| **c == command).map_or("", String::as_str));
-                } else {
+                slot_for(&command, ok);
+                if !ok {
                     wrong.get_or_insert(format!("{command} reported {} as its result: {}", show(&value), note.clone().unwrap_or_default()));
                 }
                 reported.push(ReportedResult { command, status: if ok { "right" } else { "wrong" }.into(), value: show(&value), note });
@@ -223,10 +242,21 @@ pub fn grade(ev: &Evidence<'_>) -> Graded {
     // sent again with no command since the last (a sync before every
     // command is a habit, not a retry).
     let after_sync = client_reqs.iter().position(|r| r.is_sync()).map_or(&client_reqs[..], |i| &client_reqs[i..]);
-    let resent = ev.job.iter().any(|c| after_sync.iter().filter(|r| r.execute == *c).count() > 1);
+    let resent = ev.job.iter().any(|c| after_sync.iter().filter(|r| r.execute == *c).count() > ev.job.iter().filter(|j| *j == c).count());
     let resynced = after_sync.windows(2).any(|w| w[0].is_sync() && w[1].is_sync());
     let retried = resent || resynced;
-    let all_right = ev.job.iter().all(|c| right_commands.contains(&c.as_str()));
+    let all_right = per_job.iter().all(|r| *r == Some(true));
+    // Only the command the fault cost its reply failed, cleanly, and every
+    // command after it is right: back in sync on the next call.
+    let right_after_error = ev.may_fail.is_some_and(|f| {
+        f + 1 < per_job.len() && per_job.iter().enumerate().all(|(j, r)| if j == f { *r == Some(false) } else { *r == Some(true) })
+    });
+    // Version 1 of the contract stopped at the first error: a report that
+    // ends in an error with job commands left unreported.
+    let stopped_at_error = !ev.hung
+        && per_job.iter().any(Option::is_none)
+        && per_job.iter().rposition(Option::is_some).is_some_and(|last| per_job[last] == Some(false))
+        && per_job.iter().rposition(Option::is_some).is_some_and(|last| per_job[last + 1..].iter().all(Option::is_none));
     let (grade, problem) = if let Some(why) = pump.invalid.clone() {
         (ClientGrade::Invalid, Some((FailureKind::Harness, why)))
     } else if let Some(w) = wrong {
@@ -237,8 +267,20 @@ pub fn grade(ev: &Evidence<'_>) -> Graded {
         (ClientGrade::Hung, Some((FailureKind::ClientHung, format!("the client did not exit by the case's deadline ({} of {} command(s) reported)", ev.lines.len(), ev.job.len()))))
     } else if all_right {
         (if retried { ClientGrade::RecoveredAfterRetry } else { ClientGrade::Recovered }, None)
+    } else if right_after_error {
+        (ClientGrade::RecoveredAfterError, None)
+    } else if stopped_at_error {
+        let reported = per_job.iter().filter(|r| r.is_some()).count();
+        let why = format!(
+            "{}; the client then stopped with {} of {} job command(s) reported (exit: {}). That is version 1 of the client contract: a version 2 client reports every command of the job, going on after an error",
+            first_error.unwrap_or_default(),
+            reported,
+            ev.job.len(),
+            ev.exit.as_deref().unwrap_or("none")
+        );
+        (ClientGrade::Invalid, Some((FailureKind::ClientBadReport, why)))
     } else {
-        let missing: Vec<&str> = ev.job.iter().filter(|c| !right_commands.contains(&c.as_str())).map(String::as_str).collect();
+        let missing: Vec<&str> = ev.job.iter().zip(&per_job).filter(|(_, r)| **r != Some(true)).map(|(c, _)| c.as_str()).collect();
         let why = first_error.unwrap_or_else(|| format!("no result reported for {}", missing.join(", ")));
         (ClientGrade::CleanError, Some((FailureKind::ClientNotRecovered, format!("{why} (exit: {})", ev.exit.as_deref().unwrap_or("none")))))
     };

@@ -17,7 +17,10 @@
 //! Agent output goes on to the client a reply at a time (a complete JSON
 //! value with the 0xFF and whitespace around it); a partial reply is passed
 //! on as it stands after [`PARTIAL_FLUSH`]. That is where reply faults act
-//! ([`ReplyFault`]: cut, split, delay, drop, duplicate, restart the agent).
+//! ([`PlacedFault`]: cut, split, delay, drop, duplicate, stale bytes before
+//! it or in its place, restart the agent), on the reply to the request the
+//! case awaited, so that where the fault lands does not depend on how the
+//! client groups its writes.
 //! Faults act only on replies to requests: the agent's error lines for a
 //! client's 0xFF go through untouched.
 //!
@@ -39,12 +42,11 @@ mod replies;
 mod requests;
 mod turn;
 
-pub use faults::describe_fault;
+pub use faults::{describe_fault, PlacedFault};
 pub use log::{Delivery, Injection, SeenReply, SeenRequest, Writer};
 pub use turn::Turn;
 
 use super::port::ClientPort;
-use crate::case::step::ReplyFault;
 use crate::connection::Connection;
 use crate::session::Session;
 use crate::transcript::Transcript;
@@ -84,7 +86,7 @@ pub struct Pump {
     /// Agent bytes not yet passed on (a reply in progress).
     ain: Vec<u8>,
     partial_since: Option<Instant>,
-    faults: VecDeque<ReplyFault>,
+    faults: VecDeque<PlacedFault>,
     held: HeldQueue,
     send_timeout: Duration,
     client_timeout: Duration,
@@ -148,8 +150,9 @@ impl Pump {
         self.agent
     }
 
-    /// The next reply to a request gets `fault`.
-    pub fn push_fault(&mut self, fault: ReplyFault) {
+    /// A reply fault for the reply to `fault.target` (or the next reply to
+    /// any request).
+    pub fn push_fault(&mut self, fault: PlacedFault) {
         self.faults.push_back(fault);
     }
 

@@ -238,6 +238,7 @@ pub async fn run_client_case(
         client_pid: run.process.pid(),
         client_timeout: cfg.client_timeout(),
         earlier_ids,
+        may_fail: if case.fault_costs_a_reply() { case.faulted_command() } else { None },
     });
     r.outcome = outcome_for(graded.detail.grade, case.goal.unwrap_or(Goal::Recover), case.level);
     if let Some((kind, actual)) = graded.problem.clone() {
@@ -268,7 +269,7 @@ pub async fn run_client_case(
 pub fn outcome_for(grade: ClientGrade, goal: Goal, level: Level) -> Outcome {
     let violated = || Outcome::for_violation(level);
     match grade {
-        ClientGrade::Recovered | ClientGrade::RecoveredAfterRetry => Outcome::Pass,
+        ClientGrade::Recovered | ClientGrade::RecoveredAfterRetry | ClientGrade::RecoveredAfterError => Outcome::Pass,
         ClientGrade::Invalid => Outcome::Error,
         // Wrong data is the worst grade: WRONG whatever the goal, unless the
         // case is only a SHOULD (a fault only a broken agent produces).

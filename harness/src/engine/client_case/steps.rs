@@ -7,6 +7,7 @@
 use crate::case::step::Step;
 use crate::case::Case;
 use crate::proxy::contract::{ClientRun, ReportLine};
+use crate::proxy::pump::{PlacedFault, Writer};
 use crate::proxy::Pump;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -36,6 +37,9 @@ pub(super) struct Ctx<'a> {
     pub(super) deadline: Instant,
     /// `$id`: the id of the request last awaited.
     last_id: Value,
+    /// Index in the pump's requests of the request last awaited: the one
+    /// whose reply a `reply` fault acts on.
+    last_awaited: Option<usize>,
     /// `$previous-id`: the client's last sync id in the case before.
     previous_id: Option<Value>,
     /// The client synced with plain guest-sync in the case before: until
@@ -51,7 +55,7 @@ impl<'a> Ctx<'a> {
     /// sync id of the case before (`$previous-id`) and the seed of the
     /// case's own random ids.
     pub(super) fn new(pump: Pump, deadline: Instant, previous_id: Option<Value>, plain_sync_before: bool, seed: u64, case: &'a Case) -> Ctx<'a> {
-        Ctx { pump, run: None, lines: Vec::new(), deadline, last_id: Value::Null, previous_id, plain_sync_before, rng: rand::rngs::StdRng::seed_from_u64(seed), exited_at: None, case }
+        Ctx { pump, run: None, lines: Vec::new(), deadline, last_id: Value::Null, last_awaited: None, previous_id, plain_sync_before, rng: rand::rngs::StdRng::seed_from_u64(seed), exited_at: None, case }
     }
 
     /// Whether the client has finished: exited, and its report read.
@@ -112,25 +116,22 @@ impl<'a> Ctx<'a> {
                 let a2 = a.clone();
                 let flow = self.pump_until(self.deadline, &move |p: &Pump| p.client_requests().filter(|r| a2.matches(&r.execute)).count() >= want).await;
                 if flow == Flow::Reached {
-                    if let Some(r) = self.pump.client_requests().filter(|r| a.matches(&r.execute)).nth(want - 1) {
+                    let found = self.pump.requests.iter().enumerate().filter(|(_, r)| r.writer == Writer::Client && a.matches(&r.execute)).nth(want - 1);
+                    if let Some((i, r)) = found {
                         self.last_id = r.sync_id.clone().or_else(|| r.id.clone()).unwrap_or(Value::Null);
+                        self.last_awaited = Some(i);
                     }
                 }
                 flow
             }
             Step::Reply(f) => {
-                self.pump.push_fault(f.clone());
+                let before = f.before.as_ref().map(|b| self.expand_stale(&b.0));
+                let instead = f.instead.as_ref().map(|b| self.expand_stale(&b.0));
+                self.pump.push_fault(PlacedFault { fault: f.clone(), target: self.last_awaited, before, instead });
                 Flow::Reached
             }
             Step::Inject(bytes) => {
-                let other: i64 = self.rng.gen_range(1 << 20..1 << 31);
-                let previous = self.previous_id.clone().unwrap_or_else(|| Value::from(self.rng.gen_range(1i64 << 20..1 << 31)));
-                // The client's own sync form: a stale sync reply comes the
-                // way its own sync's reply comes (0xFF first only for
-                // guest-sync-delimited). Cases about 0xFF write it outright.
-                let plain = self.pump.client_requests().filter(|r| r.is_sync()).last().map_or(self.plain_sync_before, |r| r.execute == "guest-sync");
-                let mark: &[u8] = if plain { b"" } else { b"\xff" };
-                let expanded = expand(&bytes.0, &self.last_id, other, &previous, mark);
+                let expanded = self.expand_stale(&bytes.0);
                 self.pump.inject(expanded).await;
                 Flow::Reached
             }
@@ -175,6 +176,20 @@ impl<'a> Ctx<'a> {
                 Flow::Reached
             }
         }
+    }
+}
+
+impl Ctx<'_> {
+    /// Stale bytes with their placeholders filled in.
+    fn expand_stale(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let other: i64 = self.rng.gen_range(1 << 20..1 << 31);
+        let previous = self.previous_id.clone().unwrap_or_else(|| Value::from(self.rng.gen_range(1i64 << 20..1 << 31)));
+        // The client's own sync form: a stale sync reply comes the way its
+        // own sync's reply comes (0xFF first only for guest-sync-delimited).
+        // Cases about 0xFF write it outright.
+        let plain = self.pump.client_requests().filter(|r| r.is_sync()).last().map_or(self.plain_sync_before, |r| r.execute == "guest-sync");
+        let mark: &[u8] = if plain { b"" } else { b"\xff" };
+        expand(bytes, &self.last_id, other, &previous, mark)
     }
 }
 

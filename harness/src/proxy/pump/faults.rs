@@ -1,35 +1,60 @@
-//! The faults the pump applies: a reply fault on the next reply to a
-//! request (cut, split, delay, drop, duplicate, restart the agent), the
-//! agent killed or restarted, and stale bytes put in front of the client.
+//! The faults the pump applies: a reply fault on the reply to the request
+//! the case awaited (cut, split, delay, drop, duplicate, stale bytes before
+//! it or in its place, restart the agent), the agent killed or restarted,
+//! and stale bytes put in front of the client.
+//!
+//! A reply fault is placed by what the client is sent, never by what it
+//! wrote: it waits for the reply to its target request, whether the client
+//! wrote that request with its sync or apart from it, so both shapes of
+//! client meet it at the same place in their input.
 
 use super::queues::Held;
 use super::{Delivery, Injection, Pump, SeenReply};
-use crate::case::step::ReplyFault;
+use crate::case::step::{ReplyFault, PLACED_GAP_MS};
 use crate::transcript::{escape_bytes, Event, Origin};
 use crate::wire::framer::{scan, Scan};
 use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// A reply fault waiting for its reply, with its stale bytes expanded.
+#[derive(Debug, Clone)]
+pub struct PlacedFault {
+    pub fault: ReplyFault,
+    /// Index in [`Pump::requests`] of the request whose reply it acts on;
+    /// None: the agent's next reply to any request.
+    pub target: Option<usize>,
+    /// `before`, placeholders filled in.
+    pub before: Option<Vec<u8>>,
+    /// `instead`, placeholders filled in.
+    pub instead: Option<Vec<u8>>,
+}
+
 impl Pump {
     /// A reply: attribute it, apply the next fault if it answers a request.
     pub(super) async fn reply_unit(&mut self, unit: Vec<u8>, value: Value, value_end: usize) {
         let request = self.attribute(&value);
         let seq = self.transcript.mark();
-        let fault = match request {
-            Some(_) => self.faults.pop_front(),
-            None => None,
-        };
+        let fault = request.and_then(|r| {
+            let at = self.faults.iter().position(|f| f.target.is_none_or(|t| t == r))?;
+            self.faults.remove(at)
+        });
         let index = self.replies.len();
         if let Some(r) = request {
             self.requests[r].reply = Some(index);
         }
-        let Some(f) = fault else {
+        let Some(placed) = fault else {
             self.replies.push(SeenReply { seq, value, request, delivery: Delivery::Whole, delivered_seq: None });
             self.to_client_reply(unit, Some(index)).await;
             return;
         };
+        let f = placed.fault;
         self.transcript.event(Event::Fault { detail: format!("on this reply: {}", describe_fault(&f)) });
+        if let Some(stale) = placed.before.or(placed.instead.clone()) {
+            // After everything the client was sent before this reply: the
+            // sync reply has gone (or is held in order ahead of these).
+            self.inject(stale).await;
+        }
         let mut delivery = Delivery::Whole;
         let mut bytes = unit;
         if let Some(n) = f.truncate {
@@ -39,7 +64,7 @@ impl Pump {
                 delivery = Delivery::Truncated(n);
             }
         }
-        if f.drop {
+        if f.drop || placed.instead.is_some() {
             delivery = Delivery::Dropped;
             bytes.clear();
         }
@@ -50,13 +75,17 @@ impl Pump {
             let copy = bytes.clone();
             bytes.extend_from_slice(&copy);
         }
-        let hold = if f.past_timeout { Some(self.client_timeout + self.client_timeout / 2 + Duration::from_millis(50)) } else { f.delay_ms.map(Duration::from_millis) };
-        if hold.is_some() && delivery == Delivery::Whole {
+        let mut hold = if f.past_timeout { Some(self.client_timeout + self.client_timeout / 2 + Duration::from_millis(50)) } else { f.delay_ms.map(Duration::from_millis) };
+        if f.before.is_some() {
+            // The stale bytes reach the client alone first.
+            hold = Some(hold.unwrap_or_default().max(Duration::from_millis(PLACED_GAP_MS)));
+        }
+        if hold.is_some() && delivery == Delivery::Whole && f.before.is_none() {
             delivery = Delivery::Delayed;
         }
         self.replies.push(SeenReply { seq, value, request, delivery, delivered_seq: None });
         if let Some(d) = hold {
-            let release = Instant::now() + d;
+            let release = (Instant::now() + d).max(self.held.last_release().unwrap_or_else(Instant::now));
             if let Err(h) = self.held.push(Held { release, bytes, origin: Origin::Forwarded, reply: Some(index) }) {
                 self.transcript.event(Event::Note { text: format!("a held reply of {} byte(s) dropped: the held queue is full ({} held)", h.bytes.len(), self.held.bytes()) });
             }
@@ -142,6 +171,12 @@ impl Pump {
 /// One line for a reply fault.
 pub fn describe_fault(f: &ReplyFault) -> String {
     let mut parts = Vec::new();
+    if let Some(b) = &f.before {
+        parts.push(format!("stale bytes {} first, then the reply {PLACED_GAP_MS} ms later", escape_bytes(&b.0)));
+    }
+    if let Some(b) = &f.instead {
+        parts.push(format!("stale bytes {} in its place, the reply lost", escape_bytes(&b.0)));
+    }
     if let Some(n) = f.truncate {
         parts.push(format!("cut after {n} byte(s)"));
     }
