@@ -477,3 +477,33 @@ fn a_client_that_stops_at_its_first_error_is_told_about_contract_version_2() {
     let text = run.failure_text("client-sync/1");
     assert!(text.contains("version 1 of the client contract") && text.contains("1 of 3 job command(s)"), "{text}");
 }
+
+/// The Proxmox-shaped client (fixtures/clients/pve_style_client.pl): the
+/// sync and the command in one write, no 0xFF, ids from its pid and a
+/// counter, the second line after the last 0xFF taken as the reply. The
+/// stale value placed after its sync reply is its result (as the issue saw
+/// with Proxmox behind such a proxy), on a socket and on a pty alike.
+#[test]
+fn the_pve_style_pipelined_client_takes_the_stale_value_after_its_sync_reply() {
+    let _heavy = heavy();
+    let script = adapter("pve_style_client.pl");
+    for (transport, flag) in [("unix-listen", ""), ("pty", "--pty ")] {
+        let run = run_client(&format!("perl {script} {flag}{{path}} {{timeout_ms}} {{job}}"), &["--transport", transport]);
+        for id in ["client-reply/1", "client-reply/2", "client-reply/3", "client-reply/12", "client-sync/5"] {
+            assert_eq!(run.grade(id), "wrong", "{transport} {id}: {}", run.failure_text(id));
+        }
+        // No 0xFF: an earlier client's partial request swallows its sync.
+        assert_eq!(run.outcome("client-sync/12"), "FAIL", "{transport}: {}", run.failure_text("client-sync/12"));
+        let habits = run.habits();
+        for h in ["client-no-flush-byte", "client-predictable-ids"] {
+            assert!(habits.iter().any(|x| x == h), "{transport}: {habits:?}");
+        }
+        assert!(run.failure_text("client-wire/3").contains("pid"), "{}", run.failure_text("client-wire/3"));
+        // It surfaces a timeout and is back in step on its next call (a
+        // new connection and a new sync).
+        for id in ["client-reply/8", "client-reply/10", "client-sync/10"] {
+            assert_eq!(run.grade(id), "recovered-after-error", "{transport} {id}: {}", run.failure_text(id));
+        }
+        assert_eq!(run.grade("client-wire/4"), "recovered");
+    }
+}

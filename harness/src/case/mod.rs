@@ -136,6 +136,20 @@ pub enum Check {
     Sync,
 }
 
+impl Check {
+    /// What the check expects of the client, for a failure's `expected`.
+    pub fn expectation(self) -> &'static str {
+        match self {
+            Check::FlushByte => "a raw 0xFF before each sync request",
+            Check::DelimitedSync => "guest-sync-delimited, not guest-sync",
+            Check::FreshIds => "sync ids new per attempt, wider than 16 bits, neither the pid nor built from it, nor a counter",
+            Check::ResyncAfterTimeout => "a sync before the next request after the client's own timeout",
+            Check::Newline => "a newline after each request",
+            Check::Sync => "a sync before the first command",
+        }
+    }
+}
+
 /// The side of the protocol a case grades.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -252,9 +252,10 @@ pub async fn run_client_case(
     }
     // The case's wire-level checks: a habit it names, seen here, fails it.
     if r.outcome == Outcome::Pass {
-        if let Some(h) = graded.detail.habits.iter().find(|h| case.checks.iter().any(|&c| FailureKind::of_check(c) == h.kind)) {
+        let failed = case.checks.iter().find_map(|&c| graded.detail.habits.iter().find(|h| FailureKind::of_check(c) == h.kind).map(|h| (c, h)));
+        if let Some((check, h)) = failed {
             r.outcome = Outcome::for_violation(case.level);
-            r.failure = Some(fail_at(h.kind, h.kind.summary(), h.detail.clone(), to));
+            r.failure = Some(fail_at(h.kind, check.expectation(), h.detail.clone(), to));
         }
     }
     r.client = Some(graded.detail);
