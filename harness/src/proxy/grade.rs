@@ -311,6 +311,9 @@ fn judge(pump: &Pump, command: &str, value: &Value, seq: u64) -> (bool, Option<S
     }
     let what_ours = match ours {
         None => "its request got no reply".to_owned(),
+        Some(r) if r.delivered_seq.is_none_or(|d| d > seq) && matches!(r.delivery, Delivery::Whole | Delivery::Delayed | Delivery::Duplicated) => {
+            format!("the reply to its request, {}, had not reached it when it reported", show(&r.value))
+        }
         Some(r) => match r.delivery {
             Delivery::Dropped => "the reply to its request never reached it".to_owned(),
             Delivery::Truncated(n) => format!("the reply to its request reached it cut after {n} byte(s)"),
@@ -320,6 +323,14 @@ fn judge(pump: &Pump, command: &str, value: &Value, seq: u64) -> (bool, Option<S
     for inj in pump.injections.iter().rev() {
         if inj.values.iter().any(|v| v.get("return").is_some_and(|r| consistent(value, r))) {
             return (false, Some(format!("that is the stale reply injected at #{}; {what_ours}", inj.seq)));
+        }
+    }
+    // A typed client's unit result (`{}` or null) keeps no member of the
+    // object it decoded: any stale object gives it.
+    let unit = value.is_null() || value.as_object().is_some_and(|m| m.is_empty());
+    if unit {
+        if let Some(inj) = pump.injections.iter().rev().find(|inj| inj.values.iter().any(|v| v.get("return").is_some_and(Value::is_object))) {
+            return (false, Some(format!("an empty result, as a typed client makes of the stale object injected at #{} (it keeps none of its members); {what_ours}", inj.seq)));
         }
     }
     for (i, r) in pump.replies.iter().enumerate().rev() {
@@ -385,19 +396,43 @@ fn habits(reqs: &[&SeenRequest], pump: &Pump, ev: &Evidence<'_>) -> Vec<Habit> {
         add(FailureKind::ClientNoNewline, format!("{} (#{}) not followed by a newline", r.execute, r.seq));
     }
     // After a request the client gave up on (no reply reached it before its
-    // timeout), the next request should be a sync.
-    for w in reqs.windows(2) {
+    // timeout), a sync must come before the next request whose result it
+    // reports. A probe whose answer it only checks for life (qemu-ga-client
+    // pings before its guest-sync) may go first: a stale reply it eats
+    // hands the caller nothing.
+    let reported = reported_requests(reqs, ev);
+    for (k, w) in reqs.windows(2).enumerate() {
         let (a, b) = (w[0], w[1]);
         let answered_before_b = a.reply.is_some_and(|i| {
             let r = &pump.replies[i];
             r.delivered_seq.is_some_and(|d| d < b.seq) && !matches!(r.delivery, Delivery::Truncated(_) | Delivery::Dropped)
         });
         let waited = b.at.saturating_duration_since(a.at);
-        if !answered_before_b && !b.is_sync() && waited >= ev.client_timeout * 8 / 10 {
+        if answered_before_b || b.is_sync() || waited < ev.client_timeout * 8 / 10 {
+            continue;
+        }
+        // The first request from b on that is a sync or a reported one.
+        let next = (k + 1..reqs.len()).find(|&j| reqs[j].is_sync() || reported[j]);
+        if let Some(j) = next.filter(|&j| !reqs[j].is_sync()) {
+            let c = reqs[j];
+            let probes = if j > k + 1 { format!(" (after {} unreported request(s))", j - k - 1) } else { String::new() };
             add(
                 FailureKind::ClientNoResyncAfterTimeout,
-                format!("{} (#{}) sent {} ms after an unanswered {} with no sync between", b.execute, b.seq, waited.as_millis(), a.execute),
+                format!("{} (#{}) sent {} ms after an unanswered {} with no sync between{probes}, and its result reported", c.execute, c.seq, c.at.saturating_duration_since(a.at).as_millis(), a.execute),
             );
+        }
+    }
+    out
+}
+
+/// Per request: whether the client reported its result, i.e. it is the
+/// latest request for its command before a report line for that command.
+fn reported_requests(reqs: &[&SeenRequest], ev: &Evidence<'_>) -> Vec<bool> {
+    let mut out = vec![false; reqs.len()];
+    for line in ev.lines {
+        let Ok(parsed) = parse_line(&line.text) else { continue };
+        if let Some(i) = reqs.iter().rposition(|r| r.execute == parsed.command() && r.seq <= line.seq) {
+            out[i] = true;
         }
     }
     out
