@@ -163,7 +163,8 @@ fn the_fixture_client_passes_every_must_case_and_each_mutant_is_caught_by_its_ow
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (shape, run) in &shapes {
-        assert_eq!(run.not_passing(), baseline, "shape {shape:?}");
+        let unexpected: Vec<String> = run.not_passing().into_iter().filter(|(id, o)| baseline.get(id) != Some(o)).map(|(id, o)| format!("{id} {o}: {}", run.failure_text(&id))).collect();
+        assert_eq!(run.not_passing(), baseline, "shape {shape:?}: {unexpected:#?}");
         if shape.contains("--surface-timeout") {
             // It reports the timeout and is back in step on the next call.
             for id in ["client-reply/7", "client-reply/8", "client-reply/10", "client-reply/11", "client-sync/10", "client-sync/11"] {
@@ -171,13 +172,24 @@ fn the_fixture_client_passes_every_must_case_and_each_mutant_is_caught_by_its_ow
             }
         }
     }
-    // The mutants run side by side (most of their time is waiting out timeouts).
-    let runs: Vec<(&str, &[&str], ClientRun)> = std::thread::scope(|s| {
-        let handles: Vec<_> = MUTANTS
+    // The mutants run side by side (most of their time is waiting out
+    // timeouts); the newest also pipelined over a pty, where the same cases
+    // must catch them.
+    let variants: Vec<(&str, &[&str], &str)> = MUTANTS
+        .iter()
+        .map(|(bug, declared)| (*bug, *declared, ""))
+        .chain(MUTANTS.iter().filter(|(b, _)| ["plain-sync", "pid-id"].contains(b)).map(|(bug, declared)| (*bug, *declared, "--pipelined --pty")))
+        .collect();
+    let runs: Vec<(String, &[&str], ClientRun)> = std::thread::scope(|s| {
+        let handles: Vec<_> = variants
             .iter()
-            .map(|(bug, declared)| {
+            .map(|(bug, declared, shape)| {
                 let fixture = fixture.clone();
-                s.spawn(move || (*bug, *declared, run_client(&format!("{fixture} --bug {bug} {{path}} {{timeout_ms}} {{job}}"), &[])))
+                s.spawn(move || {
+                    let transport = if shape.contains("--pty") { "pty" } else { "unix-listen" };
+                    let run = run_client(&format!("{fixture} --bug {bug} {shape} {{path}} {{timeout_ms}} {{job}}"), &["--transport", transport]);
+                    (format!("{bug} {shape}"), *declared, run)
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
