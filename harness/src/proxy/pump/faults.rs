@@ -90,13 +90,25 @@ impl Pump {
                 self.transcript.event(Event::Note { text: format!("a held reply of {} byte(s) dropped: the held queue is full ({} held)", h.bytes.len(), self.held.bytes()) });
             }
         } else if let Some(chunk) = f.chunk {
+            // The pieces go through the held queue, each with its own
+            // release time: the pump keeps turning between them, so the
+            // client's bytes and report lines are logged when they come,
+            // not after the last piece.
+            // The reply has reached the client with the piece that holds
+            // its JSON's last byte (whitespace after it may come later).
             let n = bytes.chunks(chunk).count();
+            let whole_at = (value_end.saturating_sub(1) / chunk).min(n - 1);
+            let start = self.held.last_release().unwrap_or_else(Instant::now).max(Instant::now());
             for (i, piece) in bytes.chunks(chunk).enumerate() {
-                if i > 0 && f.delay_us > 0 {
-                    tokio::time::sleep(Duration::from_micros(f.delay_us)).await;
+                let last = (i == whole_at).then_some(index);
+                if i == 0 && self.held.is_empty() {
+                    self.to_client_reply(piece.to_vec(), last).await;
+                    continue;
                 }
-                let last = (i + 1 == n).then_some(index);
-                self.to_client_reply(piece.to_vec(), last).await;
+                let release = start + Duration::from_micros(f.delay_us.saturating_mul(i as u64));
+                if let Err(h) = self.held.push(Held { release, bytes: piece.to_vec(), origin: Origin::Forwarded, reply: last }) {
+                    self.transcript.event(Event::Note { text: format!("a reply piece of {} byte(s) dropped: the held queue is full ({} held)", h.bytes.len(), self.held.bytes()) });
+                }
             }
         } else if !bytes.is_empty() {
             self.to_client_reply(bytes, Some(index)).await;
@@ -122,6 +134,20 @@ impl Pump {
             Box::pin(self.from_agent()).await;
             self.gated = gated;
             self.flush_partial().await;
+        }
+        if !keep_written {
+            // The agent "died" at the cut: what it had written after it and
+            // the pump had not read yet is no more the client's than what
+            // it had read (whether it got that far is timing, not the case).
+            if let Ok(conn) = self.agent.conn() {
+                let _ = conn.poll_input();
+                let late = conn.buffered().len();
+                conn.consume(late);
+                let late = late + self.ain.len();
+                if late > 0 {
+                    self.transcript.event(Event::Note { text: format!("{late} byte(s) the killed agent wrote after the cut dropped") });
+                }
+            }
         }
         self.ain.clear();
         self.partial_since = None;
