@@ -155,3 +155,43 @@ fn html_index_opens_with_the_probe_and_closes_with_findings_then_counts() {
     );
     assert!(html[counts..].contains(&closing), "{closing} not in:\n{html}");
 }
+
+/// Committed reports stay lean: `--transcripts failing` keeps the wire log
+/// of failing cases only, and `report --link-pages` writes a one-page matrix
+/// whose cells open each run's own case pages (no copies); the index says
+/// when it was made with `--strict`, and counts NON-STRICT as failed then.
+#[test]
+fn lean_reports_link_their_pages_and_the_index_honours_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mutant = format!("{} ref-agent --bug raw-ff-in-reply", common::HARNESS);
+    for (name, agent) in [("a", None), ("b", Some(mutant.as_str()))] {
+        let mut cmd = Command::cargo_bin("qga-harness").unwrap();
+        cmd.args(["run", "--transport", "socketpair", "--case", "hygiene/*", "--transcripts", "failing", "--report-dir"]).arg(dir.path().join(name));
+        if let Some(a) = agent {
+            cmd.args(["--agent", a]);
+        }
+        let _ = cmd.output().unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(name).join("run.json")).unwrap()).unwrap();
+        for r in doc["results"].as_array().unwrap() {
+            let has = r["transcript"].as_array().is_some_and(|t| !t.is_empty());
+            let passing = r["outcome"] == "PASS" || r["outcome"] == "UNSUPPORTED";
+            assert_eq!(has, !passing, "{name} {} {}", r["id"], r["outcome"]);
+        }
+    }
+    let b_failing = {
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("b/run.json")).unwrap()).unwrap();
+        doc["results"].as_array().unwrap().iter().filter(|r| r["outcome"] != "PASS").count()
+    };
+    assert!(b_failing > 0, "the mutant fails some hygiene case");
+    let m = dir.path().join("m");
+    Command::cargo_bin("qga-harness").unwrap().args(["report", "--link-pages", "--strict", "--out"]).arg(&m).arg(dir.path().join("a/run.json")).arg(dir.path().join("b/run.json")).assert().success();
+    let pages: Vec<_> = std::fs::read_dir(m.join("html")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(pages, ["index.html"], "no copied case pages");
+    let index = std::fs::read_to_string(m.join("html/index.html")).unwrap();
+    let links: Vec<&str> = index.split("href=\"").skip(1).map(|s| &s[..s.find('"').unwrap()]).collect();
+    assert!(links.iter().any(|l| l.starts_with("../../a/html/")) && links.iter().any(|l| l.starts_with("../../b/html/")), "{links:?}");
+    for l in &links {
+        assert!(m.join("html").join(l).is_file(), "{l} does not open a page");
+    }
+    assert!(index.contains("made with --strict"), "the index says it was made with --strict");
+}

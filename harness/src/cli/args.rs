@@ -174,6 +174,19 @@ pub(crate) struct OutputArgs {
     /// junit.xml, summary.md, html/ (index.html and a page per case).
     #[arg(long)]
     pub(crate) report_dir: Option<std::path::PathBuf>,
+    /// Which cases keep their wire transcript in --json and --report-dir:
+    /// `all`, or `failing` (cases that PASSed or did not apply keep their
+    /// verdict and figures, not their bytes: for committed reports, with
+    /// the full documents kept as CI artefacts).
+    #[arg(long, value_enum, default_value_t = Transcripts::All)]
+    pub(crate) transcripts: Transcripts,
+}
+
+/// `--transcripts`: which cases keep their wire transcript in the documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transcripts {
+    All,
+    Failing,
 }
 
 #[derive(Args)]
@@ -248,4 +261,10 @@ pub(crate) struct ReportArgs {
     /// Treat NON-STRICT as failing.
     #[arg(long)]
     pub(crate) strict: bool,
+    /// Link each matrix cell to the case page in the run's own report
+    /// directory (the html/ beside its run.json, from `run --report-dir`)
+    /// instead of writing a copy: a matrix over committed report
+    /// directories stays one page.
+    #[arg(long)]
+    pub(crate) link_pages: bool,
 }

@@ -1,14 +1,14 @@
 //! `run`: the agent cases against an agent; and the one way `run` and
 //! `client` print, write and gate what they ran.
 
-use super::args::{OutputArgs, RunArgs};
+use super::args::{OutputArgs, RunArgs, Transcripts};
 use super::usage;
 use crate::EXIT_HARNESS;
 use qga_harness::baseline::Baseline;
 use qga_harness::case::{Role, Selected};
 use qga_harness::engine::{run_cases, EngineOptions};
 use qga_harness::report;
-use qga_harness::verdict::RunResult;
+use qga_harness::verdict::{Outcome, RunResult};
 use std::process::ExitCode;
 
 pub async fn run(args: RunArgs) -> ExitCode {
@@ -39,7 +39,15 @@ pub(super) fn load_baseline(out: &OutputArgs, all_ids: &[String]) -> Result<Opti
 pub(super) fn finish(result: &RunResult, args: &OutputArgs, baseline: Option<&Baseline>) -> ExitCode {
     let comparison = baseline.map(|b| b.compare(&result.results, args.strict));
     print!("{}", report::render_terminal(result, comparison.as_ref(), args.strict, args.transcript));
+    let lean;
+    let documented = if args.transcripts == Transcripts::Failing {
+        lean = without_passing_transcripts(result);
+        &lean
+    } else {
+        result
+    };
     let written = (|| {
+        let result = documented;
         if let Some(path) = &args.json {
             report::write_run(path, result, comparison.as_ref(), args.strict)?;
         }
@@ -58,4 +66,16 @@ pub(super) fn finish(result: &RunResult, args: &OutputArgs, baseline: Option<&Ba
     }
     // The one exit policy (also the libtest target's).
     ExitCode::from(qga_harness::gate::gate(result, baseline, args.strict).exit_code())
+}
+
+/// The run with the wire transcripts of cases that PASSed or did not apply
+/// left out (`--transcripts failing`); every other case keeps its whole.
+fn without_passing_transcripts(result: &RunResult) -> RunResult {
+    let mut lean = result.clone();
+    for r in &mut lean.results {
+        if matches!(r.outcome, Outcome::Pass | Outcome::Unsupported) {
+            r.transcript.clear();
+        }
+    }
+    lean
 }

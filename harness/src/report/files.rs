@@ -45,8 +45,9 @@ pub enum DirContents<'a> {
     Run { run: &'a RunResult, comparison: Option<&'a Comparison> },
     /// Runs merged by `report`: run-N.junit.xml and run-N.md per run (and
     /// run-N.json with `json`), matrix.md (cases as rows, runs as columns),
-    /// and html/ over all of them.
-    Merged { runs: &'a [RunResult], json: bool },
+    /// and html/ over all of them. `pages`: per run, where its own case
+    /// pages are, relative to html/ (the matrix links them, no copies).
+    Merged { runs: &'a [RunResult], json: bool, pages: Option<&'a [String]> },
 }
 
 /// Write every report format into `dir`; `command` is the command line the
@@ -62,7 +63,7 @@ pub fn write_dir(dir: &Path, contents: DirContents<'_>, strict: bool, command: &
             files.push(("summary.md".into(), markdown::render(run, strict, command).into_bytes()));
             std::slice::from_ref(run)
         }
-        DirContents::Merged { runs, json } => {
+        DirContents::Merged { runs, json, .. } => {
             for (i, run) in runs.iter().enumerate() {
                 files.push((format!("run-{}.junit.xml", i + 1), junit(run)?.into_bytes()));
                 files.push((format!("run-{}.md", i + 1), markdown::render(run, strict, command).into_bytes()));
@@ -77,7 +78,11 @@ pub fn write_dir(dir: &Path, contents: DirContents<'_>, strict: bool, command: &
     for (name, bytes) in files {
         write(&dir.join(name), bytes)?;
     }
-    html::write(&dir.join("html"), runs).map_err(|e| format!("cannot write the HTML report: {e}"))
+    let pages = match contents {
+        DirContents::Merged { pages, .. } => pages,
+        DirContents::Run { .. } => None,
+    };
+    html::write(&dir.join("html"), runs, pages, strict).map_err(|e| format!("cannot write the HTML report: {e}"))
 }
 
 fn run_document(run: &RunResult, comparison: Option<&Comparison>, strict: bool) -> Vec<u8> {

@@ -56,7 +56,16 @@ fn column_title(r: &RunResult) -> String {
     format!("{} ({})", r.subject(), r.transport)
 }
 
-fn index(runs: &[RunResult]) -> String {
+/// Where the matrix links run `i`'s page for case `id`: its own page here,
+/// or with `pages`, the page in that run's own report directory.
+fn case_link(i: usize, id: &str, pages: Option<&[String]>) -> String {
+    match pages.and_then(|p| p.get(i)) {
+        Some(prefix) => format!("{prefix}{}", case_file(0, id)),
+        None => case_file(i, id),
+    }
+}
+
+fn index(runs: &[RunResult], pages: Option<&[String]>, strict: bool) -> String {
     let mut b = String::from("<h1>qga-harness conformance matrix</h1>\n<table id=\"matrix\"><thead><tr><th>case</th><th>level</th>");
     for r in runs {
         let _ = write!(b, "<th>{}</th>", esc(&column_title(r)));
@@ -83,7 +92,7 @@ fn index(runs: &[RunResult]) -> String {
                     let _ = write!(
                         b,
                         "<td class=\"{o}\"><a href=\"{}\">{o}</a> {:.2} ms</td>",
-                        case_file(i, &x.id),
+                        case_link(i, &x.id, pages),
                         x.elapsed.as_secs_f64() * 1e3,
                         o = x.outcome.as_str()
                     );
@@ -95,7 +104,7 @@ fn index(runs: &[RunResult]) -> String {
     }
     b.push_str("</tbody></table>\n<h2>Runs</h2>\n");
     for (i, r) in runs.iter().enumerate() {
-        b.push_str(&summary::run_summary(i, r));
+        b.push_str(&summary::run_summary(i, r, strict));
     }
     page("qga-harness conformance matrix", &b)
 }
@@ -262,8 +271,14 @@ fn case_page(r: &RunResult, c: &CaseResult) -> String {
 }
 
 /// Write the report directory for these runs.
-pub fn write(dir: &Path, runs: &[RunResult]) -> std::io::Result<()> {
-    super::write_atomic(&dir.join("index.html"), index(runs).as_bytes())?;
+/// Write `index.html` and a page per case. With `pages` (one path prefix
+/// per run, relative to `dir`), the matrix links each run's own report
+/// directory and writes no copies of its pages.
+pub fn write(dir: &Path, runs: &[RunResult], pages: Option<&[String]>, strict: bool) -> std::io::Result<()> {
+    super::write_atomic(&dir.join("index.html"), index(runs, pages, strict).as_bytes())?;
+    if pages.is_some() {
+        return Ok(());
+    }
     for (i, r) in runs.iter().enumerate() {
         for c in &r.results {
             super::write_atomic(&dir.join(case_file(i, &c.id)), case_page(r, c).as_bytes())?;
@@ -324,7 +339,7 @@ mod tests {
     #[test]
     fn index_counts_pass_and_info_as_passed() {
         let run = crate::report::markdown::tests::run_with(&["PASS", "INFO", "UNSUPPORTED", "NON-STRICT", "FAIL"]);
-        let html = index(std::slice::from_ref(&run));
+        let html = index(std::slice::from_ref(&run), None, false);
         assert!(html.contains("5 cases: 2 passed, 1 failed, 1 NON-STRICT, 1 not run (1 UNSUPPORTED, 0 BLOCKED)."), "{html}");
         for o in ["PASS", "INFO", "UNSUPPORTED", "NON-STRICT", "FAIL"] {
             assert!(html.contains(&format!("<td class=\"{o}\">1 {o}</td>")), "{o}");

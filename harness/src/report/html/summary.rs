@@ -11,8 +11,9 @@ use std::fmt::Write;
 /// Cases named per group or finding.
 const NAMED: usize = 20;
 
-/// The summary of run `i` (0-based).
-pub(super) fn run_summary(i: usize, r: &RunResult) -> String {
+/// The summary of run `i` (0-based); `strict`: NON-STRICT counts as failed,
+/// as the run's exit status did under `--strict`.
+pub(super) fn run_summary(i: usize, r: &RunResult, strict: bool) -> String {
     let mut b = String::new();
     let _ = write!(
         b,
@@ -39,7 +40,7 @@ pub(super) fn run_summary(i: usize, r: &RunResult) -> String {
     if !groups.is_empty() {
         let _ = write!(b, "<p>Not run:</p><ul class=\"not-run\">{}</ul>", groups.iter().map(|g| format!("<li>{}</li>", esc(&g.line(NAMED)))).collect::<String>());
     }
-    let found = findings(r, false);
+    let found = findings(r, strict);
     if !found.is_empty() {
         b.push_str("<p>Findings, most cases first:</p><table class=\"findings\"><thead><tr><th>finding</th><th>what</th><th>cases</th></tr></thead><tbody>");
         for f in &found {
@@ -48,16 +49,17 @@ pub(super) fn run_summary(i: usize, r: &RunResult) -> String {
         }
         b.push_str("</tbody></table>");
     }
-    for a in also_seen(r, false) {
+    for a in also_seen(r, strict) {
         let _ = write!(b, "<p class=\"also\">Also seen: {} ({}).</p>", esc(&a.line(NAMED)), esc(a.summary));
     }
-    let tally = Tally::new(&r.results, false);
+    let tally = Tally::new(&r.results, strict);
     let cells: String = counts(&r.results).into_iter().filter(|(_, n)| *n > 0).map(|(o, n)| format!("<td class=\"{o}\">{n} {o}</td>", o = o.as_str())).collect();
     let _ = write!(
         b,
-        "<table class=\"counts\"><tr>{cells}</tr></table><p class=\"closing\">{} cases: {}.</p><p>Passed counts PASS and INFO; UNSUPPORTED and BLOCKED are not run (BLOCKED still fails a run); NON-STRICT (a SHOULD violated) fails a run only under --strict.</p><p>Recovery resync times:</p>{}\n",
+        "<table class=\"counts\"><tr>{cells}</tr></table><p class=\"closing\">{} cases: {}.</p><p>Passed counts PASS and INFO; UNSUPPORTED and BLOCKED are not run (BLOCKED still fails a run); {}</p><p>Recovery resync times:</p>{}\n",
         tally.total,
         esc(&tally.sentence()),
+        if strict { "this report was made with --strict: NON-STRICT (a SHOULD violated) counts as failed." } else { "NON-STRICT (a SHOULD violated) fails a run only under --strict." },
         resync_chart(r)
     );
     b
