@@ -34,6 +34,11 @@ fn main() -> ExitCode {
         // The reference agent's stdout may be its channel: left as it was.
         return qga_fixtures::run(args);
     }
+    match cli.command {
+        Cmd::Completions { shell } => return cli::docs::completions(shell),
+        Cmd::Man { ref out } => return cli::docs::man(out.as_deref()),
+        _ => {}
+    }
     quiet_on_broken_pipe();
     // One thread: the agent's parent-death signal is tied to the thread that
     // spawned it, and a single-threaded runtime keeps round trips short.
@@ -55,7 +60,7 @@ fn main() -> ExitCode {
             Cmd::Fuzz(args) => fuzzcmd::run(args).await,
             Cmd::Replay(args) => cli::replay(args).await,
             Cmd::Report(args) => cli::report_cmd(args),
-            Cmd::RefAgent { .. } => unreachable!(),
+            Cmd::RefAgent { .. } | Cmd::Completions { .. } | Cmd::Man { .. } => unreachable!(),
         }
     })
 }

@@ -487,3 +487,31 @@ fn a_template_that_cannot_work_over_the_transport_is_a_usage_error_with_a_hint()
         assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("agent program not found"));
     }
 }
+
+/// Shell completions and manual pages come from the parser's own
+/// definitions: every user-facing subcommand is in them, and the hidden
+/// reference agent gets no manual page.
+#[test]
+fn completions_and_man_pages_describe_every_subcommand() {
+    let subcommands = ["run", "list", "bench", "fuzz", "replay", "report", "client", "call"];
+    let bash = assert_cmd::Command::cargo_bin("qga-harness").unwrap().args(["completions", "bash"]).assert().success().get_output().stdout.clone();
+    let bash = String::from_utf8(bash).unwrap();
+    assert!(bash.contains("complete -F _qga-harness") || bash.contains("_qga__harness"), "{}", &bash[..bash.len().min(300)]);
+    for s in subcommands {
+        assert!(bash.contains(s), "bash completion lacks {s}");
+    }
+    for shell in ["zsh", "fish"] {
+        assert_cmd::Command::cargo_bin("qga-harness").unwrap().args(["completions", shell]).assert().success();
+    }
+    assert_cmd::Command::cargo_bin("qga-harness").unwrap().args(["completions", "no-such-shell"]).assert().code(3);
+    let man = assert_cmd::Command::cargo_bin("qga-harness").unwrap().arg("man").assert().success().get_output().stdout.clone();
+    let man = String::from_utf8(man).unwrap();
+    assert!(man.contains(".TH qga-harness 1"), "{}", &man[..man.len().min(300)]);
+    let dir = tempfile::tempdir().unwrap();
+    assert_cmd::Command::cargo_bin("qga-harness").unwrap().args(["man", "--out"]).arg(dir.path()).assert().success();
+    for s in subcommands {
+        let page = std::fs::read_to_string(dir.path().join(format!("qga-harness-{s}.1"))).unwrap_or_else(|e| panic!("qga-harness-{s}.1: {e}"));
+        assert!(page.contains(".SH NAME"), "{s}");
+    }
+    assert!(!dir.path().join("qga-harness-ref-agent.1").exists());
+}

@@ -34,6 +34,17 @@ pub(crate) enum Cmd {
     /// Be a client under test: the harness's own reference client,
     /// following the client contract (the positive control of `client`).
     Call(CallArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or with --out write one per command
+    /// into a directory (qga-harness.1, qga-harness-run.1, ...).
+    Man {
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Serve as the in-tree reference agent (the default agent).
     #[command(hide = true, disable_help_flag = true)]
     RefAgent {

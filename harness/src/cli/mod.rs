@@ -4,6 +4,7 @@
 pub mod args;
 mod client;
 mod config;
+pub mod docs;
 mod list;
 mod replay;
 mod report;
