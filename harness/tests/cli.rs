@@ -332,8 +332,8 @@ fn report_dir_writes_json_junit_markdown_and_report_merges_runs() {
             assert!(d.join(f).is_file(), "{}", d.join(f).display());
         }
     }
-    // The JUnit file is read by a real JUnit consumer (junitparser, from
-    // PyPI; .ci/run installs it): one testsuite for the section, one
+    // The JUnit file is read by a real JUnit consumer (junitparser, which
+    // .ci/run installs with pip): one testsuite for the section, one
     // testcase per case, a failure per FAIL, no errors.
     let script = "import sys\nfrom junitparser import JUnitXml, Failure, Error\nx = JUnitXml.fromfile(sys.argv[1])\nsuites = list(x)\ncases = [c for s in suites for c in s]\nprint(len(suites), len(cases), sum(isinstance(r, Failure) for c in cases for r in c.result), sum(isinstance(r, Error) for c in cases for r in c.result))";
     let out = std::process::Command::new("python3").args(["-c", script]).arg(b.join("junit.xml")).output().unwrap();
