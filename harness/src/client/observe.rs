@@ -7,6 +7,7 @@ use crate::connection::{Connection, Fill};
 use crate::wire::message::MalformedReply;
 use crate::wire::{scan, Reply, Scan, SENTINEL};
 use tokio::time::Instant;
+use crate::wire::sentinel::is_reset_byte;
 
 /// One reply and what preceded it.
 #[derive(Debug, Clone)]
@@ -27,7 +28,7 @@ impl Observed {
 
     /// Raw 0xFF or 0xFE anywhere in or before the reply.
     pub fn stray_flush_bytes(&self) -> usize {
-        self.before.iter().chain(&self.text).filter(|&&b| b == 0xFF || b == 0xFE).count()
+        self.before.iter().chain(&self.text).filter(|&&b| is_reset_byte(b)).count()
     }
 }
 

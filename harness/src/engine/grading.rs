@@ -7,6 +7,7 @@ use crate::case::step::{GarbageKind, Send, Step};
 use crate::case::Case;
 use crate::client::{Capability, Profile};
 use std::time::Duration;
+use crate::wire::sentinel::is_reset_byte;
 
 /// Once output has started, a gap this long means a brisk agent has
 /// finished writing for now (it answers in tens of microseconds); the
@@ -163,5 +164,5 @@ pub fn needed_capabilities(case: &Case) -> Vec<Capability> {
 }
 
 fn sends_flush_bytes(s: &Send) -> bool {
-    s.flush || s.raw.as_ref().is_some_and(|r| r.0.iter().any(|&b| b == 0xFF || b == 0xFE))
+    s.flush || s.raw.as_ref().is_some_and(|r| r.0.iter().any(|&b| is_reset_byte(b)))
 }

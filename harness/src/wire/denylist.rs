@@ -24,6 +24,7 @@
 //! padding a name with escapes or reset bytes.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use super::sentinel::is_reset_byte;
 
 /// Denied command names and name prefixes.
 pub const DENIED_PREFIXES: &[&str] = &[
@@ -130,7 +131,7 @@ impl Window {
     }
 
     fn byte(&mut self, b: u8, out: &mut Vec<u8>) {
-        if b == 0xFF || b == 0xFE {
+        if is_reset_byte(b) {
             return;
         }
         match self.escape.len() {

@@ -10,6 +10,14 @@
 //! qemu-ga escapes every non-ASCII character as `\uXXXX` in its replies, so
 //! the sentinel is the only raw 0xFF it ever writes (docs/protocol.md §1).
 
+/// 0xFF or 0xFE: the two bytes that never occur in UTF-8. qemu-ga's JSON
+/// lexer (qobject/json-lexer.c) takes either as a lexical error that resets
+/// it; the protocol names only 0xFF. A raw one in a reply is a stray
+/// sentinel; in a request, a flush.
+pub fn is_reset_byte(b: u8) -> bool {
+    b == SENTINEL || b == 0xFE
+}
+
 /// The raw sentinel byte. Not `'\u{ff}'`: that is two bytes (C3 BF) in UTF-8,
 /// and an agent that writes those has a bug the suite must catch.
 pub const SENTINEL: u8 = 0xFF;

@@ -18,6 +18,7 @@ use crate::schema::{SchemaMiss, SchemaMissKind};
 use crate::verdict::{FailureKind, Outcome};
 use crate::wire::message::{compare_id, ids_equal, IdMatch, MalformedKind, QAPI_ERROR_CLASSES};
 use crate::wire::Reply;
+use crate::wire::sentinel::is_reset_byte;
 
 /// A check that did not hold: the defect's kind, what was seen, and a cap
 /// on the outcome (see [`super::steps::StepError::Violation`]).
@@ -361,7 +362,7 @@ impl Checker<'_> {
         let allowed_ff = usize::from(e.delimited);
         // An agent found to put 0xFF on every reply: only the cases about
         // sentinels grade that.
-        let leaked_ff_only = self.relaxed(Capability::CleanReplies) && !o.text.iter().any(|&b| b == 0xFF || b == 0xFE);
+        let leaked_ff_only = self.relaxed(Capability::CleanReplies) && !o.text.iter().any(|&b| is_reset_byte(b));
         if o.stray_flush_bytes() > allowed_ff && !leaked_ff_only {
             return Err(miss(FailureKind::StraySentinel, format!("raw 0xFF/0xFE bytes where none may be: {}", got())));
         }

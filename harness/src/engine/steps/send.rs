@@ -9,6 +9,7 @@ use crate::transcript::Event;
 use crate::verdict::FailureKind;
 use std::time::Duration;
 use tokio::time::Instant;
+use crate::wire::sentinel::is_reset_byte;
 
 /// One request (or raw bytes), written whole or in chunks.
 pub(super) async fn send(ctx: &mut Ctx<'_>, s: &Send) -> Result<(), StepError> {
@@ -98,7 +99,7 @@ fn after_open_line(ctx: &mut Ctx<'_>, bytes: &[u8], mut pending: Vec<request::Pe
 /// drop its partial input: 0xFF, 0xFE, a control byte other than tab,
 /// CR and LF.
 fn resets_parser(b: u8) -> bool {
-    b == 0xFF || b == 0xFE || (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n'))
+    is_reset_byte(b) || (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n'))
 }
 
 /// A write that failed: refused by the deny-list (ERROR, nothing sent), or
