@@ -176,6 +176,9 @@ fn lean_reports_link_their_pages_and_the_index_honours_strict() {
             let has = r["transcript"].as_array().is_some_and(|t| !t.is_empty());
             let passing = r["outcome"] == "PASS" || r["outcome"] == "UNSUPPORTED";
             assert_eq!(has, !passing, "{name} {} {}", r["id"], r["outcome"]);
+            // A passing case's verdict is its matrix cell: no page of its own.
+            let page = dir.path().join(name).join("html").join(format!("run1-{}.html", r["id"].as_str().unwrap().replace('/', "-")));
+            assert_eq!(page.is_file(), !passing, "{name} {} {}", r["id"], r["outcome"]);
         }
     }
     let b_failing = {
@@ -189,7 +192,9 @@ fn lean_reports_link_their_pages_and_the_index_honours_strict() {
     assert_eq!(pages, ["index.html"], "no copied case pages");
     let index = std::fs::read_to_string(m.join("html/index.html")).unwrap();
     let links: Vec<&str> = index.split("href=\"").skip(1).map(|s| &s[..s.find('"').unwrap()]).collect();
-    assert!(links.iter().any(|l| l.starts_with("../../a/html/")) && links.iter().any(|l| l.starts_with("../../b/html/")), "{links:?}");
+    // Run a passed every case: its cells link nothing; b's failures link b's pages.
+    assert!(!links.is_empty() && links.iter().all(|l| l.starts_with("../../b/html/")), "{links:?}");
+    assert_eq!(links.len(), b_failing, "{links:?}");
     for l in &links {
         assert!(m.join("html").join(l).is_file(), "{l} does not open a page");
     }

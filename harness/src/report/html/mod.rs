@@ -11,7 +11,7 @@
 
 mod summary;
 
-use crate::verdict::{CaseResult, RunResult};
+use crate::verdict::{CaseResult, Outcome, RunResult};
 use crate::transcript::{describe, escape_bytes, Direction, Entry, Event, Record};
 
 use std::fmt::Write;
@@ -58,6 +58,13 @@ fn column_title(r: &RunResult) -> String {
 
 /// Where the matrix links run `i`'s page for case `id`: its own page here,
 /// or with `pages`, the page in that run's own report directory.
+/// Whether a case gets a page of its own: not one that passed (or did not
+/// apply) and kept no transcript (`--transcripts failing`), whose verdict
+/// the matrix cell already says in full.
+fn has_page(c: &CaseResult) -> bool {
+    !(matches!(c.outcome, Outcome::Pass | Outcome::Unsupported) && c.transcript.is_empty())
+}
+
 fn case_link(i: usize, id: &str, pages: Option<&[String]>) -> String {
     match pages.and_then(|p| p.get(i)) {
         Some(prefix) => format!("{prefix}{}", case_file(0, id)),
@@ -88,7 +95,7 @@ fn index(runs: &[RunResult], pages: Option<&[String]>, strict: bool) -> String {
         let _ = write!(b, "<tr class=\"case\"><td>{} {}</td><td>{}</td>", esc(&c.id), esc(&c.title), c.level);
         for (i, r) in runs.iter().enumerate() {
             match r.results.iter().find(|x| x.id == c.id) {
-                Some(x) => {
+                Some(x) if has_page(x) => {
                     let _ = write!(
                         b,
                         "<td class=\"{o}\"><a href=\"{}\">{o}</a> {:.2} ms</td>",
@@ -96,6 +103,9 @@ fn index(runs: &[RunResult], pages: Option<&[String]>, strict: bool) -> String {
                         x.elapsed.as_secs_f64() * 1e3,
                         o = x.outcome.as_str()
                     );
+                }
+                Some(x) => {
+                    let _ = write!(b, "<td class=\"{o}\">{o} {:.2} ms</td>", x.elapsed.as_secs_f64() * 1e3, o = x.outcome.as_str());
                 }
                 None => b.push_str("<td>—</td>"),
             }
@@ -281,7 +291,9 @@ pub fn write(dir: &Path, runs: &[RunResult], pages: Option<&[String]>, strict: b
     }
     for (i, r) in runs.iter().enumerate() {
         for c in &r.results {
-            super::write_atomic(&dir.join(case_file(i, &c.id)), case_page(r, c).as_bytes())?;
+            if has_page(c) {
+                super::write_atomic(&dir.join(case_file(i, &c.id)), case_page(r, c).as_bytes())?;
+            }
         }
     }
     Ok(())
