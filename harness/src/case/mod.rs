@@ -184,7 +184,7 @@ impl Case {
     /// its last command. Whether a client is back in sync after a fault
     /// shows only on the command after it (client contract, version 2).
     pub fn client_job(&self) -> Vec<String> {
-        let mut job: Vec<String> = if self.job.is_empty() { DEFAULT_JOB.iter().map(|s| s.to_string()).collect() } else { self.job.clone() };
+        let mut job = self.named_job();
         if let Some(i) = self.faulted_command_in(&job) {
             if i + 1 == job.len() {
                 let next = if job[i] == "guest-ping" { "guest-get-time" } else { "guest-ping" };
@@ -199,8 +199,16 @@ impl Case {
     /// }` (or `"command"`), the nth job command (a client syncs before its
     /// first command at least). None: the case has no `await`.
     pub fn faulted_command(&self) -> Option<usize> {
-        let job: Vec<String> = if self.job.is_empty() { DEFAULT_JOB.iter().map(|s| s.to_string()).collect() } else { self.job.clone() };
-        self.faulted_command_in(&job)
+        self.faulted_command_in(&self.named_job())
+    }
+
+    /// The case's own job, or [`DEFAULT_JOB`], before any append.
+    fn named_job(&self) -> Vec<String> {
+        if self.job.is_empty() {
+            DEFAULT_JOB.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.job.clone()
+        }
     }
 
     fn faulted_command_in(&self, job: &[String]) -> Option<usize> {

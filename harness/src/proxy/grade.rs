@@ -253,10 +253,7 @@ pub fn grade(ev: &Evidence<'_>) -> Graded {
     });
     // Version 1 of the contract stopped at the first error: a report that
     // ends in an error with job commands left unreported.
-    let stopped_at_error = !ev.hung
-        && per_job.iter().any(Option::is_none)
-        && per_job.iter().rposition(Option::is_some).is_some_and(|last| per_job[last] == Some(false))
-        && per_job.iter().rposition(Option::is_some).is_some_and(|last| per_job[last + 1..].iter().all(Option::is_none));
+    let stopped_at_error = !ev.hung && per_job.iter().rposition(Option::is_some).is_some_and(|last| per_job[last] == Some(false) && last + 1 < per_job.len());
     let (grade, problem) = if let Some(why) = pump.invalid.clone() {
         (ClientGrade::Invalid, Some((FailureKind::Harness, why)))
     } else if let Some(w) = wrong {
